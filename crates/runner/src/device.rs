@@ -1,0 +1,282 @@
+//! Choosing the training device, and loading libtorch's CUDA kernels at run time.
+//!
+//! The project links the CPU libraries of libtorch 2.11.0, so one binary serves every machine.
+//! On a GPU machine the CUDA half of libtorch (`libtorch_cuda.so`, which registers the CUDA
+//! backend when it is loaded) comes from an installed PyTorch 2.11 or a folder the user names,
+//! and is loaded with `dlopen(RTLD_NOW | RTLD_GLOBAL)` before any tensor touches the device.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Result};
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+
+/// What the user asked for with `--device`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when it works here, else the CPU (and say so).
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The library file that holds libtorch's CUDA kernels.
+const CUDA_LIB: &str = "libtorch_cuda.so";
+
+/// Where `libtorch_cuda.so` was looked for, and what came of it.
+#[derive(Debug, Clone)]
+pub struct CudaLoad {
+    /// The file that loaded, if any.
+    pub loaded_from: Option<PathBuf>,
+    /// One line per place tried, for error messages and `runner doctor`.
+    pub attempts: Vec<String>,
+}
+
+impl fmt::Display for CudaLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.loaded_from {
+            Some(path) => write!(f, "{}", path.display()),
+            None => write!(f, "not found ({})", self.attempts.join("; ")),
+        }
+    }
+}
+
+/// Loads `libtorch_cuda.so` once per process; later calls return the first result.
+///
+/// Looks in `$LIBTORCH_CUDA_DIR`, then the `lib/` folder of an installed PyTorch 2.11
+/// (`python3 -c 'import torch'`), then the dynamic loader's usual search path.
+pub fn load_cuda() -> &'static CudaLoad {
+    static LOAD: OnceLock<CudaLoad> = OnceLock::new();
+    LOAD.get_or_init(|| {
+        let mut attempts = Vec::new();
+        let mut candidates: Vec<(String, PathBuf)> = Vec::new();
+        if let Some(dir) = std::env::var_os("LIBTORCH_CUDA_DIR") {
+            candidates.push(("$LIBTORCH_CUDA_DIR".into(), Path::new(&dir).join(CUDA_LIB)));
+        } else {
+            attempts.push("$LIBTORCH_CUDA_DIR is not set".to_string());
+        }
+        match python_torch_lib_dir() {
+            Ok(dir) => candidates.push(("installed PyTorch".into(), dir.join(CUDA_LIB))),
+            Err(why) => attempts.push(format!("installed PyTorch: {why}")),
+        }
+        // A bare name makes dlopen search LD_LIBRARY_PATH, the cache and the default folders.
+        candidates.push(("loader path".into(), PathBuf::from(CUDA_LIB)));
+
+        for (origin, path) in candidates {
+            if path.is_absolute() && !path.exists() {
+                attempts.push(format!("{origin}: no {}", path.display()));
+                continue;
+            }
+            // SAFETY: loading libtorch_cuda.so runs its static initialisers, which register the
+            // CUDA backend with the libtorch already loaded in this process; it is never unloaded.
+            match unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) } {
+                Ok(lib) => {
+                    std::mem::forget(lib);
+                    let loaded = if path.is_absolute() {
+                        path
+                    } else {
+                        find_loaded(CUDA_LIB).unwrap_or(path)
+                    };
+                    attempts.push(format!("{origin}: loaded {}", loaded.display()));
+                    return CudaLoad {
+                        loaded_from: Some(loaded),
+                        attempts,
+                    };
+                }
+                Err(err) => attempts.push(format!("{origin}: {}", error_chain(&err))),
+            }
+        }
+        CudaLoad {
+            loaded_from: None,
+            attempts,
+        }
+    })
+}
+
+/// An error and its sources on one line (libloading keeps dlerror's text in the source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// The `lib/` folder of the Python environment's PyTorch, if it is version 2.11.
+fn python_torch_lib_dir() -> Result<PathBuf, String> {
+    let script = "import os, torch; print(torch.__version__); \
+                  print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .map_err(|e| format!("python3 did not run ({e})"))?;
+    if !output.status.success() {
+        return Err("python3 has no torch module".into());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let (Some(version), Some(dir)) = (lines.next(), lines.next()) else {
+        return Err("could not read torch's version and folder".into());
+    };
+    if !version.starts_with("2.11.") {
+        return Err(format!("its torch is {version}, not 2.11"));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// The path of a shared library already mapped into this process, from `/proc/self/maps`.
+pub fn find_loaded(file_name: &str) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .is_some_and(|name| name == file_name)
+        })
+        .map(PathBuf::from)
+}
+
+/// The device a run uses, and why it is not the one asked for (when `auto` fell back).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub device: tch::Device,
+    /// Set when `auto` fell back to the CPU: the reason, for the log.
+    pub fallback: Option<String>,
+}
+
+/// Turns `--device` into a tch device, loading CUDA first where it may be used.
+///
+/// `cuda` without a usable GPU is an error naming what was tried; `auto` falls back to the CPU
+/// and gives the reason in [`Resolved::fallback`].
+pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
+    if choice == DeviceChoice::Cpu {
+        return Ok(Resolved {
+            device: tch::Device::Cpu,
+            fallback: None,
+        });
+    }
+    let load = load_cuda();
+    if load.loaded_from.is_some() && tch::Cuda::is_available() {
+        return Ok(Resolved {
+            device: tch::Device::Cuda(0),
+            fallback: None,
+        });
+    }
+    if choice == DeviceChoice::Cuda {
+        bail!("{}", no_cuda_reason(load));
+    }
+    Ok(Resolved {
+        device: tch::Device::Cpu,
+        fallback: Some(no_cuda_reason(load)),
+    })
+}
+
+fn no_cuda_reason(load: &CudaLoad) -> String {
+    match &load.loaded_from {
+        None => format!(
+            "CUDA is not usable: {CUDA_LIB} was not found ({}). Install PyTorch 2.11 with CUDA, \
+             or set LIBTORCH_CUDA_DIR to the folder holding {CUDA_LIB}",
+            load.attempts.join("; ")
+        ),
+        Some(path) => format!(
+            "CUDA is not usable: {} loaded, but libtorch sees no CUDA device (driver missing, or \
+             CUDA_VISIBLE_DEVICES empty?)",
+            path.display()
+        ),
+    }
+}
+
+/// Name and total memory of a CUDA device, read through the CUDA runtime that libtorch loaded.
+#[derive(Debug, Clone)]
+pub struct GpuInfo {
+    pub name: String,
+    pub total_memory_bytes: u64,
+}
+
+/// Asks the CUDA runtime (`libcudart.so.13`, already loaded by libtorch) about device `index`.
+pub fn gpu_info(index: i32) -> Result<GpuInfo> {
+    type GetProps = unsafe extern "C" fn(*mut u8, i32) -> i32;
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: libcudart is a dependency of libtorch_cpu.so, so this only takes another reference
+    // to the loaded library; the signatures below are those of the CUDA runtime API.
+    let cudart = unsafe { Library::open(Some("libcudart.so.13"), RTLD_NOW) }?;
+    // cudaDeviceProp begins with `char name[256]` in every CUDA version; the buffer is larger
+    // than the whole struct (about 1 KiB) in any of them.
+    let mut props = vec![0u8; 8192];
+    let mut status = -1;
+    for symbol in [
+        &b"cudaGetDeviceProperties_v2\0"[..],
+        b"cudaGetDeviceProperties\0",
+    ] {
+        // SAFETY: see above; `props` outlives the call and is large enough.
+        if let Ok(get) = unsafe { cudart.get::<GetProps>(symbol) } {
+            status = unsafe { get(props.as_mut_ptr(), index) };
+            break;
+        }
+    }
+    if status != 0 {
+        bail!("cudaGetDeviceProperties failed (error {status})");
+    }
+    let name_end = props[..256].iter().position(|&b| b == 0).unwrap_or(256);
+    let name = String::from_utf8_lossy(&props[..name_end]).into_owned();
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: plain CUDA runtime calls with valid out-pointers.
+    unsafe {
+        let set: libloading::os::unix::Symbol<SetDevice> = cudart.get(b"cudaSetDevice\0")?;
+        let mem: libloading::os::unix::Symbol<MemGetInfo> = cudart.get(b"cudaMemGetInfo\0")?;
+        if set(index) != 0 || mem(&mut free, &mut total) != 0 {
+            bail!("cudaMemGetInfo failed for device {index}");
+        }
+    }
+    Ok(GpuInfo {
+        name,
+        total_memory_bytes: total as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_always_available() {
+        let resolved = resolve(DeviceChoice::Cpu).unwrap();
+        assert_eq!(resolved.device, tch::Device::Cpu);
+        assert!(resolved.fallback.is_none());
+    }
+
+    #[test]
+    fn libtorch_cpu_is_found_among_loaded_libraries() {
+        // Touch libtorch so that it is certainly mapped, then find it the way doctor does.
+        let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+        let path = find_loaded("libtorch_cpu.so").expect("libtorch_cpu.so is mapped");
+        assert!(path.is_absolute(), "{}", path.display());
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn cuda_request_without_gpu_is_a_clear_error() {
+        // Only meaningful where no CUDA device is usable (CI and the CPU machines).
+        if load_cuda().loaded_from.is_some() && tch::Cuda::is_available() {
+            return;
+        }
+        let err = resolve(DeviceChoice::Cuda).unwrap_err().to_string();
+        assert!(err.contains("CUDA is not usable"), "{err}");
+        assert!(
+            err.contains("LIBTORCH_CUDA_DIR") || err.contains("no CUDA device"),
+            "{err}"
+        );
+        let auto = resolve(DeviceChoice::Auto).unwrap();
+        assert_eq!(auto.device, tch::Device::Cpu);
+        assert_eq!(auto.fallback.as_deref(), Some(err.as_str()));
+    }
+}

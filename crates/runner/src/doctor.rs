@@ -1,0 +1,96 @@
+//! `runner doctor`: what this machine offers the harness, in one screen.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::device::{self, DeviceChoice};
+use crate::{data, libtorch};
+
+/// Prints libtorch, CPU, CUDA and data status. Fails only when the libtorch is the wrong one.
+pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
+    let torch = libtorch::check()?;
+    println!(
+        "libtorch      {} ({})",
+        torch.version.as_deref().unwrap_or("version unknown"),
+        torch.lib_dir.display()
+    );
+    if torch.lib_dir != Path::new(libtorch::LINKED_LIB_DIR) {
+        println!("              (built against {})", libtorch::LINKED_LIB_DIR);
+    }
+    println!(
+        "cpu threads   {} ({})",
+        tch::get_num_threads(),
+        cpu_model().unwrap_or_else(|| "unknown CPU".into())
+    );
+
+    if choice == DeviceChoice::Cpu {
+        println!("cuda          not probed (--device cpu)");
+    } else {
+        let load = device::load_cuda();
+        match &load.loaded_from {
+            Some(path) => println!("libtorch_cuda {}", path.display()),
+            None => println!("libtorch_cuda not found"),
+        }
+        for attempt in &load.attempts {
+            println!("              - {attempt}");
+        }
+        let count = if load.loaded_from.is_some() {
+            tch::Cuda::device_count()
+        } else {
+            0
+        };
+        if count == 0 {
+            println!("cuda          no");
+        } else {
+            println!("cuda          yes, {count} device(s)");
+            for index in 0..count {
+                match device::gpu_info(index as i32) {
+                    Ok(gpu) => println!(
+                        "  cuda:{index}      {} ({:.1} GiB)",
+                        gpu.name,
+                        gpu.total_memory_bytes as f64 / f64::from(1u32 << 30)
+                    ),
+                    Err(err) => println!("  cuda:{index}      (no details: {err})"),
+                }
+            }
+            let cudnn = tch::utils::version_cudnn();
+            if tch::Cuda::cudnn_is_available() && cudnn > 0 {
+                println!(
+                    "cudnn         {}.{}.{}",
+                    cudnn / 10000,
+                    (cudnn / 100) % 100,
+                    cudnn % 100
+                );
+            } else {
+                println!("cudnn         not available");
+            }
+        }
+    }
+
+    match device::resolve(choice) {
+        Ok(resolved) => println!(
+            "training on   {:?} with --device {choice:?}{}",
+            resolved.device,
+            if resolved.fallback.is_some() {
+                " (no usable CUDA)"
+            } else {
+                ""
+            }
+        ),
+        Err(err) => println!("training on   nothing: {err:#}"),
+    }
+
+    println!("cifar-10      {}", data_dir.display());
+    match data::check_dir(data_dir) {
+        Ok(()) => println!("              all six files present, sizes valid"),
+        Err(err) => println!("              not usable: {err:#}"),
+    }
+    Ok(())
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}

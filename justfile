@@ -1,0 +1,36 @@
+# Recipes for the residual-network ablation harness. `just` alone lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The runner, built with optimisations (training speed depends on it).
+runner := "cargo run --release --quiet -p runner --"
+
+# List the recipes.
+default:
+    @just --list
+
+# Provision libtorch 2.11.0 into .libtorch/ from PyPI (a fast no-op once done; respects $LIBTORCH).
+setup:
+    @bash scripts/setup-libtorch.sh
+
+# Formatting, lints and every test: what CI runs.
+test: setup
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace
+
+# What this machine offers: libtorch, CPU threads, CUDA, cuDNN, the CIFAR-10 folder.
+doctor *ARGS: setup
+    {{runner}} doctor {{ARGS}}
+
+# Train what is missing of an ablation (experiments/EXP.toml), then render its tables and plots.
+ablate EXP PROFILE="paper": setup
+    @echo "ablate {{EXP}} {{PROFILE}}: not yet implemented (training arrives with the runner)" >&2; exit 1
+
+# Render results/EXP/PROFILE into tables and plots.
+report EXP PROFILE="paper":
+    @echo "report {{EXP}} {{PROFILE}}: not yet implemented (arrives with the ablations)" >&2; exit 1
+
+# Training throughput with synthetic data: the standard set of models and stack sizes.
+bench *ARGS: setup
+    @echo "bench: not yet implemented (arrives with the models and the runner)" >&2; exit 1
