@@ -20,7 +20,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", cpu_lib.display());
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     if !cpu_lib.exists() {
-        panic!("libtorch is missing: no {}; {SETUP_HINT}", cpu_lib.display());
+        panic!(
+            "libtorch is missing: no {}; {SETUP_HINT}",
+            cpu_lib.display()
+        );
     }
     let version_file = lib_dir.join("..").join("build-version");
     if let Ok(version) = std::fs::read_to_string(&version_file) {
