@@ -1,22 +1,59 @@
-//! CIFAR-10 in its official binary layout.
+//! CIFAR-10 in its official binary layout: finding it, checking it, fingerprinting it,
+//! fetching the original archive, and reading it into tensors.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
+/// Pixels per image: 3 channels of 32×32.
+pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 /// Bytes per record: one label byte, then 1024 red, 1024 green and 1024 blue pixel bytes.
-pub const RECORD_BYTES: u64 = 1 + 3 * 32 * 32;
+pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 /// Records per file.
-pub const RECORDS_PER_FILE: u64 = 10_000;
-/// The five training files and the test file, in order.
-pub const FILES: [&str; 6] = [
+pub const RECORDS_PER_FILE: usize = 10_000;
+/// Classes of CIFAR-10.
+pub const NUM_CLASSES: u8 = 10;
+/// The five training files, in order.
+pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
     "data_batch_3.bin",
     "data_batch_4.bin",
     "data_batch_5.bin",
-    "test_batch.bin",
 ];
+/// The test file.
+pub const TEST_FILE: &str = "test_batch.bin";
+
+/// The official archive, its MD5 as published beside it, and the folder it unpacks to.
+pub const ARCHIVE_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+pub const ARCHIVE_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+pub const ARCHIVE_FOLDER: &str = "cifar-10-batches-bin";
+/// Written by `runner data fetch` beside the files: where they came from and their MD5s.
+pub const PROVENANCE_FILE: &str = "PROVENANCE.json";
+
+/// Copies of CIFAR-10 that are not the original pixels but are recognised by their files' MD5s.
+/// Results on them are labelled with the copy's name.
+const KNOWN_COPIES: &[(&str, [(&str, &str); 6])] = &[(
+    "CIFAR-10, JPEG-75 copy (not the original pixels)",
+    [
+        ("data_batch_1.bin", "5a5142663b2c457eb7edf61944cf14cd"),
+        ("data_batch_2.bin", "a03813b579934887e19fffa24f57e096"),
+        ("data_batch_3.bin", "9338b8beb58f9f053aa7e7f6d2ca26a1"),
+        ("data_batch_4.bin", "5d6a4b059305fb3437429da7d5355351"),
+        ("data_batch_5.bin", "b543e7acd6f6cab339de5ace5ae323ae"),
+        ("test_batch.bin", "522aae0f6b5a0887c19587e9738bc7db"),
+    ],
+)];
+
+fn all_files() -> impl Iterator<Item = &'static str> {
+    TRAIN_FILES.into_iter().chain([TEST_FILE])
+}
 
 /// The data folder: `--data-dir`, else `$CIFAR10_DIR`, else `data/cifar-10-batches-bin`.
 pub fn resolve_dir(cli: Option<&Path>) -> PathBuf {
@@ -25,27 +62,493 @@ pub fn resolve_dir(cli: Option<&Path>) -> PathBuf {
     }
     match std::env::var_os("CIFAR10_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from("data/cifar-10-batches-bin"),
+        _ => Path::new("data").join(ARCHIVE_FOLDER),
     }
 }
 
 /// Checks that the folder holds the six files with the sizes of the official layout.
 pub fn check_dir(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        bail!("no folder {}", dir.display());
-    }
-    for name in FILES {
+    ensure!(dir.is_dir(), "no folder {}", dir.display());
+    for name in all_files() {
         let path = dir.join(name);
-        let len = std::fs::metadata(&path)
+        let len = fs::metadata(&path)
             .with_context(|| format!("missing {}", path.display()))?
             .len();
-        if len != RECORD_BYTES * RECORDS_PER_FILE {
-            bail!(
-                "{} has {len} bytes; a CIFAR-10 batch file has {}",
-                path.display(),
-                RECORD_BYTES * RECORDS_PER_FILE
+        check_len(&path, len)?;
+    }
+    Ok(())
+}
+
+fn check_len(path: &Path, len: u64) -> Result<()> {
+    let expected = (RECORD_BYTES * RECORDS_PER_FILE) as u64;
+    ensure!(
+        len == expected,
+        "{} has {len} bytes, but a CIFAR-10 batch file has {expected} ({RECORDS_PER_FILE} records of \
+         {RECORD_BYTES} bytes){}",
+        path.display(),
+        if len < expected { ": truncated?" } else { ": not a CIFAR-10 binary batch?" }
+    );
+    Ok(())
+}
+
+/// Images and labels of one split, on the host.
+#[derive(Debug)]
+pub struct Split {
+    /// `[n, 3, 32, 32]`, uint8.
+    pub images: Tensor,
+    /// `[n]`, int64 in 0..10.
+    pub labels: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> i64 {
+        self.labels.size()[0]
+    }
+}
+
+/// Reads one batch file: exactly 10,000 records with labels in 0..10, or an error naming the
+/// file and the problem.
+pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_len(path, bytes.len() as u64)?;
+    let mut images = Vec::with_capacity(RECORDS_PER_FILE * IMAGE_BYTES);
+    let mut labels = Vec::with_capacity(RECORDS_PER_FILE);
+    for (index, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+        let label = record[0];
+        ensure!(
+            label < NUM_CLASSES,
+            "{}: record {index} has label {label}, outside 0..{NUM_CLASSES}: not a CIFAR-10 batch file",
+            path.display()
+        );
+        labels.push(label);
+        images.extend_from_slice(&record[1..]);
+    }
+    Ok((images, labels))
+}
+
+fn read_split(dir: &Path, names: &[&str]) -> Result<Split> {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for name in names {
+        let (im, lb) = read_batch(&dir.join(name))?;
+        images.extend(im);
+        labels.extend(lb);
+    }
+    let n = labels.len() as i64;
+    Ok(Split {
+        images: Tensor::from_slice(&images).view([n, 3, 32, 32]),
+        labels: Tensor::from_slice(&labels).to_kind(Kind::Int64),
+    })
+}
+
+/// The whole dataset on the host, as read from the binary files.
+#[derive(Debug)]
+pub struct Cifar10 {
+    pub train: Split,
+    pub test: Split,
+    pub fingerprint: Fingerprint,
+}
+
+impl Cifar10 {
+    /// Reads and checks the six files of `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        check_dir(dir)
+            .context("the CIFAR-10 folder is not usable (`runner data fetch` downloads it)")?;
+        let fingerprint = fingerprint(dir)?;
+        Ok(Self {
+            train: read_split(dir, &TRAIN_FILES)?,
+            test: read_split(dir, &[TEST_FILE])?,
+            fingerprint,
+        })
+    }
+}
+
+/// What the data is: the MD5 of each file, one digest over them, and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fingerprint {
+    /// MD5 over the `MD5SUMS`-style listing of the six files (`<md5>  <name>\n` each, in order).
+    pub digest: String,
+    pub files: BTreeMap<String, String>,
+    /// `original CIFAR-10 (archive MD5 verified)`, the name of a known copy, or `unverified copy`.
+    pub source: String,
+    /// True only for files unpacked from the official archive whose MD5 was checked.
+    pub original: bool,
+}
+
+fn md5_file(path: &Path) -> Result<String> {
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Provenance record written by `runner data fetch`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Provenance {
+    archive_url: String,
+    archive_md5: String,
+    files: BTreeMap<String, String>,
+}
+
+/// Hashes the six files and says whether they are the verified original, a known copy, or neither.
+pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
+    let mut files = BTreeMap::new();
+    let mut listing = String::new();
+    for name in all_files() {
+        let md5 = md5_file(&dir.join(name))?;
+        listing.push_str(&format!("{md5}  {name}\n"));
+        files.insert(name.to_string(), md5);
+    }
+    let digest = format!("{:x}", Md5::digest(listing.as_bytes()));
+    let provenance: Option<Provenance> = fs::read(dir.join(PROVENANCE_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let original = provenance.is_some_and(|p| p.archive_md5 == ARCHIVE_MD5 && p.files == files);
+    let source = if original {
+        "original CIFAR-10 (archive MD5 verified)".to_string()
+    } else if let Some((name, _)) = KNOWN_COPIES.iter().find(|(_, sums)| {
+        sums.iter()
+            .all(|(file, md5)| files.get(*file).map(String::as_str) == Some(*md5))
+    }) {
+        name.to_string()
+    } else {
+        "unverified copy (not fetched from the official archive)".to_string()
+    };
+    Ok(Fingerprint {
+        digest,
+        files,
+        source,
+        original,
+    })
+}
+
+/// Downloads the official archive into `dir`'s parent, checks its MD5 and unpacks it as `dir`.
+///
+/// Nothing is left half-written: the archive is downloaded to a temporary file and unpacked
+/// into a temporary folder beside `dir`, which is renamed into place only when complete.
+pub fn fetch(dir: &Path, quiet: bool) -> Result<()> {
+    if check_dir(dir).is_ok() {
+        eprintln!("data: {} already holds CIFAR-10", dir.display());
+        return Ok(());
+    }
+    ensure!(
+        !dir.exists(),
+        "{} exists but is not a complete CIFAR-10 folder; move it away first",
+        dir.display()
+    );
+    let parent = parent_of(dir);
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let mut archive = tempfile::Builder::new()
+        .prefix(".cifar-10-download.")
+        .tempfile_in(&parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    download(ARCHIVE_URL, archive.as_file_mut(), quiet)?;
+    install_archive(archive.path(), ARCHIVE_MD5, ARCHIVE_URL, dir)
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn download(url: &str, out: &mut fs::File, quiet: bool) -> Result<()> {
+    let mut response = ureq::get(url)
+        .call()
+        .with_context(|| format!("cannot download {url}"))?;
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total.unwrap_or(0))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message("cifar-10-binary.tar.gz");
+    let mut reader = bar.wrap_read(response.body_mut().as_reader());
+    let copied =
+        std::io::copy(&mut reader, out).with_context(|| format!("download of {url} broke off"))?;
+    out.flush()?;
+    bar.finish();
+    if let Some(total) = total {
+        ensure!(
+            copied == total,
+            "download of {url} stopped at {copied} of {total} bytes"
+        );
+    }
+    Ok(())
+}
+
+/// Checks an archive's MD5 and unpacks its `cifar-10-batches-bin/` into `dir`, atomically.
+///
+/// Members that would land outside the target (absolute paths, `..`), links and anything
+/// outside `cifar-10-batches-bin/` are refused.
+pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path) -> Result<()> {
+    let md5 = md5_file(archive)?;
+    ensure!(
+        md5 == expected_md5,
+        "{} has MD5 {md5}, expected {expected_md5}: the download is corrupt or not the CIFAR-10 binary archive",
+        archive.display()
+    );
+    let parent = parent_of(dir);
+    let staging = tempfile::Builder::new()
+        .prefix(".cifar-10-unpack.")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    let file = fs::File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in tar.entries().context("not a gzip'd tar archive")? {
+        let mut entry = entry.context("broken tar archive")?;
+        let path = entry.path()?.into_owned();
+        let mut components = path.components().filter(|c| *c != Component::CurDir);
+        ensure!(
+            components.next() == Some(Component::Normal(ARCHIVE_FOLDER.as_ref())),
+            "archive member {} is outside {ARCHIVE_FOLDER}/",
+            path.display()
+        );
+        let rest: PathBuf = components.collect();
+        if rest.as_os_str().is_empty() {
+            continue;
+        }
+        ensure!(
+            rest.components().all(|c| matches!(c, Component::Normal(_))),
+            "archive member {} would escape the target folder",
+            path.display()
+        );
+        match entry.header().entry_type() {
+            tar::EntryType::Regular => {
+                let target = staging.path().join(&rest);
+                if let Some(p) = target.parent() {
+                    fs::create_dir_all(p)?;
+                }
+                entry
+                    .unpack(&target)
+                    .with_context(|| format!("cannot unpack {}", path.display()))?;
+            }
+            tar::EntryType::Directory => fs::create_dir_all(staging.path().join(&rest))?,
+            other => bail!(
+                "archive member {} is a {other:?}, not a plain file",
+                path.display()
+            ),
+        }
+    }
+    check_dir(staging.path()).context("the archive does not hold the six CIFAR-10 batch files")?;
+    let mut files = BTreeMap::new();
+    for name in all_files() {
+        files.insert(name.to_string(), md5_file(&staging.path().join(name))?);
+    }
+    let provenance = Provenance {
+        archive_url: url.to_string(),
+        archive_md5: md5,
+        files,
+    };
+    fs::write(
+        staging.path().join(PROVENANCE_FILE),
+        serde_json::to_vec_pretty(&provenance)?,
+    )?;
+    let staged = staging.keep();
+    fs::rename(&staged, dir)
+        .with_context(|| format!("cannot move the unpacked data to {}", dir.display()))?;
+    eprintln!(
+        "data: CIFAR-10 verified (MD5 {expected_md5}) and unpacked into {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Writes a synthetic dataset in the official layout: `per_file` records per training file
+    /// is not allowed by the layout, so every file has 10,000 records of a simple pattern.
+    pub fn write_synthetic(dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        for (f, name) in all_files().enumerate() {
+            let mut bytes = Vec::with_capacity(RECORD_BYTES * RECORDS_PER_FILE);
+            for i in 0..RECORDS_PER_FILE {
+                let label = ((i + f) % 10) as u8;
+                bytes.push(label);
+                bytes.extend((0..IMAGE_BYTES).map(|p| (label as usize * 20 + p % 7) as u8));
+            }
+            fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_the_binary_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path());
+        let data = Cifar10::load(dir.path()).unwrap();
+        assert_eq!(data.train.images.size(), [50_000, 3, 32, 32]);
+        assert_eq!(data.test.images.size(), [10_000, 3, 32, 32]);
+        // Record 3 of the first file: label 3, red plane starts with pixel bytes 60, 61, ...
+        assert_eq!(data.train.labels.int64_value(&[3]), 3);
+        assert_eq!(data.train.images.int64_value(&[3, 0, 0, 0]), 60);
+        assert_eq!(data.train.images.int64_value(&[3, 0, 0, 1]), 61);
+        // The second file starts at record 10,000 with label (0 + 1) % 10.
+        assert_eq!(data.train.labels.int64_value(&[10_000]), 1);
+        assert!(!data.fingerprint.original);
+        assert!(data.fingerprint.source.starts_with("unverified"));
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path());
+        let path = dir.path().join("data_batch_3.bin");
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let err = format!("{:#}", Cifar10::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("data_batch_3.bin") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_label_out_of_range_is_an_error_naming_file_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path());
+        let path = dir.path().join("test_batch.bin");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[RECORD_BYTES * 7] = 200;
+        fs::write(&path, bytes).unwrap();
+        let err = format!("{:#}", Cifar10::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("test_batch.bin") && err.contains("record 7") && err.contains("200"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_names_the_fetch_command() {
+        let err = format!(
+            "{:#}",
+            Cifar10::load(Path::new("/nonexistent/cifar")).unwrap_err()
+        );
+        assert!(
+            err.contains("runner data fetch") && err.contains("/nonexistent/cifar"),
+            "{err}"
+        );
+    }
+
+    fn tar_gz(members: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for (name, data) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            // Write the name into the header directly, so that even unsafe names reach the reader.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn archive_install_checks_md5_unpacks_and_records_provenance() {
+        let src = tempfile::tempdir().unwrap();
+        write_synthetic(src.path());
+        let contents: Vec<(String, Vec<u8>)> = all_files()
+            .map(|n| {
+                (
+                    format!("{ARCHIVE_FOLDER}/{n}"),
+                    fs::read(src.path().join(n)).unwrap(),
+                )
+            })
+            .collect();
+        let members: Vec<(&str, &[u8])> = contents
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let archive = tar_gz(&members);
+        let md5 = md5_file(archive.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("cifar");
+
+        let err = install_archive(archive.path(), "0123", "file://test", &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MD5") && err.contains(&md5), "{err}");
+        assert!(!dir.exists());
+
+        install_archive(archive.path(), &md5, "file://test", &dir).unwrap();
+        check_dir(&dir).unwrap();
+        // Only the target folder remains: no staging folder left behind.
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1);
+        // The provenance names this archive; the files are "original" only for the official MD5.
+        let print = fingerprint(&dir).unwrap();
+        assert!(!print.original);
+        let mut provenance: Provenance =
+            serde_json::from_slice(&fs::read(dir.join(PROVENANCE_FILE)).unwrap()).unwrap();
+        assert_eq!(provenance.files, print.files);
+        provenance.archive_md5 = ARCHIVE_MD5.to_string();
+        fs::write(
+            dir.join(PROVENANCE_FILE),
+            serde_json::to_vec(&provenance).unwrap(),
+        )
+        .unwrap();
+        let print = fingerprint(&dir).unwrap();
+        assert!(print.original, "{print:?}");
+        // Changing a byte of a file breaks the claim.
+        let path = dir.join("test_batch.bin");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[5] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(!fingerprint(&dir).unwrap().original);
+    }
+
+    #[test]
+    fn archive_members_escaping_the_target_are_refused() {
+        for bad in [
+            format!("{ARCHIVE_FOLDER}/../evil.bin"),
+            "evil.bin".to_string(),
+            "/tmp/evil.bin".to_string(),
+        ] {
+            let archive = tar_gz(&[(bad.as_str(), b"x")]);
+            let md5 = md5_file(archive.path()).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let dir = out.path().join("cifar");
+            let err = install_archive(archive.path(), &md5, "file://test", &dir)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("outside") || err.contains("escape"),
+                "{bad}: {err}"
+            );
+            assert!(!dir.exists());
+            assert!(!out.path().parent().unwrap().join("evil.bin").exists());
+            assert_eq!(
+                fs::read_dir(out.path()).unwrap().count(),
+                0,
+                "staging folder left behind"
             );
         }
     }
-    Ok(())
 }

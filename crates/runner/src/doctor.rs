@@ -82,9 +82,17 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     }
 
     println!("cifar-10      {}", data_dir.display());
-    match data::check_dir(data_dir) {
-        Ok(()) => println!("              all six files present, sizes valid"),
-        Err(err) => println!("              not usable: {err:#}"),
+    match data::check_dir(data_dir).and_then(|()| data::fingerprint(data_dir)) {
+        Ok(print) => {
+            println!(
+                "              six files present, sizes valid; fingerprint {}",
+                print.digest
+            );
+            println!("              {}", print.source);
+        }
+        Err(err) => {
+            println!("              not usable: {err:#} (`runner data fetch` downloads it)")
+        }
     }
     Ok(())
 }

@@ -1,0 +1,287 @@
+//! SGD with momentum and weight decay, as PyTorch's `torch.optim.SGD` computes it:
+//! `d = g + wd·p;  b = m·b + d;  p = p − lr·b` (the first step takes `b = d`).
+//!
+//! Two layouts give the same numbers element for element:
+//! - [`SgdLayout::PerTensor`]: a few ops per parameter tensor. Fewer copies; the CPU default.
+//! - [`SgdLayout::Flat`]: every parameter becomes a view of one flat tensor and the update is a
+//!   handful of ops over all of it. On a GPU, where a ResNet-110 step would otherwise launch
+//!   over a thousand tiny kernels for the update, this is markedly faster.
+//!
+//! Gradients are taken with `Tensor::run_backward` for exactly the trainable parameters, so no
+//! `.grad` fields accumulate. The momentum buffers are named after their parameters for
+//! checkpoints, in either layout.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use tch::{nn::VarStore, Kind, Tensor};
+
+/// How the parameters and their momentum are laid out in memory.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SgdLayout {
+    PerTensor,
+    Flat,
+}
+
+impl SgdLayout {
+    /// The faster layout on `device`, by measurement: flat on CUDA, per tensor on the CPU.
+    pub fn for_device(device: tch::Device) -> Self {
+        if device.is_cuda() {
+            Self::Flat
+        } else {
+            Self::PerTensor
+        }
+    }
+}
+
+/// SGD state over the trainable variables of one `VarStore`.
+pub struct Sgd {
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    momentum: Vec<Tensor>,
+    flat: Option<Flat>,
+    started: bool,
+    pub momentum_factor: f64,
+    pub weight_decay: f64,
+}
+
+/// The flat layout: all parameters (and all momentum buffers) as views of one tensor each.
+struct Flat {
+    params: Tensor,
+    momentum: Tensor,
+}
+
+impl Sgd {
+    /// Takes the trainable variables of `vs`, in name order (stable across runs).
+    pub fn new(vs: &VarStore, momentum_factor: f64, weight_decay: f64, layout: SgdLayout) -> Self {
+        let mut named: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, mut params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
+        let (momentum, flat) = match layout {
+            SgdLayout::PerTensor => (params.iter().map(Tensor::zeros_like).collect(), None),
+            SgdLayout::Flat => {
+                let flat = Flat::adopt(&mut params);
+                (flat.views_of(&flat.momentum, &params), Some(flat))
+            }
+        };
+        Self {
+            names,
+            params,
+            momentum,
+            flat,
+            started: false,
+            momentum_factor,
+            weight_decay,
+        }
+    }
+
+    /// Back-propagates `loss` to the parameters and takes one step at learning rate `lr`.
+    pub fn step(&mut self, loss: &Tensor, lr: f64) {
+        let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        let (m, wd) = (self.momentum_factor, self.weight_decay);
+        tch::no_grad(|| match &self.flat {
+            Some(flat) => {
+                let flat_grads: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
+                let d = Tensor::cat(&flat_grads, 0);
+                update(&flat.params, &flat.momentum, d, m, wd, lr, self.started);
+            }
+            None => {
+                for ((p, b), g) in self.params.iter().zip(&self.momentum).zip(grads) {
+                    update(p, b, g, m, wd, lr, self.started);
+                }
+            }
+        });
+        self.started = true;
+    }
+
+    /// Momentum buffers by parameter name, for a checkpoint (plus a marker of the first step).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state: Vec<(String, Tensor)> = self
+            .names
+            .iter()
+            .zip(&self.momentum)
+            .map(|(n, b)| (format!("momentum/{n}"), b.shallow_clone()))
+            .collect();
+        state.push((
+            "momentum_started".into(),
+            Tensor::from(i64::from(self.started)),
+        ));
+        state
+    }
+
+    /// Restores what [`Sgd::state`] saved.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, buf) in self.names.iter().zip(&self.momentum) {
+            let saved = state
+                .get(&format!("momentum/{name}"))
+                .with_context(|| format!("no momentum for {name}"))?;
+            if saved.size() != buf.size() {
+                bail!(
+                    "momentum for {name} has shape {:?}, expected {:?}",
+                    saved.size(),
+                    buf.size()
+                );
+            }
+            tch::no_grad(|| buf.shallow_clone().copy_(saved));
+        }
+        let started = state
+            .get("momentum_started")
+            .context("no momentum_started marker")?;
+        self.started = started.int64_value(&[]) != 0;
+        Ok(())
+    }
+}
+
+/// One SGD update, in place, on matching tensors (single parameters or flat buffers).
+fn update(p: &Tensor, b: &Tensor, mut d: Tensor, m: f64, wd: f64, lr: f64, started: bool) {
+    if wd != 0.0 {
+        d = d.g_add_(&(p * wd));
+    }
+    let mut b = b.shallow_clone();
+    if started {
+        let _ = b.g_mul_scalar_(m).g_add_(&d);
+    } else {
+        b.copy_(&d);
+    }
+    let _ = p.shallow_clone().g_add_(&(&b * -lr));
+}
+
+impl Flat {
+    /// Moves every parameter into one flat tensor and makes it a view of it.
+    fn adopt(params: &mut [Tensor]) -> Self {
+        let total: i64 = params.iter().map(Tensor::numel).map(|n| n as i64).sum();
+        let (kind, device) = params
+            .first()
+            .map(|p| (p.kind(), p.device()))
+            .unwrap_or((Kind::Float, tch::Device::Cpu));
+        let flat = Self {
+            params: Tensor::zeros([total], (kind, device)),
+            momentum: Tensor::zeros([total], (kind, device)),
+        };
+        let views = flat.views_of(&flat.params, params);
+        tch::no_grad(|| {
+            for (p, mut view) in params.iter_mut().zip(views) {
+                view.copy_(p);
+                p.set_data(&view);
+            }
+        });
+        flat
+    }
+
+    /// Views of `buffer` shaped like each parameter, in order.
+    fn views_of(&self, buffer: &Tensor, params: &[Tensor]) -> Vec<Tensor> {
+        let mut offset = 0;
+        params
+            .iter()
+            .map(|p| {
+                let n = p.numel() as i64;
+                let view = buffer.narrow(0, offset, n).view(p.size().as_slice());
+                offset += n;
+                view
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batches::seeded;
+    use tch::nn::{self, Module, OptimizerConfig};
+
+    fn model(vs: &VarStore) -> nn::Sequential {
+        let p = vs.root();
+        nn::seq()
+            .add(nn::linear(&p / "a", 5, 7, Default::default()))
+            .add_fn(|x| x.tanh())
+            .add(nn::linear(&p / "b", 7, 3, Default::default()))
+    }
+
+    fn train(layout: Option<SgdLayout>, steps: usize) -> Vec<f64> {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let (net, xs, ys) = seeded(7, || {
+            let net = model(&vs);
+            let xs = Tensor::randn([16, 5], (Kind::Float, tch::Device::Cpu));
+            let ys = Tensor::randint(3, [16], (Kind::Int64, tch::Device::Cpu));
+            (net, xs, ys)
+        });
+        let mut ours = layout.map(|l| Sgd::new(&vs, 0.9, 1e-2, l));
+        let mut reference = nn::Sgd {
+            momentum: 0.9,
+            dampening: 0.0,
+            wd: 1e-2,
+            nesterov: false,
+        }
+        .build(&vs, 0.1)
+        .unwrap();
+        let mut losses = Vec::new();
+        for step in 0..steps {
+            let lr = if step < 3 { 0.1 } else { 0.01 };
+            let loss = net.forward(&xs).cross_entropy_for_logits(&ys);
+            losses.push(loss.double_value(&[]));
+            match &mut ours {
+                Some(sgd) => sgd.step(&loss, lr),
+                None => {
+                    reference.set_lr(lr);
+                    reference.backward_step(&loss);
+                }
+            }
+        }
+        losses
+    }
+
+    #[test]
+    fn both_layouts_follow_libtorch_sgd() {
+        // libtorch's SGD (momentum 0.9, weight decay 1e-2) is the reference for the update rule.
+        let reference = train(None, 6);
+        for layout in [SgdLayout::PerTensor, SgdLayout::Flat] {
+            let ours = train(Some(layout), 6);
+            for (a, b) in ours.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{layout:?}: {ours:?} vs {reference:?}"
+                );
+            }
+        }
+        assert!(
+            reference[5] < reference[0],
+            "loss should fall: {reference:?}"
+        );
+    }
+
+    #[test]
+    fn flat_parameters_stay_visible_to_the_model_and_state_round_trips() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let (net, xs) = seeded(3, || {
+            (
+                model(&vs),
+                Tensor::randn([4, 5], (Kind::Float, tch::Device::Cpu)),
+            )
+        });
+        let before = net.forward(&xs);
+        let mut sgd = Sgd::new(&vs, 0.9, 0.0, SgdLayout::Flat);
+        // Adopting the parameters must not change the model.
+        assert!(net.forward(&xs).allclose(&before, 0.0, 0.0, false));
+        sgd.step(&net.forward(&xs).sum(Kind::Float), 0.1);
+        // The step changed the variables the model reads.
+        assert!(!net.forward(&xs).allclose(&before, 1e-6, 1e-6, false));
+        let state: HashMap<String, Tensor> = sgd
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        assert_eq!(state.len(), 5); // two weights, two biases, the marker
+        let mut fresh = Sgd::new(&vs, 0.9, 0.0, SgdLayout::PerTensor);
+        fresh.load_state(&state).unwrap();
+        for (name, buf) in fresh.state() {
+            assert!(buf.allclose(&state[&name], 0.0, 0.0, false), "{name}");
+        }
+    }
+}
