@@ -97,6 +97,21 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A one-line description of a training device, for results' provenance.
+pub fn describe_device(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(i) => match device::gpu_info(i as i32) {
+            Ok(gpu) => format!("cuda:{i} {}", gpu.name),
+            Err(_) => format!("cuda:{i}"),
+        },
+        _ => format!(
+            "cpu {} ({} threads)",
+            cpu_model().unwrap_or_else(|| "unknown".into()),
+            tch::get_num_threads()
+        ),
+    }
+}
+
 fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("model name"))?;

@@ -1,0 +1,487 @@
+//! Experiment files (`experiments/*.toml`): the networks an ablation compares, the papers'
+//! numbers, and the protocol of each profile.
+//!
+//! ```toml
+//! title = "Identity Mappings, Table 1: shortcut variants on ResNet-110"
+//! source = "He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"
+//!
+//! [model]                       # the base network (models::NetConfig fields)
+//! depth = 110
+//!
+//! [[variants]]
+//! name = "original"
+//! paper = 6.61                  # the paper's test error in %, or "fail"
+//!
+//! [[variants]]
+//! name = "scaling-0.5-0.5"
+//! paper = 12.35
+//! model = { shortcut = { scaling = { lambda_s = 0.5, lambda_f = 0.5 } } }
+//!
+//! [profiles.paper]
+//! seeds = [0, 1, 2, 3, 4]
+//! model = {}                    # overrides for every variant, e.g. { units_per_stage = 3 }
+//! protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 48000] }
+//! ```
+//!
+//! The model of a run is the base table, then the variant's `model`, then the profile's
+//! `model`, merged key by key. `units_per_stage = n` sets the depth to 6n+2 (basic units) or
+//! 9n+2 (bottleneck units), so one profile can shrink basic and bottleneck variants alike.
+//! Everything is checked before anything trains; errors name the file, the line and the reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use models::{BlockKind, NetConfig};
+use serde::{Deserialize, Serialize};
+use toml::{Spanned, Table, Value};
+
+use crate::protocol::Protocol;
+
+/// A paper's reference number for a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PaperNumber {
+    /// Test error in percent.
+    Error(f64),
+    /// "fail": the paper reports a test error above 20% (Identity Mappings, Table 1).
+    Fail(FailMarker),
+}
+
+/// The literal string `"fail"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMarker {
+    Fail,
+}
+
+impl fmt::Display for PaperNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaperNumber::Error(e) => write!(f, "{e:.2}"),
+            PaperNumber::Fail(_) => write!(f, "fail"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentFile {
+    title: String,
+    source: String,
+    #[serde(default)]
+    notes: Option<String>,
+    model: Spanned<Table>,
+    variants: Vec<VariantFile>,
+    profiles: BTreeMap<Spanned<String>, Spanned<ProfileFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantFile {
+    name: Spanned<String>,
+    #[serde(default)]
+    paper: Option<PaperNumber>,
+    #[serde(default)]
+    model: Option<Spanned<Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    seeds: Vec<u64>,
+    #[serde(default)]
+    model: Option<Spanned<Table>>,
+    protocol: Spanned<Protocol>,
+}
+
+/// A checked experiment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The file stem: `shortcuts` for `experiments/shortcuts.toml`.
+    pub name: String,
+    pub path: PathBuf,
+    pub title: String,
+    pub source: String,
+    pub notes: Option<String>,
+    pub variants: Vec<Variant>,
+    pub profiles: BTreeMap<String, Profile>,
+    base_model: Table,
+}
+
+/// One row of the ablation.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: String,
+    pub paper: Option<PaperNumber>,
+    model: Table,
+}
+
+/// A protocol and its seeds.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub seeds: Vec<u64>,
+    pub protocol: Protocol,
+    model: Table,
+}
+
+/// Names used as folder names: letters, digits, `.`, `_`, `-`; not starting with `.` or `-`.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file. Every error names the file, the line and the reason.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let at = |offset: usize, reason: String| {
+            anyhow::anyhow!("{}:{}: {reason}", path.display(), line_of(text, offset))
+        };
+        let file: ExperimentFile = toml::from_str(text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|s| format!(":{}", line_of(text, s.start)))
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{line}: {}", path.display(), err.message())
+        })?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !is_safe_name(&name) {
+            bail!(
+                "{}: the file name `{name}` is not usable as a folder name",
+                path.display()
+            );
+        }
+
+        let mut seen = HashSet::new();
+        let mut variants = Vec::new();
+        for v in &file.variants {
+            let vname = v.name.get_ref();
+            if !is_safe_name(vname) {
+                return Err(at(
+                    v.name.span().start,
+                    format!("variant name `{vname}` is not usable as a folder name (letters, digits, . _ -)"),
+                ));
+            }
+            if !seen.insert(vname.clone()) {
+                return Err(at(
+                    v.name.span().start,
+                    format!("duplicate variant name `{vname}`"),
+                ));
+            }
+            variants.push(Variant {
+                name: vname.clone(),
+                paper: v.paper,
+                model: v
+                    .model
+                    .as_ref()
+                    .map(|m| m.get_ref().clone())
+                    .unwrap_or_default(),
+            });
+        }
+        if variants.is_empty() {
+            return Err(at(0, "no [[variants]]".into()));
+        }
+
+        let mut profiles = BTreeMap::new();
+        for (pname, profile) in &file.profiles {
+            if !is_safe_name(pname.get_ref()) {
+                return Err(at(
+                    pname.span().start,
+                    format!(
+                        "profile name `{}` is not usable as a folder name",
+                        pname.get_ref()
+                    ),
+                ));
+            }
+            let p = profile.get_ref();
+            let protocol = p.protocol.get_ref().clone();
+            let problems = protocol.problems();
+            if !problems.is_empty() {
+                return Err(at(
+                    p.protocol.span().start,
+                    format!("profile `{}`: {}", pname.get_ref(), problems.join("; ")),
+                ));
+            }
+            let unique: HashSet<_> = p.seeds.iter().collect();
+            if p.seeds.is_empty() || unique.len() != p.seeds.len() {
+                return Err(at(
+                    profile.span().start,
+                    format!(
+                        "profile `{}`: seeds must be a non-empty list without repeats",
+                        pname.get_ref()
+                    ),
+                ));
+            }
+            profiles.insert(
+                pname.get_ref().clone(),
+                Profile {
+                    name: pname.get_ref().clone(),
+                    seeds: p.seeds.clone(),
+                    protocol,
+                    model: p
+                        .model
+                        .as_ref()
+                        .map(|m| m.get_ref().clone())
+                        .unwrap_or_default(),
+                },
+            );
+        }
+        if profiles.is_empty() {
+            return Err(at(0, "no [profiles.*]".into()));
+        }
+
+        let experiment = Self {
+            name,
+            path: path.to_path_buf(),
+            title: file.title,
+            source: file.source,
+            notes: file.notes,
+            variants,
+            profiles,
+            base_model: file.model.get_ref().clone(),
+        };
+        // Every network of every profile must be one the papers define.
+        let base_span = file.model.span().start;
+        for (v, vfile) in experiment.variants.iter().zip(&file.variants) {
+            let span = vfile
+                .model
+                .as_ref()
+                .map(|m| m.span().start)
+                .unwrap_or(base_span);
+            for profile in experiment.profiles.values() {
+                experiment.net_config(v, profile).map_err(|err| {
+                    at(
+                        span,
+                        format!("variant `{}`, profile `{}`: {err:#}", v.name, profile.name),
+                    )
+                })?;
+            }
+        }
+        Ok(experiment)
+    }
+
+    /// The profile called `name`, or an error listing the profiles there are.
+    pub fn profile(&self, name: &str) -> Result<&Profile> {
+        self.profiles.get(name).with_context(|| {
+            format!(
+                "{} has no profile `{name}`; it has: {}",
+                self.path.display(),
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The variants called `names` (all when empty), or an error naming an unknown one.
+    pub fn select_variants(&self, names: &[String]) -> Result<Vec<&Variant>> {
+        if names.is_empty() {
+            return Ok(self.variants.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.variants
+                    .iter()
+                    .find(|v| &v.name == n)
+                    .with_context(|| {
+                        let known: Vec<&str> =
+                            self.variants.iter().map(|v| v.name.as_str()).collect();
+                        format!(
+                            "{} has no variant `{n}`; it has: {}",
+                            self.path.display(),
+                            known.join(", ")
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The network of `variant` under `profile` (one replica), checked.
+    pub fn net_config(&self, variant: &Variant, profile: &Profile) -> Result<NetConfig> {
+        let mut table = self.base_model.clone();
+        for (key, value) in variant.model.iter().chain(profile.model.iter()) {
+            table.insert(key.clone(), value.clone());
+        }
+        if let Some(n) = table.remove("units_per_stage") {
+            let n = n
+                .as_integer()
+                .filter(|&n| n >= 1)
+                .context("units_per_stage must be a positive integer")?;
+            let block: BlockKind = match table.get("block") {
+                Some(b) => b.clone().try_into().context("invalid block")?,
+                None => BlockKind::default(),
+            };
+            let per_unit = match block {
+                BlockKind::Basic => 6,
+                BlockKind::Bottleneck => 9,
+            };
+            table.insert("depth".into(), Value::Integer(per_unit * n + 2));
+        }
+        if table.contains_key("replicas") {
+            bail!("`replicas` is chosen by the runner (--replicas), not by the experiment file");
+        }
+        let config: NetConfig = Value::Table(table).try_into().context("invalid model")?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+title = "test"
+source = "nowhere"
+
+[model]
+depth = 20
+
+[[variants]]
+name = "original"
+paper = 8.75
+
+[[variants]]
+name = "half"
+paper = "fail"
+model = { shortcut = { scaling = { lambda_s = 0.5, lambda_f = 0.5 } } }
+
+[[variants]]
+name = "bottleneck"
+model = { depth = 164, block = "bottleneck", downsample = "b", placement = "full_preactivation" }
+
+[profiles.smoke]
+seeds = [0]
+model = { units_per_stage = 1 }
+protocol = { batch_size = 8, iterations = 10, lr = 0.1, lr_drops = [5] }
+
+[profiles.paper]
+seeds = [0, 1]
+protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 48000] }
+"#;
+
+    fn parse(text: &str) -> Result<Experiment> {
+        Experiment::parse(Path::new("experiments/t.toml"), text)
+    }
+
+    #[test]
+    fn a_good_file_resolves_every_variant_and_profile() {
+        let e = parse(GOOD).unwrap();
+        assert_eq!(e.name, "t");
+        assert_eq!(e.variants.len(), 3);
+        assert_eq!(
+            e.variants[1].paper,
+            Some(PaperNumber::Fail(FailMarker::Fail))
+        );
+        assert_eq!(e.variants[0].paper, Some(PaperNumber::Error(8.75)));
+        let smoke = e.profile("smoke").unwrap();
+        let paper = e.profile("paper").unwrap();
+        // units_per_stage = 1 gives 6n+2 = 8 for basic units and 9n+2 = 11 for bottlenecks.
+        assert_eq!(e.net_config(&e.variants[0], smoke).unwrap().depth, 8);
+        assert_eq!(e.net_config(&e.variants[2], smoke).unwrap().depth, 11);
+        assert_eq!(e.net_config(&e.variants[2], paper).unwrap().depth, 164);
+        let half = e.net_config(&e.variants[1], paper).unwrap();
+        assert_eq!(
+            half.shortcut,
+            models::ShortcutKind::Scaling {
+                lambda_s: 0.5,
+                lambda_f: 0.5
+            }
+        );
+        assert_eq!(half.depth, 20);
+        assert!(e
+            .profile("short")
+            .unwrap_err()
+            .to_string()
+            .contains("smoke"));
+        assert!(e
+            .select_variants(&["nope".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("original"));
+    }
+
+    /// Replaces `from` by `to` in the good file and returns the error.
+    fn error_after(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        format!("{:#}", parse(&GOOD.replacen(from, to, 1)).unwrap_err())
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_file_line_and_reason() {
+        let cases = [
+            // (change, expected line, words of the reason); model errors point at the table.
+            (
+                ("depth = 20\n", "depth = 20\nwidth = 3\n"),
+                5,
+                "unknown field `width`",
+            ),
+            (("paper = 8.75", "paper = 8.75\ncolour = 1"), 11, "colour"),
+            (
+                ("shortcut = { scaling", "shortcut = { sclaing"),
+                15,
+                "sclaing",
+            ),
+            (
+                ("name = \"half\"", "name = \"original\""),
+                13,
+                "duplicate variant name `original`",
+            ),
+            (
+                ("name = \"half\"", "name = \"../up\""),
+                13,
+                "not usable as a folder name",
+            ),
+            (("depth = 164, block", "depth = 165, block"), 19, "9n+2"),
+            (("[model]\ndepth = 20", "[model]\ndepth = 21"), 5, "6n+2"),
+            (("lr_drops = [5]", "lr_drops = [50]"), 24, "lr_drops"),
+            (("seeds = [0, 1]", "seeds = [1, 1]"), 26, "seeds"),
+            (
+                ("[profiles.smoke]\nseeds = [0]\n", "[profiles.smoke]\n"),
+                21,
+                "seeds",
+            ),
+        ];
+        for ((from, to), line, words) in cases {
+            let err = error_after(from, to);
+            assert!(
+                err.starts_with(&format!("experiments/t.toml:{line}:")),
+                "{from} -> {to}: {err}"
+            );
+            assert!(err.contains(words), "{from} -> {to}: {err}");
+        }
+    }
+
+    #[test]
+    fn replicas_are_not_an_experiment_setting() {
+        let err = error_after("depth = 20\n", "depth = 20\nreplicas = 4\n");
+        assert!(
+            err.contains("replicas") && err.contains("--replicas"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,830 @@
+//! Training: every (variant, seed) of an experiment's profile, seeds of one variant stacked as
+//! replicas of one network, each run resumable and never redone once finished.
+//!
+//! The loop is plain: epoch → batches → step → evaluate → append a CSV row → checkpoint.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig};
+use serde::Serialize;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::batches::{derived_seed, seeded, DeviceData, Stream};
+use crate::data::Cifar10;
+use crate::experiment::{Experiment, Profile, Variant};
+use crate::optim::{Sgd, SgdLayout};
+use crate::protocol::Protocol;
+use crate::results::{EpochRow, FinalRecord, RunDir, RunLock, Status};
+
+/// How to train, beyond what the experiment file says.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub results: PathBuf,
+    pub device: Device,
+    /// At most this many seeds of one variant in one stacked network.
+    pub max_replicas: usize,
+    pub layout: SgdLayout,
+    pub quiet: bool,
+    /// Stop (as if interrupted) after this many epochs in this process; for tests.
+    pub stop_after_epochs: Option<i64>,
+}
+
+/// What a run records about where it ran.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    pub git_revision: String,
+    pub libtorch: String,
+    pub device: String,
+}
+
+/// Trains every selected (variant, seed) of `profile` that has no `final.json` yet.
+pub fn train_experiment(
+    experiment: &Experiment,
+    profile: &Profile,
+    variants: &[&Variant],
+    seeds: &[u64],
+    data: &Cifar10,
+    provenance: &Provenance,
+    options: &TrainOptions,
+) -> Result<()> {
+    let device_data = DeviceData::new(&data.train, &data.test, &profile.protocol, options.device);
+    for variant in variants {
+        let config = experiment.net_config(variant, profile)?;
+        let mut pending = Vec::new();
+        for &seed in seeds {
+            let run = RunDir::new(
+                &options.results,
+                &experiment.name,
+                &profile.name,
+                &variant.name,
+                seed,
+            );
+            if let Some(done) = run.finished()? {
+                log(
+                    options,
+                    &format!(
+                        "{}/seed-{seed}: finished ({:?}), skipped",
+                        variant.name, done.status
+                    ),
+                );
+                continue;
+            }
+            let lock = run.lock()?;
+            let checkpoint = Checkpoint::load(&run)?;
+            pending.push(Pending {
+                seed,
+                run,
+                _lock: lock,
+                checkpoint,
+            });
+        }
+        // Seeds resume together only from the same point; each group trains as one stack.
+        pending.sort_by_key(|p| (p.checkpoint.as_ref().map(|c| c.iteration), p.seed));
+        while !pending.is_empty() {
+            let start = pending[0].checkpoint.as_ref().map(|c| c.iteration);
+            let take = pending
+                .iter()
+                .take(options.max_replicas.max(1))
+                .take_while(|p| p.checkpoint.as_ref().map(|c| c.iteration) == start)
+                .count();
+            let group: Vec<Pending> = pending.drain(..take).collect();
+            let job = Job {
+                experiment,
+                profile,
+                variant,
+                config: &config,
+                data: &device_data,
+                fingerprint: data,
+                provenance,
+                options,
+            };
+            job.run(group)?;
+        }
+    }
+    Ok(())
+}
+
+/// A seed to train: its folder, its lock, and where it left off.
+struct Pending {
+    seed: u64,
+    run: RunDir,
+    _lock: RunLock,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Weights, momentum and progress of one model after an epoch.
+struct Checkpoint {
+    epoch: i64,
+    iteration: i64,
+    wall_s: f64,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    fn load(run: &RunDir) -> Result<Option<Self>> {
+        let path = run.checkpoint_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let tensors: HashMap<String, Tensor> = Tensor::load_multi(&path)
+            .with_context(|| format!("cannot read the checkpoint {}", path.display()))?
+            .into_iter()
+            .collect();
+        let scalar = |name: &str| {
+            tensors
+                .get(name)
+                .map(|t| t.double_value(&[]))
+                .with_context(|| format!("{} lacks {name}", path.display()))
+        };
+        Ok(Some(Self {
+            epoch: scalar("meta/epoch")? as i64,
+            iteration: scalar("meta/iteration")? as i64,
+            wall_s: scalar("meta/wall_s")?,
+            tensors,
+        }))
+    }
+}
+
+/// The resolved configuration of a run, saved as its `config.toml`.
+#[derive(Serialize)]
+struct RunConfig<'a> {
+    experiment: &'a str,
+    profile: &'a str,
+    variant: &'a str,
+    seed: u64,
+    model: &'a NetConfig,
+    protocol: &'a Protocol,
+}
+
+struct Job<'a> {
+    experiment: &'a Experiment,
+    profile: &'a Profile,
+    variant: &'a Variant,
+    config: &'a NetConfig,
+    data: &'a DeviceData,
+    fingerprint: &'a Cifar10,
+    provenance: &'a Provenance,
+    options: &'a TrainOptions,
+}
+
+/// Per-model state of a stack during training.
+struct Member {
+    pending: Pending,
+    rows: Vec<EpochRow>,
+    /// Set when this model's loss stopped being finite.
+    diverged_at: Option<i64>,
+}
+
+impl Job<'_> {
+    fn run(&self, group: Vec<Pending>) -> Result<()> {
+        let protocol = &self.profile.protocol;
+        let k = group.len();
+        let device = self.options.device;
+        let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
+        let (vs, net) = self.build(&seeds)?;
+        let mut sgd = Sgd::new(
+            &vs,
+            protocol.momentum,
+            protocol.weight_decay,
+            self.options.layout,
+        );
+
+        // Where the group starts: all members share the checkpoint iteration (or none).
+        let (start_epoch, prior_wall) = match &group[0].checkpoint {
+            Some(c) => (c.epoch, c.wall_s),
+            None => (0, 0.0),
+        };
+        if start_epoch > 0 {
+            self.restore(&vs, &mut sgd, &group)?;
+        }
+        let mut members = Vec::with_capacity(k);
+        for pending in group {
+            let mut rows = pending.run.read_epochs()?;
+            rows.retain(|r| r.epoch <= start_epoch);
+            let run_config = RunConfig {
+                experiment: &self.experiment.name,
+                profile: &self.profile.name,
+                variant: &self.variant.name,
+                seed: pending.seed,
+                model: self.config,
+                protocol,
+            };
+            crate::results::write_atomic(
+                &pending.run.config_path(),
+                toml::to_string(&run_config)?.as_bytes(),
+            )?;
+            members.push(Member {
+                pending,
+                rows,
+                diverged_at: None,
+            });
+        }
+
+        let steps_per_epoch = self.data.steps_per_epoch(protocol.batch_size);
+        if steps_per_epoch < 1 {
+            bail!(
+                "the training set is smaller than one batch of {}",
+                protocol.batch_size
+            );
+        }
+        let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
+        let label = format!(
+            "{}/{} seeds {:?}",
+            self.profile.name, self.variant.name, seeds
+        );
+        let bar = self.progress_bar(&label, protocol.iterations, start_epoch * steps_per_epoch);
+        let started = Instant::now();
+        let mut epochs_here = 0;
+
+        for epoch in start_epoch..total_epochs {
+            let epoch_start = Instant::now();
+            let first = epoch * steps_per_epoch;
+            let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
+            let orders: Vec<Tensor> = seeds
+                .iter()
+                .map(|&s| self.data.epoch_order(s, epoch))
+                .collect();
+            let mut step_losses = Vec::with_capacity((last - first) as usize);
+            let mut errors = Tensor::zeros([k as i64], (Kind::Int64, device));
+            for iteration in first..last {
+                let offset = (iteration - first) * protocol.batch_size;
+                let (images, labels): (Vec<Tensor>, Vec<Tensor>) = seeds
+                    .iter()
+                    .zip(&orders)
+                    .map(|(&seed, order)| {
+                        self.data.batch(
+                            &order.narrow(0, offset, protocol.batch_size),
+                            seed,
+                            iteration,
+                        )
+                    })
+                    .unzip();
+                let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
+                let ys = Tensor::stack(&labels, 0); // [K, B]
+                let logits = seeded(
+                    derived_seed(seeds[0], Stream::Forward, iteration as u64),
+                    || net.forward_stacked(&xs, true),
+                )?; // [K, B, 10]
+                let losses = per_replica_loss(&logits, &ys)?; // [K]
+                sgd.step(&losses.sum(Kind::Float), protocol.lr_at(iteration));
+                step_losses.push(losses.detach());
+                errors += stacked_errors(&logits.detach(), &ys)?;
+                bar.inc(1);
+            }
+            epochs_here += 1;
+
+            // Per model: mean training loss and error, and the first non-finite loss if any.
+            let steps = (last - first) as usize;
+            let losses = Vec::<f64>::try_from(
+                Tensor::stack(&step_losses, 0)
+                    .to_kind(Kind::Double)
+                    .to_device(Device::Cpu)
+                    .view([-1]),
+            )?;
+            let errors = Vec::<i64>::try_from(errors.to_device(Device::Cpu))?;
+            let evaluate =
+                (epoch + 1) % protocol.eval_every_epochs == 0 || last == protocol.iterations;
+            let test = if evaluate {
+                Some(self.evaluate(&net, k)?)
+            } else {
+                None
+            };
+            let wall_s = prior_wall + started.elapsed().as_secs_f64();
+            let images_per_s =
+                (steps as i64 * protocol.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
+            for (i, member) in members.iter_mut().enumerate() {
+                if member.diverged_at.is_some() {
+                    continue;
+                }
+                let own: Vec<f64> = (0..steps).map(|s| losses[s * k + i]).collect();
+                if let Some(bad) = own.iter().position(|l| !l.is_finite()) {
+                    member.diverged_at = Some(first + bad as i64 + 1);
+                }
+                let (test_loss, test_error) = match &test {
+                    Some(t) => (Some(t[i].0), Some(t[i].1)),
+                    None => (None, None),
+                };
+                member.rows.push(EpochRow {
+                    epoch: epoch + 1,
+                    iteration: last,
+                    lr: protocol.lr_at(last - 1),
+                    train_loss: own.iter().sum::<f64>() / steps as f64,
+                    train_error: 100.0 * errors[i] as f64
+                        / (steps as i64 * protocol.batch_size) as f64,
+                    test_loss,
+                    test_error,
+                    wall_s,
+                    images_per_s,
+                });
+                member.pending.run.write_epochs(&member.rows)?;
+                if let Some(at) = member.diverged_at {
+                    self.finish(member, Status::Diverged, at, wall_s, k)?;
+                }
+            }
+            let live: Vec<&Member> = members.iter().filter(|m| m.diverged_at.is_none()).collect();
+            if let Some(row) = live.first().and_then(|m| m.rows.last()) {
+                let msg = format!(
+                    "epoch {}/{total_epochs} loss {:.3} train {:.2}% test {} {:.0} img/s",
+                    epoch + 1,
+                    row.train_loss,
+                    row.train_error,
+                    row.test_error
+                        .map(|e| format!("{e:.2}%"))
+                        .unwrap_or_else(|| "-".into()),
+                    images_per_s * k as f64
+                );
+                self.report(&bar, &label, &msg);
+            }
+            if live.is_empty() {
+                break;
+            }
+            if last == protocol.iterations {
+                for member in members.iter_mut().filter(|m| m.diverged_at.is_none()) {
+                    let error = member
+                        .rows
+                        .last()
+                        .and_then(|r| r.test_error)
+                        .unwrap_or(f64::NAN);
+                    let status = if error > protocol.fail_above_percent {
+                        Status::Fail
+                    } else {
+                        Status::Ok
+                    };
+                    self.finish(member, status, last, wall_s, k)?;
+                }
+                break;
+            }
+            self.checkpoint(&vs, &sgd, &members, epoch + 1, last, wall_s)?;
+            if self
+                .options
+                .stop_after_epochs
+                .is_some_and(|n| epochs_here >= n)
+            {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// K lone models, each initialised from its own seed, stacked into one network.
+    fn build(&self, seeds: &[u64]) -> Result<(VarStore, Net)> {
+        let device = self.options.device;
+        let singles: Vec<(VarStore, Net)> = seeds
+            .iter()
+            .map(|&seed| {
+                let vs = VarStore::new(device);
+                let net = seeded(derived_seed(seed, Stream::Init, 0), || {
+                    self.config.build(&vs.root())
+                })?;
+                Ok((vs, net))
+            })
+            .collect::<Result<_>>()?;
+        if seeds.len() == 1 {
+            return Ok(singles.into_iter().next().expect("one model"));
+        }
+        let mut vs = VarStore::new(device);
+        let net = self
+            .config
+            .with_replicas(seeds.len() as i64)
+            .build(&vs.root())?;
+        let refs: Vec<&VarStore> = singles.iter().map(|(vs, _)| vs).collect();
+        stack_var_stores(&refs, &mut vs)?;
+        Ok((vs, net))
+    }
+
+    /// Loads each member's checkpoint into its slice of the stacked weights and momentum.
+    fn restore(&self, vs: &VarStore, sgd: &mut Sgd, group: &[Pending]) -> Result<()> {
+        let parts: Vec<&HashMap<String, Tensor>> = group
+            .iter()
+            .map(|p| {
+                &p.checkpoint
+                    .as_ref()
+                    .expect("resumed members have checkpoints")
+                    .tensors
+            })
+            .collect();
+        let joined = |name: &str| -> Result<Tensor> {
+            let pieces = parts
+                .iter()
+                .map(|t| {
+                    t.get(name)
+                        .map(|x| x.to_device(self.options.device))
+                        .with_context(|| format!("checkpoint lacks {name}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&pieces, 0))
+        };
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in vs.variables() {
+                let saved = joined(&format!("model/{name}"))?;
+                if saved.size() != var.size() {
+                    bail!(
+                        "checkpoint of {name} has shape {:?}, the network {:?}",
+                        saved.size(),
+                        var.size()
+                    );
+                }
+                var.copy_(&saved);
+            }
+            Ok(())
+        })?;
+        let mut state = HashMap::new();
+        for (name, _) in sgd.state() {
+            let tensor = if name.starts_with("momentum/") {
+                joined(&name)?
+            } else {
+                parts[0][&name].shallow_clone()
+            };
+            state.insert(name, tensor);
+        }
+        sgd.load_state(&state)
+    }
+
+    /// Writes each live member's slice of the weights and momentum, with the progress.
+    fn checkpoint(
+        &self,
+        vs: &VarStore,
+        sgd: &Sgd,
+        members: &[Member],
+        epoch: i64,
+        iteration: i64,
+        wall_s: f64,
+    ) -> Result<()> {
+        let k = members.len() as i64;
+        let variables = vs.variables();
+        let state = sgd.state();
+        for (i, member) in members.iter().enumerate() {
+            if member.diverged_at.is_some() {
+                continue;
+            }
+            let slice = |t: &Tensor| {
+                if t.dim() == 0 {
+                    t.copy()
+                } else {
+                    t.chunk(k, 0)[i].to_device(Device::Cpu)
+                }
+            };
+            let mut named: Vec<(String, Tensor)> = variables
+                .iter()
+                .map(|(n, t)| (format!("model/{n}"), slice(t)))
+                .collect();
+            named.extend(state.iter().map(|(n, t)| (n.clone(), slice(t))));
+            named.push(("meta/epoch".into(), Tensor::from(epoch)));
+            named.push(("meta/iteration".into(), Tensor::from(iteration)));
+            named.push(("meta/wall_s".into(), Tensor::from(wall_s)));
+            let path = member.pending.run.checkpoint_path();
+            let tmp = path.with_extension("ot.tmp");
+            Tensor::save_multi(&named, &tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Test loss and error (%) of each replica on the evaluation images.
+    fn evaluate(&self, net: &Net, k: usize) -> Result<Vec<(f64, f64)>> {
+        let images = &self.data.eval_images;
+        let labels = &self.data.eval_labels;
+        let n = labels.size()[0];
+        let device = self.options.device;
+        let mut loss_sum = Tensor::zeros([k as i64], (Kind::Double, device));
+        let mut error_sum = Tensor::zeros([k as i64], (Kind::Int64, device));
+        tch::no_grad(|| -> Result<()> {
+            for start in (0..n).step_by(1000) {
+                let len = (n - start).min(1000);
+                let xs = images
+                    .narrow(0, start, len)
+                    .unsqueeze(0)
+                    .expand([k as i64, len, 3, 32, 32], false);
+                let ys = labels
+                    .narrow(0, start, len)
+                    .unsqueeze(0)
+                    .expand([k as i64, len], false);
+                let logits = net.forward_stacked(&xs, false)?;
+                loss_sum += per_replica_loss(&logits, &ys)?.to_kind(Kind::Double) * len as f64;
+                error_sum += stacked_errors(&logits, &ys)?;
+            }
+            Ok(())
+        })?;
+        let losses = Vec::<f64>::try_from((loss_sum / n as f64).to_device(Device::Cpu))?;
+        let errors = Vec::<i64>::try_from(error_sum.to_device(Device::Cpu))?;
+        Ok(losses
+            .into_iter()
+            .zip(errors)
+            .map(|(l, e)| (l, 100.0 * e as f64 / n as f64))
+            .collect())
+    }
+
+    /// Writes `final.json`; the checkpoint is no longer needed once the run is finished.
+    fn finish(
+        &self,
+        member: &Member,
+        status: Status,
+        iterations: i64,
+        wall_s: f64,
+        stacked_with: usize,
+    ) -> Result<()> {
+        let last = member.rows.last();
+        let tested = member.rows.iter().rev().find(|r| r.test_error.is_some());
+        let record = FinalRecord {
+            status,
+            experiment: self.experiment.name.clone(),
+            profile: self.profile.name.clone(),
+            variant: self.variant.name.clone(),
+            seed: member.pending.seed,
+            iterations,
+            diverged_at_iteration: member.diverged_at,
+            final_test_error: if status == Status::Diverged {
+                None
+            } else {
+                tested.and_then(|r| r.test_error)
+            },
+            final_test_loss: if status == Status::Diverged {
+                None
+            } else {
+                tested.and_then(|r| r.test_loss)
+            },
+            final_train_error: last.map(|r| r.train_error),
+            final_train_loss: last.map(|r| r.train_loss),
+            fail_above_percent: self.profile.protocol.fail_above_percent,
+            wall_s,
+            data: self.fingerprint.fingerprint.clone(),
+            git_revision: self.provenance.git_revision.clone(),
+            libtorch: self.provenance.libtorch.clone(),
+            device: self.provenance.device.clone(),
+            stacked_with,
+            finished_at_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        member.pending.run.write_final(&record)?;
+        let _ = std::fs::remove_file(member.pending.run.checkpoint_path());
+        Ok(())
+    }
+
+    fn progress_bar(&self, label: &str, total: i64, done: i64) -> ProgressBar {
+        if self.options.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        bar.set_position(done as u64);
+        bar
+    }
+
+    /// The epoch's summary: on the bar when there is one, else one log line.
+    fn report(&self, bar: &ProgressBar, label: &str, msg: &str) {
+        if bar.is_hidden() {
+            log(self.options, &format!("{label}: {msg}"));
+        } else {
+            bar.set_message(msg.to_string());
+        }
+    }
+}
+
+fn log(options: &TrainOptions, line: &str) {
+    if !options.quiet {
+        eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Fingerprint, Split};
+    use std::path::Path;
+
+    const EXPERIMENT: &str = r#"
+title = "test"
+source = "test"
+[model]
+depth = 8
+[[variants]]
+name = "explode"
+model = { shortcut = { scaling = { lambda_s = 1e30, lambda_f = 1.0 } } }
+[[variants]]
+name = "original"
+[profiles.tiny]
+seeds = [0, 1]
+protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_subset = 128, test_subset = 64 }
+"#;
+
+    /// Random images whose class shifts the mean, so that there is something to learn.
+    fn synthetic() -> Cifar10 {
+        let split = |n: i64, seed: i64| {
+            seeded(seed, || {
+                let labels = Tensor::randint(10, [n], (Kind::Int64, Device::Cpu));
+                let noise = Tensor::randint(120, [n, 3, 32, 32], (Kind::Int64, Device::Cpu));
+                let images = (noise + labels.view([n, 1, 1, 1]) * 12).to_kind(Kind::Uint8);
+                Split { images, labels }
+            })
+        };
+        let fingerprint = Fingerprint {
+            digest: "synthetic".into(),
+            files: Default::default(),
+            source: "synthetic".into(),
+            original: false,
+        };
+        Cifar10 {
+            train: split(128, 1),
+            test: split(64, 2),
+            fingerprint,
+        }
+    }
+
+    fn train(results: &Path, variant: &str, max_replicas: usize, stop_after_epochs: Option<i64>) {
+        let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
+        let profile = experiment.profile("tiny").unwrap();
+        let variants = experiment.select_variants(&[variant.to_string()]).unwrap();
+        let options = TrainOptions {
+            results: results.to_path_buf(),
+            device: Device::Cpu,
+            max_replicas,
+            layout: SgdLayout::PerTensor,
+            quiet: true,
+            stop_after_epochs,
+        };
+        let provenance = Provenance {
+            git_revision: "test".into(),
+            libtorch: "test".into(),
+            device: "cpu".into(),
+        };
+        train_experiment(
+            &experiment,
+            profile,
+            &variants,
+            &[0, 1],
+            &synthetic(),
+            &provenance,
+            &options,
+        )
+        .unwrap();
+    }
+
+    fn run(results: &Path, variant: &str, seed: u64) -> RunDir {
+        RunDir::new(results, "test", "tiny", variant, seed)
+    }
+
+    /// The rows without their timings.
+    fn numbers(rows: &[EpochRow]) -> Vec<(i64, i64, f64, f64, f64, Option<f64>, Option<f64>)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.epoch,
+                    r.iteration,
+                    r.lr,
+                    r.train_loss,
+                    r.train_error,
+                    r.test_loss,
+                    r.test_error,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one() {
+        let whole = tempfile::tempdir().unwrap();
+        train(whole.path(), "original", 1, None);
+        let broken = tempfile::tempdir().unwrap();
+        train(broken.path(), "original", 1, Some(1));
+        // Interrupted after epoch 1: a checkpoint, one row, no final record.
+        let interrupted = run(broken.path(), "original", 0);
+        assert!(interrupted.checkpoint_path().exists());
+        assert!(interrupted.finished().unwrap().is_none());
+        assert_eq!(interrupted.read_epochs().unwrap().len(), 1);
+        train(broken.path(), "original", 1, None);
+        for seed in [0, 1] {
+            let a = run(whole.path(), "original", seed);
+            let b = run(broken.path(), "original", seed);
+            assert_eq!(
+                numbers(&a.read_epochs().unwrap()),
+                numbers(&b.read_epochs().unwrap())
+            );
+            assert_eq!(a.read_epochs().unwrap().len(), 3);
+            let (fa, fb) = (
+                a.finished().unwrap().unwrap(),
+                b.finished().unwrap().unwrap(),
+            );
+            assert_eq!(fa.final_test_error, fb.final_test_error);
+            assert_eq!(fa.final_test_loss, fb.final_test_loss);
+            assert!(
+                !b.checkpoint_path().exists(),
+                "a finished run keeps no checkpoint"
+            );
+        }
+    }
+
+    #[test]
+    fn two_stacked_seeds_match_two_lone_runs() {
+        let lone = tempfile::tempdir().unwrap();
+        train(lone.path(), "original", 1, None);
+        let stacked = tempfile::tempdir().unwrap();
+        train(stacked.path(), "original", 2, None);
+        for seed in [0, 1] {
+            let a = run(lone.path(), "original", seed).read_epochs().unwrap();
+            let b = run(stacked.path(), "original", seed).read_epochs().unwrap();
+            assert_eq!(a.len(), b.len());
+            for (ra, rb) in a.iter().zip(&b) {
+                // Grouped and lone convolutions sum in different orders: float noise, which
+                // 16 SGD steps amplify to about 1e-4 relative in these losses.
+                let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * x.abs().max(1.0);
+                assert!(
+                    close(ra.train_loss, rb.train_loss),
+                    "seed {seed}: {ra:?} vs {rb:?}"
+                );
+                assert!(
+                    close(ra.test_loss.unwrap(), rb.test_loss.unwrap()),
+                    "seed {seed}: {ra:?} vs {rb:?}"
+                );
+            }
+            let record = run(stacked.path(), "original", seed)
+                .finished()
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.stacked_with, 2);
+        }
+        // The two seeds are different models.
+        let s0 = run(lone.path(), "original", 0).read_epochs().unwrap();
+        let s1 = run(lone.path(), "original", 1).read_epochs().unwrap();
+        assert_ne!(s0[0].train_loss, s1[0].train_loss);
+    }
+
+    #[test]
+    fn divergence_is_recorded_and_the_sweep_goes_on_and_finished_runs_are_skipped() {
+        let results = tempfile::tempdir().unwrap();
+        let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
+        let profile = experiment.profile("tiny").unwrap();
+        let variants = experiment.select_variants(&[]).unwrap();
+        let options = TrainOptions {
+            results: results.path().to_path_buf(),
+            device: Device::Cpu,
+            max_replicas: 2,
+            layout: SgdLayout::Flat,
+            quiet: true,
+            stop_after_epochs: None,
+        };
+        let provenance = Provenance {
+            git_revision: "test".into(),
+            libtorch: "test".into(),
+            device: "cpu".into(),
+        };
+        let data = synthetic();
+        train_experiment(
+            &experiment,
+            profile,
+            &variants,
+            &[0, 1],
+            &data,
+            &provenance,
+            &options,
+        )
+        .unwrap();
+        for seed in [0, 1] {
+            let exploded = run(results.path(), "explode", seed)
+                .finished()
+                .unwrap()
+                .unwrap();
+            assert_eq!(exploded.status, Status::Diverged);
+            assert_eq!(exploded.diverged_at_iteration, Some(1));
+            assert_eq!(exploded.final_test_error, None);
+            let fine = run(results.path(), "original", seed)
+                .finished()
+                .unwrap()
+                .unwrap();
+            assert_ne!(fine.status, Status::Diverged);
+            assert!(fine.final_test_error.unwrap() < 100.0);
+            assert_eq!(fine.iterations, 24);
+        }
+        // A second sweep trains nothing: every final.json stays as it was.
+        let before = std::fs::read(run(results.path(), "original", 1).final_path()).unwrap();
+        let started = Instant::now();
+        train_experiment(
+            &experiment,
+            profile,
+            &variants,
+            &[0, 1],
+            &data,
+            &provenance,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            before,
+            std::fs::read(run(results.path(), "original", 1).final_path()).unwrap()
+        );
+        assert!(started.elapsed().as_secs_f64() < 5.0);
+    }
+}
