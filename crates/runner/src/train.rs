@@ -619,6 +619,9 @@ name = "original"
 [profiles.tiny]
 seeds = [0, 1]
 protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_subset = 128, test_subset = 64 }
+[profiles.gentle]
+seeds = [0, 1]
+protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_subset = 128, test_subset = 64 }
 "#;
 
     /// Random images whose class shifts the mean, so that there is something to learn.
@@ -644,9 +647,10 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
         }
     }
 
-    fn train(results: &Path, variant: &str, max_replicas: usize, stop_after_epochs: Option<i64>) {
+    fn train(results: &Path, profile: &str, max_replicas: usize, stop_after_epochs: Option<i64>) {
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
-        let profile = experiment.profile("tiny").unwrap();
+        let profile = experiment.profile(profile).unwrap();
+        let variant = "original";
         let variants = experiment.select_variants(&[variant.to_string()]).unwrap();
         let options = TrainOptions {
             results: results.to_path_buf(),
@@ -677,6 +681,10 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
         RunDir::new(results, "test", "tiny", variant, seed)
     }
 
+    fn gentle(results: &Path, seed: u64) -> RunDir {
+        RunDir::new(results, "test", "gentle", "original", seed)
+    }
+
     /// The rows without their timings.
     fn numbers(rows: &[EpochRow]) -> Vec<(i64, i64, f64, f64, f64, Option<f64>, Option<f64>)> {
         rows.iter()
@@ -697,15 +705,15 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
     #[test]
     fn an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one() {
         let whole = tempfile::tempdir().unwrap();
-        train(whole.path(), "original", 1, None);
+        train(whole.path(), "tiny", 1, None);
         let broken = tempfile::tempdir().unwrap();
-        train(broken.path(), "original", 1, Some(1));
+        train(broken.path(), "tiny", 1, Some(1));
         // Interrupted after epoch 1: a checkpoint, one row, no final record.
         let interrupted = run(broken.path(), "original", 0);
         assert!(interrupted.checkpoint_path().exists());
         assert!(interrupted.finished().unwrap().is_none());
         assert_eq!(interrupted.read_epochs().unwrap().len(), 1);
-        train(broken.path(), "original", 1, None);
+        train(broken.path(), "tiny", 1, None);
         for seed in [0, 1] {
             let a = run(whole.path(), "original", seed);
             let b = run(broken.path(), "original", seed);
@@ -730,17 +738,19 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
     #[test]
     fn two_stacked_seeds_match_two_lone_runs() {
         let lone = tempfile::tempdir().unwrap();
-        train(lone.path(), "original", 1, None);
+        train(lone.path(), "gentle", 1, None);
         let stacked = tempfile::tempdir().unwrap();
-        train(stacked.path(), "original", 2, None);
+        train(stacked.path(), "gentle", 2, None);
         for seed in [0, 1] {
-            let a = run(lone.path(), "original", seed).read_epochs().unwrap();
-            let b = run(stacked.path(), "original", seed).read_epochs().unwrap();
+            let a = gentle(lone.path(), seed).read_epochs().unwrap();
+            let b = gentle(stacked.path(), seed).read_epochs().unwrap();
+            assert_eq!(a.len(), 2);
             assert_eq!(a.len(), b.len());
             for (ra, rb) in a.iter().zip(&b) {
-                // Grouped and lone convolutions sum in different orders: float noise, which
-                // 16 SGD steps amplify to about 1e-4 relative in these losses.
-                let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * x.abs().max(1.0);
+                // Grouped and lone convolutions sum in different orders, so the numbers agree
+                // to float noise, not bit for bit; any real mismatch (other data, augmentation
+                // or init) would move them by percents.
+                let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
                 assert!(
                     close(ra.train_loss, rb.train_loss),
                     "seed {seed}: {ra:?} vs {rb:?}"
@@ -749,16 +759,14 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
                     close(ra.test_loss.unwrap(), rb.test_loss.unwrap()),
                     "seed {seed}: {ra:?} vs {rb:?}"
                 );
+                assert_eq!(ra.train_error, rb.train_error, "seed {seed}");
             }
-            let record = run(stacked.path(), "original", seed)
-                .finished()
-                .unwrap()
-                .unwrap();
+            let record = gentle(stacked.path(), seed).finished().unwrap().unwrap();
             assert_eq!(record.stacked_with, 2);
         }
         // The two seeds are different models.
-        let s0 = run(lone.path(), "original", 0).read_epochs().unwrap();
-        let s1 = run(lone.path(), "original", 1).read_epochs().unwrap();
+        let s0 = gentle(lone.path(), 0).read_epochs().unwrap();
+        let s1 = gentle(lone.path(), 1).read_epochs().unwrap();
         assert_ne!(s0[0].train_loss, s1[0].train_loss);
     }
 
