@@ -70,8 +70,6 @@ impl fmt::Display for PaperNumber {
 struct ExperimentFile {
     title: String,
     source: String,
-    #[serde(default)]
-    notes: Option<String>,
     model: Spanned<Table>,
     variants: Vec<VariantFile>,
     profiles: BTreeMap<Spanned<String>, Spanned<ProfileFile>>,
@@ -104,7 +102,6 @@ pub struct Experiment {
     pub path: PathBuf,
     pub title: String,
     pub source: String,
-    pub notes: Option<String>,
     pub variants: Vec<Variant>,
     pub profiles: BTreeMap<String, Profile>,
     base_model: Table,
@@ -260,7 +257,6 @@ impl Experiment {
             path: path.to_path_buf(),
             title: file.title,
             source: file.source,
-            notes: file.notes,
             variants,
             profiles,
             base_model: file.model.get_ref().clone(),

@@ -140,7 +140,7 @@ impl Protocol {
                 self.iterations
             ));
         }
-        if !(self.lr > 0.0) {
+        if self.lr.is_nan() || self.lr <= 0.0 {
             problems.push(format!("lr must be positive, not {}", self.lr));
         }
         if self.lr_drops.windows(2).any(|w| w[0] >= w[1]) {
@@ -166,7 +166,7 @@ impl Protocol {
             ));
         }
         if let Some(w) = &self.warmup {
-            if w.iterations < 0 || w.iterations >= self.iterations || !(w.lr > 0.0) {
+            if w.iterations < 0 || w.iterations >= self.iterations || w.lr.is_nan() || w.lr <= 0.0 {
                 problems.push(format!(
                     "warmup needs 0 <= iterations < {} and lr > 0",
                     self.iterations

@@ -29,8 +29,9 @@ pub struct TrainOptions {
     /// At most this many seeds of one variant in one stacked network.
     pub max_replicas: usize,
     pub layout: SgdLayout,
+    /// No progress bars: one log line per epoch instead.
     pub quiet: bool,
-    /// Stop (as if interrupted) after this many epochs in this process; for tests.
+    /// No progress bars: one log line per epoch instead.    /// Stop (as if interrupted) after this many epochs in this process; for tests.
     pub stop_after_epochs: Option<i64>,
 }
 
@@ -52,8 +53,15 @@ pub fn train_experiment(
     provenance: &Provenance,
     options: &TrainOptions,
 ) -> Result<()> {
+    log(&format!(
+        "{}: {} ({}), profile {}",
+        experiment.name, experiment.title, experiment.source, profile.name
+    ));
     let device_data = DeviceData::new(&data.train, &data.test, &profile.protocol, options.device);
     for variant in variants {
+        if let Some(paper) = variant.paper {
+            log(&format!("{}: the paper reports {paper}", variant.name));
+        }
         let config = experiment.net_config(variant, profile)?;
         let mut pending = Vec::new();
         for &seed in seeds {
@@ -65,13 +73,10 @@ pub fn train_experiment(
                 seed,
             );
             if let Some(done) = run.finished()? {
-                log(
-                    options,
-                    &format!(
-                        "{}/seed-{seed}: finished ({:?}), skipped",
-                        variant.name, done.status
-                    ),
-                );
+                log(&format!(
+                    "{}/seed-{seed}: finished ({:?}), skipped",
+                    variant.name, done.status
+                ));
                 continue;
             }
             let lock = run.lock()?;
@@ -239,9 +244,7 @@ impl Job<'_> {
         );
         let bar = self.progress_bar(&label, protocol.iterations, start_epoch * steps_per_epoch);
         let started = Instant::now();
-        let mut epochs_here = 0;
-
-        for epoch in start_epoch..total_epochs {
+        for (epochs_here, epoch) in (start_epoch..total_epochs).enumerate() {
             let epoch_start = Instant::now();
             let first = epoch * steps_per_epoch;
             let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
@@ -276,7 +279,6 @@ impl Job<'_> {
                 errors += stacked_errors(&logits.detach(), &ys)?;
                 bar.inc(1);
             }
-            epochs_here += 1;
 
             // Per model: mean training loss and error, and the first non-finite loss if any.
             let steps = (last - first) as usize;
@@ -363,7 +365,7 @@ impl Job<'_> {
             if self
                 .options
                 .stop_after_epochs
-                .is_some_and(|n| epochs_here >= n)
+                .is_some_and(|n| epochs_here as i64 + 1 >= n)
             {
                 break;
             }
@@ -372,29 +374,25 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// K lone models, each initialised from its own seed, stacked into one network.
+    /// K lone models, each initialised from its own seed on the CPU (so the initial weights are
+    /// the same on every device), stacked into one network on the training device.
     fn build(&self, seeds: &[u64]) -> Result<(VarStore, Net)> {
-        let device = self.options.device;
-        let singles: Vec<(VarStore, Net)> = seeds
+        let singles: Vec<VarStore> = seeds
             .iter()
             .map(|&seed| {
-                let vs = VarStore::new(device);
-                let net = seeded(derived_seed(seed, Stream::Init, 0), || {
+                let vs = VarStore::new(Device::Cpu);
+                seeded(derived_seed(seed, Stream::Init, 0), || {
                     self.config.build(&vs.root())
                 })?;
-                Ok((vs, net))
+                Ok(vs)
             })
             .collect::<Result<_>>()?;
-        if seeds.len() == 1 {
-            return Ok(singles.into_iter().next().expect("one model"));
-        }
-        let mut vs = VarStore::new(device);
+        let mut vs = VarStore::new(self.options.device);
         let net = self
             .config
             .with_replicas(seeds.len() as i64)
             .build(&vs.root())?;
-        let refs: Vec<&VarStore> = singles.iter().map(|(vs, _)| vs).collect();
-        stack_var_stores(&refs, &mut vs)?;
+        stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
         Ok((vs, net))
     }
 
@@ -587,17 +585,16 @@ impl Job<'_> {
     /// The epoch's summary: on the bar when there is one, else one log line.
     fn report(&self, bar: &ProgressBar, label: &str, msg: &str) {
         if bar.is_hidden() {
-            log(self.options, &format!("{label}: {msg}"));
+            log(&format!("{label}: {msg}"));
         } else {
             bar.set_message(msg.to_string());
         }
     }
 }
 
-fn log(options: &TrainOptions, line: &str) {
-    if !options.quiet {
-        eprintln!("{line}");
-    }
+/// One line on stderr (with `--quiet`, or off a terminal, these lines replace the bars).
+fn log(line: &str) {
+    eprintln!("{line}");
 }
 
 #[cfg(test)]
@@ -686,7 +683,9 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
     }
 
     /// The rows without their timings.
-    fn numbers(rows: &[EpochRow]) -> Vec<(i64, i64, f64, f64, f64, Option<f64>, Option<f64>)> {
+    type Numbers = (i64, i64, f64, f64, f64, Option<f64>, Option<f64>);
+
+    fn numbers(rows: &[EpochRow]) -> Vec<Numbers> {
         rows.iter()
             .map(|r| {
                 (

@@ -1,0 +1,514 @@
+//! Forward and backward passes on tiny inputs: shapes, the papers' equivalences, exact
+//! stacking, gradients reaching the input, loss falling on one batch, per-unit gradient norms.
+
+use models::{
+    extract_replica, probe_grad_norms, stack_var_stores, stacked_errors, stacked_loss,
+    unit_grad_norms, ActivationPlacement, BlockKind, Downsample, NetConfig, ShortcutKind,
+    ShortcutPath, UnitConfig,
+};
+use tch::nn::{self, ModuleT, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// One intra-op thread: the tests already run in parallel threads, and on a busy 2-core
+/// machine libtorch's own pool oversubscribes the cores (5× slower here).
+fn one_thread() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tch::set_num_threads(1));
+}
+
+const CPU: (Kind, Device) = (Kind::Float, Device::Cpu);
+
+fn build(config: &NetConfig, seed: i64) -> (VarStore, models::Net) {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let net = config.build(&vs.root()).expect("test configs build");
+    (vs, net)
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).norm().double_value(&[]);
+    diff / b.norm().double_value(&[]).max(1e-30)
+}
+
+/// Copies every variable of `src` whose name also exists in `dst`.
+fn copy_shared(src: &VarStore, dst: &VarStore) {
+    let src = src.variables();
+    tch::no_grad(|| {
+        for (name, mut t) in dst.variables() {
+            if let Some(s) = src.get(&name) {
+                t.copy_(s);
+            }
+        }
+    });
+}
+
+fn set_var(vs: &VarStore, name: &str, value: f64) {
+    let mut t = vs
+        .variables()
+        .remove(name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    tch::no_grad(|| {
+        let _ = t.fill_(value);
+    });
+}
+
+#[test]
+fn cifar_and_stacked_shapes() {
+    one_thread();
+    let (_vs, net) = build(&NetConfig::cifar(20), 0);
+    let xs = Tensor::randn([2, 3, 32, 32], CPU);
+    assert_eq!(net.forward_t(&xs, false).size(), [2, 10]);
+    assert_eq!(net.forward_single(&xs, true).unwrap().size(), [2, 10]);
+    assert_eq!(net.forward_t(&xs.unsqueeze(0), false).size(), [1, 2, 10]);
+
+    let (_vs, net) = build(&NetConfig::cifar(8).with_replicas(3), 0);
+    let xs = Tensor::randn([3, 2, 3, 32, 32], CPU);
+    assert_eq!(net.forward_stacked(&xs, true).unwrap().size(), [3, 2, 10]);
+    assert_eq!(net.forward_t(&xs, true).size(), [3, 2, 10]);
+    assert!(
+        net.forward_single(&xs.get(0), true).is_err(),
+        "K = 3 has no single form"
+    );
+    assert!(
+        net.forward_stacked(&xs.narrow(0, 0, 2), true).is_err(),
+        "K must match"
+    );
+    assert!(format!("{net:?}").contains("Conv2d(16→32, 3×3, stride 2, ×3 replicas)"));
+}
+
+#[test]
+fn imagenet_shape_and_gradient_to_input() {
+    one_thread();
+    let (_vs, net) = build(&NetConfig::imagenet(18), 0);
+    let xs = Tensor::randn([1, 3, 224, 224], CPU).set_requires_grad(true);
+    let logits = net.forward_t(&xs, false);
+    assert_eq!(logits.size(), [1, 1000]);
+    logits.sum(None).backward();
+    let g = xs.grad();
+    assert!(max_abs(&g) > 0.0 && bool::try_from(g.isfinite().all()).unwrap());
+    let debug = format!("{net:?}");
+    assert!(
+        debug.contains("Conv2d(3→64, 7×7, stride 2)") && debug.contains("MaxPool"),
+        "{debug}"
+    );
+}
+
+/// 2016 Fig. 2b with λ_s = λ_f = 1 is the identity shortcut.
+#[test]
+fn scaling_by_one_equals_identity() {
+    one_thread();
+    let identity = NetConfig::cifar(14);
+    let xs = Tensor::randn([1, 4, 3, 16, 16], CPU);
+    let (vs_id, net_id) = build(&identity, 1);
+    let expected = net_id.forward_stacked(&xs, true).unwrap();
+    let run = |lambda_s, lambda_f| {
+        let config = identity.with_shortcut(ShortcutKind::Scaling { lambda_s, lambda_f });
+        let (vs, net) = build(&config, 2);
+        copy_shared(&vs_id, &vs);
+        net.forward_stacked(&xs, true).unwrap()
+    };
+    assert!(max_abs(&(run(1.0, 1.0) - &expected)) < 1e-6);
+    // and the factors do act
+    assert!(max_abs(&(run(0.5, 1.0) - &expected)) > 1e-3);
+    assert!(max_abs(&(run(1.0, 0.5) - &expected)) > 1e-3);
+}
+
+fn unit(block: BlockKind, in_channels: i64, out_channels: i64, stride: i64) -> UnitConfig {
+    let mid_channels = match block {
+        BlockKind::Basic => out_channels,
+        BlockKind::Bottleneck => out_channels / 4,
+    };
+    UnitConfig {
+        block,
+        in_channels,
+        mid_channels,
+        out_channels,
+        stride,
+        shortcut: ShortcutKind::Identity,
+        path: ShortcutPath::Identity,
+        placement: ActivationPlacement::Original,
+        preactivate_before_split: false,
+        replicas: 1,
+    }
+}
+
+/// A residual branch whose last BN has γ = 0 (and β = 0, the init) outputs 0, so the unit
+/// is the post-addition activation of its shortcut: (a) ReLU(h(x)); (c), (d) h(x).
+#[test]
+fn zero_gamma_in_last_bn_leaves_the_shortcut() {
+    one_thread();
+    tch::manual_seed(3);
+    let xs = Tensor::randn([4, 16, 8, 8], CPU);
+    let subsample_pad = |x: &Tensor| {
+        // option A by hand: [4, 16, 4, 4] → [4, 32, 4, 4], zeros in channels 16..32
+        let sub = x.slice(2, None, None, 2).slice(3, None, None, 2);
+        Tensor::cat(&[&sub, &sub.zeros_like()], 1)
+    };
+    let basic = unit(BlockKind::Basic, 16, 16, 1);
+    type Expected = Box<dyn Fn(&Tensor) -> Tensor>;
+    let cases: Vec<(UnitConfig, &str, Expected)> = vec![
+        (basic, "bn2", Box::new(|x: &Tensor| x.relu())),
+        (
+            UnitConfig {
+                out_channels: 32,
+                mid_channels: 32,
+                stride: 2,
+                path: ShortcutPath::ZeroPad,
+                ..basic
+            },
+            "bn2",
+            Box::new(move |x: &Tensor| subsample_pad(x).relu()),
+        ),
+        (
+            UnitConfig {
+                placement: ActivationPlacement::ReluBeforeAddition,
+                ..basic
+            },
+            "bn2",
+            Box::new(|x: &Tensor| x.shallow_clone()),
+        ),
+        (
+            UnitConfig {
+                placement: ActivationPlacement::ReluOnlyPreactivation,
+                ..basic
+            },
+            "bn2",
+            Box::new(|x: &Tensor| x.shallow_clone()),
+        ),
+        (
+            unit(BlockKind::Bottleneck, 16, 16, 1),
+            "bn3",
+            Box::new(|x: &Tensor| x.relu()),
+        ),
+    ];
+    for (config, last_bn, post_shortcut) in cases {
+        let vs = VarStore::new(Device::Cpu);
+        let u = config.build(&vs.root()).unwrap();
+        let expected = post_shortcut(&xs);
+        let before = u.forward_t(&xs, true);
+        assert!(
+            max_abs(&(&before - &expected)) > 1e-2,
+            "the branch contributes: {config:?}"
+        );
+        set_var(&vs, &format!("{last_bn}.weight"), 0.0);
+        for train in [true, false] {
+            let out = u.forward_t(&xs, train);
+            assert!(
+                max_abs(&(&out - &expected)) < 1e-6,
+                "{config:?} train={train}"
+            );
+        }
+    }
+
+    // Bottleneck with a BN'd projection (option B): ReLU(BN(W_s x)).
+    let config = UnitConfig {
+        path: ShortcutPath::Projection { batch_norm: true },
+        ..unit(BlockKind::Bottleneck, 16, 64, 2)
+    };
+    let vs = VarStore::new(Device::Cpu);
+    let u = config.build(&vs.root()).unwrap();
+    set_var(&vs, "bn3.weight", 0.0);
+    let vars = vs.variables();
+    let projected = xs.conv2d(
+        &vars["shortcut.conv.weight"],
+        None::<Tensor>,
+        [2],
+        [0],
+        [1],
+        1,
+    );
+    let expected = projected
+        .batch_norm(
+            Some(&vars["shortcut.bn.weight"]),
+            Some(&vars["shortcut.bn.bias"]),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            1e-5,
+            false,
+        )
+        .relu();
+    assert!(max_abs(&(u.forward_t(&xs, true) - expected)) < 1e-5);
+}
+
+/// 2016 Fig. 2c/2d: as b_g → −∞, g → 0, so exclusive gating tends to the bare shortcut
+/// (ReLU(x)) and shortcut-only gating to the identity-shortcut unit (ReLU(x + F(x))).
+#[test]
+fn very_negative_gate_bias_reduces_gating_to_identity() {
+    one_thread();
+    tch::manual_seed(4);
+    let xs = Tensor::randn([4, 16, 8, 8], CPU);
+    let identity_unit = unit(BlockKind::Basic, 16, 16, 1);
+    let vs_id = VarStore::new(Device::Cpu);
+    let reference = identity_unit
+        .build(&vs_id.root())
+        .unwrap()
+        .forward_t(&xs, true);
+    for (make, expected) in [
+        (
+            (|b| ShortcutKind::ExclusiveGating { gate_bias: b }) as fn(f64) -> ShortcutKind,
+            xs.relu(),
+        ),
+        (
+            |b| ShortcutKind::ShortcutOnlyGating { gate_bias: b },
+            reference,
+        ),
+    ] {
+        let mut previous = f64::INFINITY;
+        for b in [-1.0, -4.0, -8.0, -16.0, -100.0] {
+            let config = UnitConfig {
+                shortcut: make(b),
+                ..identity_unit
+            };
+            let vs = VarStore::new(Device::Cpu);
+            let u = config.build(&vs.root()).unwrap();
+            copy_shared(&vs_id, &vs);
+            let gap = max_abs(&(u.forward_t(&xs, true) - &expected));
+            assert!(
+                gap < previous,
+                "{config:?}: gap {gap} should shrink (was {previous})"
+            );
+            previous = gap;
+        }
+        assert!(previous < 1e-6, "b_g = -100 gives the limit: {previous}");
+    }
+
+    // Whole net: shortcut-only gating with b_g = −100 is the identity ResNet.
+    let config = NetConfig::cifar(14);
+    let xs = Tensor::randn([1, 4, 3, 16, 16], CPU);
+    let (vs_id, net_id) = build(&config, 5);
+    let (vs_g, net_g) = build(
+        &config.with_shortcut(ShortcutKind::ShortcutOnlyGating { gate_bias: -100.0 }),
+        6,
+    );
+    copy_shared(&vs_id, &vs_g);
+    let gap =
+        net_g.forward_stacked(&xs, true).unwrap() - net_id.forward_stacked(&xs, true).unwrap();
+    assert!(max_abs(&gap) < 1e-5);
+}
+
+/// Every variant of the ablations, on tiny nets.
+fn variants() -> Vec<NetConfig> {
+    let basic = NetConfig::cifar(8);
+    let mut v = vec![
+        basic.clone(),
+        basic.with_shortcut(ShortcutKind::Plain),
+        basic.with_shortcut(ShortcutKind::Scaling {
+            lambda_s: 0.0,
+            lambda_f: 1.0,
+        }),
+        basic.with_shortcut(ShortcutKind::Scaling {
+            lambda_s: 0.5,
+            lambda_f: 1.0,
+        }),
+        basic.with_shortcut(ShortcutKind::Scaling {
+            lambda_s: 0.5,
+            lambda_f: 0.5,
+        }),
+        basic.with_shortcut(ShortcutKind::ExclusiveGating { gate_bias: -6.0 }),
+        basic.with_shortcut(ShortcutKind::ShortcutOnlyGating { gate_bias: 0.0 }),
+        basic.with_shortcut(ShortcutKind::Conv1x1),
+        basic.with_shortcut(ShortcutKind::Dropout { ratio: 0.5 }),
+        NetConfig {
+            downsample: Downsample::B,
+            ..basic.clone()
+        },
+        NetConfig {
+            downsample: Downsample::C,
+            ..basic.clone()
+        },
+    ];
+    for placement in ActivationPlacement::ALL.into_iter().skip(1) {
+        v.push(basic.with_placement(placement));
+    }
+    for placement in [
+        ActivationPlacement::Original,
+        ActivationPlacement::FullPreactivation,
+    ] {
+        v.push(NetConfig {
+            block: BlockKind::Bottleneck,
+            downsample: Downsample::B,
+            placement,
+            ..NetConfig::cifar(11)
+        });
+    }
+    v
+}
+
+/// Every variant passes gradient to its input, and fits one small batch: 40 SGD steps cut
+/// the loss by at least a quarter (most variants reach < 0.05 from 2.3; exclusive gating
+/// with b_g = −6, whose branches start almost shut, about 1.0).
+#[test]
+fn every_variant_reaches_the_input_and_fits_one_batch() {
+    one_thread();
+    tch::manual_seed(7);
+    let xs = Tensor::randn([1, 16, 3, 12, 12], CPU);
+    let labels = Tensor::randint(10, [1, 16], (Kind::Int64, Device::Cpu));
+    for config in variants() {
+        let (vs, net) = build(&config, 8);
+        let input = xs.copy().set_requires_grad(true);
+        let first = stacked_loss(&net.forward_stacked(&input, true).unwrap(), &labels).unwrap();
+        first.backward();
+        let g = input.grad();
+        assert!(max_abs(&g) > 0.0, "no gradient at the input: {config:?}");
+        assert!(bool::try_from(g.isfinite().all()).unwrap());
+
+        let mut opt = nn::Sgd {
+            momentum: 0.9,
+            ..Default::default()
+        }
+        .build(&vs, 0.05)
+        .unwrap();
+        let mut last = 0.0;
+        for _ in 0..40 {
+            let loss = stacked_loss(&net.forward_stacked(&xs, true).unwrap(), &labels).unwrap();
+            opt.backward_step(&loss);
+            last = loss.double_value(&[]);
+        }
+        let first = first.double_value(&[]);
+        assert!(
+            last < 0.75 * first,
+            "{config:?}: loss {first:.3} → {last:.3}"
+        );
+    }
+}
+
+/// K = 3 stacked with the weights of 3 single models: same logits, same loss terms, same
+/// gradients and same BN running statistics as the 3 models run apart (to 1e-5 relative).
+#[test]
+fn stacking_is_exact() {
+    one_thread();
+    let configs = [
+        NetConfig::cifar(14),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::ExclusiveGating { gate_bias: -2.0 }),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::Plain),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::Conv1x1),
+        NetConfig {
+            downsample: Downsample::B,
+            ..NetConfig::cifar(8).with_placement(ActivationPlacement::FullPreactivation)
+        },
+        NetConfig::cifar(8).with_placement(ActivationPlacement::BnAfterAddition),
+        NetConfig {
+            block: BlockKind::Bottleneck,
+            downsample: Downsample::B,
+            ..NetConfig::cifar(11)
+        },
+    ];
+    const K: i64 = 3;
+    tch::manual_seed(9);
+    let xs = Tensor::randn([K, 4, 3, 12, 12], CPU);
+    let labels = Tensor::randint(10, [K, 4], (Kind::Int64, Device::Cpu));
+    for config in configs {
+        let singles: Vec<_> = (0..K).map(|k| build(&config, 100 + k)).collect();
+        let (mut vs_stacked, stacked) = build(&config.with_replicas(K), 0);
+        let stores: Vec<&VarStore> = singles.iter().map(|(vs, _)| vs).collect();
+        stack_var_stores(&stores, &mut vs_stacked).unwrap();
+
+        // extracting replica 1 gives single 1 back, bit for bit
+        let (mut vs_one, _) = build(&config, 50);
+        extract_replica(&vs_stacked, 1, &mut vs_one).unwrap();
+        let single1 = singles[1].0.variables();
+        for (name, t) in vs_one.variables() {
+            assert!(t.equal(&single1[&name]), "{name}");
+        }
+
+        let logits = stacked.forward_stacked(&xs, true).unwrap();
+        stacked_loss(&logits, &labels).unwrap().backward();
+        let stacked_vars = vs_stacked.variables();
+        for (k, (vs, net)) in singles.iter().enumerate() {
+            let k64 = k as i64;
+            let own = net.forward_single(&xs.get(k64), true).unwrap();
+            assert!(
+                rel_err(&logits.get(k64), &own) < 1e-5,
+                "{config:?} logits of {k}"
+            );
+            stacked_loss(&own.unsqueeze(0), &labels.narrow(0, k64, 1))
+                .unwrap()
+                .backward();
+            for (name, t) in vs.variables() {
+                let n = t.size()[0];
+                let whole = &stacked_vars[&name];
+                let part = whole.narrow(0, k64 * n, n);
+                if t.requires_grad() {
+                    let (g, g_own) = (whole.grad().narrow(0, k64 * n, n), t.grad());
+                    assert!(
+                        rel_err(&g, &g_own) < 1e-5,
+                        "{config:?} grad of {name} in {k}: {}",
+                        rel_err(&g, &g_own)
+                    );
+                } else {
+                    assert!(
+                        rel_err(&part, &t) < 1e-5,
+                        "{config:?} running stat {name} in {k}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn error_counts_are_per_replica() {
+    one_thread();
+    // logits [2, 3, 2]: replica 0 predicts class 0 everywhere, replica 1 class 1
+    let logits =
+        Tensor::from_slice(&[1f32, 0., 1., 0., 1., 0., 0., 1., 0., 1., 0., 1.]).view([2, 3, 2]);
+    let labels = Tensor::from_slice(&[0i64, 1, 1, 0, 0, 1]).view([2, 3]);
+    let errors = Vec::<i64>::try_from(stacked_errors(&logits, &labels).unwrap()).unwrap();
+    assert_eq!(errors, [2, 2]);
+    // loss = Σ_k mean_b CE; here each CE is log(1 + e^{±1})
+    let loss = stacked_loss(&logits, &labels).unwrap().double_value(&[]);
+    let (right, wrong) = ((1.0 + (-1f64).exp()).ln(), (1.0 + 1f64.exp()).ln());
+    let expected = (right + 2.0 * wrong) / 3.0 + (2.0 * wrong + right) / 3.0;
+    assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+    assert!(stacked_loss(&logits, &labels.narrow(0, 0, 1)).is_err());
+}
+
+/// ‖∂E/∂x_l‖ per unit and replica: `run_backward` on the unit inputs and the probes read
+/// after `backward()` agree, and a stacked replica's norms are its single model's.
+#[test]
+fn unit_gradient_norms() {
+    one_thread();
+    let config = NetConfig::cifar(14).with_replicas(2);
+    tch::manual_seed(11);
+    let xs = Tensor::randn([2, 4, 3, 12, 12], CPU);
+    let labels = Tensor::randint(10, [2, 4], (Kind::Int64, Device::Cpu));
+    let (vs, net) = build(&config, 12);
+
+    let (logits, inputs) = net.forward_with_unit_inputs(&xs, true).unwrap();
+    assert_eq!(inputs.len(), 6);
+    assert_eq!(inputs[0].size(), [4, 2 * 16, 12, 12]);
+    assert_eq!(inputs[5].size(), [4, 2 * 64, 3, 3]);
+    let loss = stacked_loss(&logits, &labels).unwrap();
+    let norms = unit_grad_norms(&loss, &inputs, 2, false).unwrap();
+    assert_eq!(norms.size(), [6, 2]);
+    assert!(bool::try_from(norms.gt(0.0).all()).unwrap());
+
+    let (logits, probes) = net.forward_with_unit_probes(&xs, true).unwrap();
+    assert!(
+        probe_grad_norms(&probes, 2).is_err(),
+        "no gradient before backward"
+    );
+    stacked_loss(&logits, &labels).unwrap().backward();
+    let from_probes = probe_grad_norms(&probes, 2).unwrap();
+    assert!(rel_err(&from_probes, &norms) < 1e-5);
+    // the same backward filled the parameters' gradients
+    let w = &vs.variables()["stage1.unit1.conv1.weight"];
+    assert!(w.grad().defined() && max_abs(&w.grad()) > 0.0);
+
+    // replica 1 alone
+    let (mut vs_one, one) = build(&config.with_replicas(1), 13);
+    extract_replica(&vs, 1, &mut vs_one).unwrap();
+    let (logits, inputs) = one
+        .forward_with_unit_inputs(&xs.narrow(0, 1, 1), true)
+        .unwrap();
+    let loss = stacked_loss(&logits, &labels.narrow(0, 1, 1)).unwrap();
+    let alone = unit_grad_norms(&loss, &inputs, 1, false).unwrap();
+    assert!(rel_err(&norms.narrow(1, 1, 1), &alone) < 1e-5);
+}
