@@ -25,7 +25,8 @@ doctor *ARGS: setup
 
 # Train what is missing of an ablation (experiments/EXP.toml), then render its tables and plots.
 ablate EXP PROFILE="paper": setup
-    @echo "ablate {{EXP}} {{PROFILE}}: not yet implemented (training arrives with the runner)" >&2; exit 1
+    {{runner}} train experiments/{{EXP}}.toml --profile {{PROFILE}}
+    just report {{EXP}} {{PROFILE}}
 
 # Render results/EXP/PROFILE into tables and plots.
 report EXP PROFILE="paper":
@@ -33,4 +34,4 @@ report EXP PROFILE="paper":
 
 # Training throughput with synthetic data: the standard set of models and stack sizes.
 bench *ARGS: setup
-    @echo "bench: not yet implemented (arrives with the models and the runner)" >&2; exit 1
+    {{runner}} bench {{ARGS}}

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod batches;
+mod bench;
 mod data;
 mod device;
 mod doctor;
@@ -37,6 +38,17 @@ enum Command {
     },
     /// Train every (variant, seed) of an experiment's profile that has not finished yet.
     Train(TrainArgs),
+    /// List every architecture (depth, parameters, multiply-adds), or lay one out like
+    /// Table 1 of He et al. 2015.
+    Models {
+        /// One architecture to lay out, e.g. resnet110 (default: list them all).
+        name: Option<String>,
+        /// Machine-readable output: the summaries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Training throughput with synthetic data on the device.
+    Bench(BenchArgs),
     /// The CIFAR-10 data: download and verify the original archive, or inspect a folder.
     Data {
         #[command(subcommand)]
@@ -92,6 +104,31 @@ struct TrainArgs {
     quiet: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Architectures, e.g. resnet20,resnet110 (default: resnet20 and resnet110 on CUDA,
+    /// resnet20 on the CPU).
+    #[arg(long, value_delimiter = ',')]
+    model: Vec<String>,
+    /// Images per model per step.
+    #[arg(long, default_value_t = 128)]
+    batch: i64,
+    /// Stack sizes to measure, e.g. 1,8 (default: 1,8,16 on CUDA, 1 on the CPU).
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<i64>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: device::DeviceChoice,
+    /// Optimizer layouts to measure (default: the device's default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    sgd_layout: Vec<optim::SgdLayout>,
+    /// Timed steps (after 5 untimed ones).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Print the results as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -99,6 +136,8 @@ fn main() -> Result<()> {
             doctor::run(device, &data::resolve_dir(data_dir.as_deref()))
         }
         Command::Train(args) => train_command(args),
+        Command::Models { name, json } => models_command(name.as_deref(), json),
+        Command::Bench(args) => bench_command(args),
         Command::Data {
             action,
             data_dir,
@@ -186,4 +225,98 @@ fn train_command(args: TrainArgs) -> Result<()> {
         &provenance,
         &options,
     )
+}
+
+fn models_command(name: Option<&str>, json: bool) -> Result<()> {
+    let entries: Vec<(String, models::NetConfig)> = match name {
+        Some(name) => vec![(name.to_string(), models::NetConfig::from_name(name)?)],
+        None => models::catalogue()
+            .into_iter()
+            .map(|e| (e.name, e.config))
+            .collect(),
+    };
+    let summaries = entries
+        .iter()
+        .map(|(_, config)| config.summary())
+        .collect::<Result<Vec<_>, _>>()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else if name.is_some() {
+        print!("{}", summaries[0]);
+    } else {
+        println!(
+            "{:<20} {:>5} {:>6} {:>12} {:>10} {:>8}",
+            "name", "depth", "units", "params", "mult-adds", "input"
+        );
+        for ((name, _), s) in entries.iter().zip(&summaries) {
+            println!(
+                "{name:<20} {:>5} {:>6} {:>11.2}M {:>9.3}G {:>4}x{}",
+                s.depth,
+                s.residual_units,
+                s.params as f64 / 1e6,
+                s.macs as f64 / 1e9,
+                s.input_size[0],
+                s.input_size[1]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_command(args: BenchArgs) -> Result<()> {
+    let resolved = device::resolve(args.device)?;
+    if let Some(why) = &resolved.fallback {
+        eprintln!("device: {why}; using the CPU");
+    }
+    let layouts = if args.sgd_layout.is_empty() {
+        vec![optim::SgdLayout::for_device(resolved.device)]
+    } else {
+        args.sgd_layout
+    };
+    let cuda = resolved.device.is_cuda();
+    let model_names: Vec<String> = match (args.model.is_empty(), cuda) {
+        (false, _) => args.model,
+        (true, true) => vec!["resnet20".into(), "resnet110".into()],
+        (true, false) => vec!["resnet20".into()],
+    };
+    let stack_sizes: Vec<i64> = match (args.replicas.is_empty(), cuda) {
+        (false, _) => args.replicas,
+        (true, true) => vec![1, 8, 16],
+        (true, false) => vec![1],
+    };
+    eprintln!(
+        "bench on {} (synthetic data, fp32)",
+        doctor::describe_device(resolved.device)
+    );
+    for name in &model_names {
+        let config = models::NetConfig::from_name(name)?;
+        for &replicas in &stack_sizes {
+            for &layout in &layouts {
+                let r = bench::measure(
+                    name,
+                    &config,
+                    replicas,
+                    args.batch,
+                    resolved.device,
+                    layout,
+                    args.steps,
+                )?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:>10.0} img/s ({} steps in {:.2} s)",
+                        r.model,
+                        r.replicas,
+                        r.batch_per_model,
+                        format!("{:?}", r.layout),
+                        r.images_per_s,
+                        r.steps,
+                        r.seconds
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
