@@ -83,6 +83,9 @@ struct VariantFile {
     paper: Option<PaperNumber>,
     #[serde(default)]
     model: Option<Spanned<Table>>,
+    /// Protocol changes for this variant, per profile: `[variants.protocol.paper]`.
+    #[serde(default)]
+    protocol: BTreeMap<String, Spanned<Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,7 +94,7 @@ struct ProfileFile {
     seeds: Vec<u64>,
     #[serde(default)]
     model: Option<Spanned<Table>>,
-    protocol: Spanned<Protocol>,
+    protocol: Spanned<Table>,
 }
 
 /// A checked experiment.
@@ -113,6 +116,7 @@ pub struct Variant {
     pub name: String,
     pub paper: Option<PaperNumber>,
     model: Table,
+    protocol: BTreeMap<String, Table>,
 }
 
 /// A protocol and its seeds.
@@ -120,8 +124,14 @@ pub struct Variant {
 pub struct Profile {
     pub name: String,
     pub seeds: Vec<u64>,
+    /// The profile's protocol (a variant may change parts of it: [`Experiment::protocol`]).
     pub protocol: Protocol,
+    protocol_table: Table,
     model: Table,
+}
+
+fn protocol_from(table: Table) -> Result<Protocol> {
+    Value::Table(table).try_into().context("invalid protocol")
 }
 
 /// Names used as folder names: letters, digits, `.`, `_`, `-`; not starting with `.` or `-`.
@@ -198,6 +208,11 @@ impl Experiment {
                     .as_ref()
                     .map(|m| m.get_ref().clone())
                     .unwrap_or_default(),
+                protocol: v
+                    .protocol
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.get_ref().clone()))
+                    .collect(),
             });
         }
         if variants.is_empty() {
@@ -216,7 +231,12 @@ impl Experiment {
                 ));
             }
             let p = profile.get_ref();
-            let protocol = p.protocol.get_ref().clone();
+            let protocol = protocol_from(p.protocol.get_ref().clone()).map_err(|err| {
+                at(
+                    p.protocol.span().start,
+                    format!("profile `{}`: {err:#}", pname.get_ref()),
+                )
+            })?;
             let problems = protocol.problems();
             if !problems.is_empty() {
                 return Err(at(
@@ -240,6 +260,7 @@ impl Experiment {
                     name: pname.get_ref().clone(),
                     seeds: p.seeds.clone(),
                     protocol,
+                    protocol_table: p.protocol.get_ref().clone(),
                     model: p
                         .model
                         .as_ref()
@@ -269,6 +290,23 @@ impl Experiment {
                 .as_ref()
                 .map(|m| m.span().start)
                 .unwrap_or(base_span);
+            for (pname, table) in &vfile.protocol {
+                let Some(profile) = experiment.profiles.get(pname) else {
+                    return Err(at(
+                        table.span().start,
+                        format!(
+                            "variant `{}`: protocol for unknown profile `{pname}`",
+                            v.name
+                        ),
+                    ));
+                };
+                experiment.protocol(v, profile).map_err(|err| {
+                    at(
+                        table.span().start,
+                        format!("variant `{}`, profile `{pname}`: {err:#}", v.name),
+                    )
+                })?;
+            }
             for profile in experiment.profiles.values() {
                 experiment.net_config(v, profile).map_err(|err| {
                     at(
@@ -314,6 +352,23 @@ impl Experiment {
                     })
             })
             .collect()
+    }
+
+    /// The protocol of `variant` under `profile`: the profile's, with the variant's changes.
+    pub fn protocol(&self, variant: &Variant, profile: &Profile) -> Result<Protocol> {
+        let Some(changes) = variant.protocol.get(&profile.name) else {
+            return Ok(profile.protocol.clone());
+        };
+        let mut table = profile.protocol_table.clone();
+        for (key, value) in changes {
+            table.insert(key.clone(), value.clone());
+        }
+        let protocol = protocol_from(table)?;
+        let problems = protocol.problems();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(protocol)
     }
 
     /// The network of `variant` under `profile` (one replica), checked.
@@ -369,6 +424,7 @@ model = { shortcut = { scaling = { lambda_s = 0.5, lambda_f = 0.5 } } }
 [[variants]]
 name = "bottleneck"
 model = { depth = 164, block = "bottleneck", downsample = "b", placement = "full_preactivation" }
+protocol.paper = { warmup = { lr = 0.01, iterations = 400 } }
 
 [profiles.smoke]
 seeds = [0]
@@ -400,6 +456,20 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
         assert_eq!(e.net_config(&e.variants[0], smoke).unwrap().depth, 8);
         assert_eq!(e.net_config(&e.variants[2], smoke).unwrap().depth, 11);
         assert_eq!(e.net_config(&e.variants[2], paper).unwrap().depth, 164);
+        // Only the bottleneck variant warms up, and only in the paper profile.
+        assert_eq!(
+            e.protocol(&e.variants[2], paper)
+                .unwrap()
+                .warmup
+                .map(|w| w.iterations),
+            Some(400)
+        );
+        assert_eq!(
+            e.protocol(&e.variants[2], paper).unwrap().lr_drops,
+            [32000, 48000]
+        );
+        assert_eq!(e.protocol(&e.variants[2], smoke).unwrap().warmup, None);
+        assert_eq!(e.protocol(&e.variants[0], paper).unwrap().warmup, None);
         let half = e.net_config(&e.variants[1], paper).unwrap();
         assert_eq!(
             half.shortcut,
@@ -454,12 +524,23 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             ),
             (("depth = 164, block", "depth = 165, block"), 19, "9n+2"),
             (("[model]\ndepth = 20", "[model]\ndepth = 21"), 5, "6n+2"),
-            (("lr_drops = [5]", "lr_drops = [50]"), 24, "lr_drops"),
-            (("seeds = [0, 1]", "seeds = [1, 1]"), 26, "seeds"),
+            (("lr_drops = [5]", "lr_drops = [50]"), 25, "lr_drops"),
+            (("seeds = [0, 1]", "seeds = [1, 1]"), 27, "seeds"),
             (
                 ("[profiles.smoke]\nseeds = [0]\n", "[profiles.smoke]\n"),
-                21,
+                22,
                 "seeds",
+            ),
+            (
+                ("protocol.paper", "protocol.papr"),
+                20,
+                "unknown profile `papr`",
+            ),
+            (("iterations = 400 }", "iterations = 70000 }"), 20, "warmup"),
+            (
+                ("{ lr = 0.01,", "{ momentom = 1, lr = 0.01,"),
+                20,
+                "momentom",
             ),
         ];
         for ((from, to), line, words) in cases {
@@ -479,5 +560,49 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             err.contains("replicas") && err.contains("--replicas"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// Every experiment file of the repository parses, and its networks are the papers'.
+    #[test]
+    fn every_experiment_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let e = Experiment::load(&path).unwrap_or_else(|err| panic!("{err:#}"));
+                for profile in ["paper", "short", "smoke"] {
+                    e.profile(profile).unwrap();
+                }
+                names.push(e.name);
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["activations", "depth", "shortcuts"]);
+    }
+
+    #[test]
+    fn shortcuts_paper_profile_is_table_1_on_resnet_110() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let e = Experiment::load(&dir.join("shortcuts.toml")).unwrap();
+        let paper = e.profile("paper").unwrap();
+        assert_eq!(e.variants.len(), 11);
+        assert_eq!(paper.seeds.len(), 5);
+        let p = &paper.protocol;
+        assert_eq!(
+            (p.batch_size, p.iterations, p.lr, p.lr_drops.as_slice()),
+            (128, 64_000, 0.1, &[32_000, 48_000][..])
+        );
+        assert_eq!((p.momentum, p.weight_decay), (0.9, 1e-4));
+        for v in &e.variants {
+            assert_eq!(e.net_config(v, paper).unwrap().depth, 110, "{}", v.name);
+        }
+        let smoke = e.profile("smoke").unwrap();
+        assert_eq!(e.net_config(&e.variants[0], smoke).unwrap().depth, 8);
     }
 }

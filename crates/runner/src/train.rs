@@ -57,12 +57,13 @@ pub fn train_experiment(
         "{}: {} ({}), profile {}",
         experiment.name, experiment.title, experiment.source, profile.name
     ));
-    let device_data = DeviceData::new(&data.train, &data.test, &profile.protocol, options.device);
     for variant in variants {
         if let Some(paper) = variant.paper {
             log(&format!("{}: the paper reports {paper}", variant.name));
         }
         let config = experiment.net_config(variant, profile)?;
+        let protocol = experiment.protocol(variant, profile)?;
+        let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
         let mut pending = Vec::new();
         for &seed in seeds {
             let run = RunDir::new(
@@ -103,6 +104,7 @@ pub fn train_experiment(
                 profile,
                 variant,
                 config: &config,
+                protocol: &protocol,
                 data: &device_data,
                 fingerprint: data,
                 provenance,
@@ -171,6 +173,7 @@ struct Job<'a> {
     profile: &'a Profile,
     variant: &'a Variant,
     config: &'a NetConfig,
+    protocol: &'a Protocol,
     data: &'a DeviceData,
     fingerprint: &'a Cifar10,
     provenance: &'a Provenance,
@@ -187,7 +190,7 @@ struct Member {
 
 impl Job<'_> {
     fn run(&self, group: Vec<Pending>) -> Result<()> {
-        let protocol = &self.profile.protocol;
+        let protocol = self.protocol;
         let k = group.len();
         let device = self.options.device;
         let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
@@ -550,7 +553,7 @@ impl Job<'_> {
             },
             final_train_error: last.map(|r| r.train_error),
             final_train_loss: last.map(|r| r.train_loss),
-            fail_above_percent: self.profile.protocol.fail_above_percent,
+            fail_above_percent: self.protocol.fail_above_percent,
             wall_s,
             data: self.fingerprint.fingerprint.clone(),
             git_revision: self.provenance.git_revision.clone(),
