@@ -65,9 +65,23 @@ impl fmt::Display for PaperNumber {
     }
 }
 
+/// What `runner train` does with an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExperimentKind {
+    /// Train every (variant, seed) and record errors per epoch (the papers' tables).
+    #[default]
+    Training,
+    /// Record ‖∂E/∂x_l‖ per residual unit at initialisation and after the protocol's
+    /// iterations (Identity Mappings, eqs. 4–8 made visible).
+    Gradients,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExperimentFile {
+    #[serde(default)]
+    kind: ExperimentKind,
     title: String,
     source: String,
     model: Spanned<Table>,
@@ -102,6 +116,7 @@ struct ProfileFile {
 pub struct Experiment {
     /// The file stem: `shortcuts` for `experiments/shortcuts.toml`.
     pub name: String,
+    pub kind: ExperimentKind,
     pub path: PathBuf,
     pub title: String,
     pub source: String,
@@ -275,6 +290,7 @@ impl Experiment {
 
         let experiment = Self {
             name,
+            kind: file.kind,
             path: path.to_path_buf(),
             title: file.title,
             source: file.source,
@@ -583,7 +599,7 @@ mod shipped {
             }
         }
         names.sort();
-        assert_eq!(names, ["activations", "depth", "shortcuts"]);
+        assert_eq!(names, ["activations", "depth", "gradients", "shortcuts"]);
     }
 
     #[test]

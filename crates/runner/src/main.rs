@@ -11,6 +11,7 @@ mod data;
 mod device;
 mod doctor;
 mod experiment;
+mod gradients;
 mod libtorch;
 mod optim;
 mod protocol;
@@ -216,15 +217,20 @@ fn train_command(args: TrainArgs) -> Result<()> {
         ),
         device: doctor::describe_device(resolved.device),
     };
-    train::train_experiment(
-        &experiment,
-        profile,
-        &variants,
-        &seeds,
-        &data,
-        &provenance,
-        &options,
-    )
+    match experiment.kind {
+        experiment::ExperimentKind::Training => train::train_experiment(
+            &experiment,
+            profile,
+            &variants,
+            &seeds,
+            &data,
+            &provenance,
+            &options,
+        ),
+        experiment::ExperimentKind::Gradients => {
+            gradients::run(&experiment, profile, &variants, &seeds, &data, &options)
+        }
+    }
 }
 
 fn models_command(name: Option<&str>, json: bool) -> Result<()> {
