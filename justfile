@@ -30,7 +30,7 @@ ablate EXP PROFILE="paper": setup
 
 # Render results/EXP/PROFILE into tables and plots.
 report EXP PROFILE="paper":
-    @echo "report {{EXP}} {{PROFILE}}: not yet implemented (arrives with the ablations)" >&2; exit 1
+    cargo run --release --quiet -p report -- {{EXP}} --profile {{PROFILE}}
 
 # Training throughput with synthetic data: the standard set of models and stack sizes.
 bench *ARGS: setup

@@ -1,0 +1,188 @@
+//! What `report` needs from an experiment file (`experiments/<exp>.toml`): the title, the
+//! source, the variants in file order with the papers' numbers, and each profile's seeds.
+//!
+//! The runner checks these files strictly before anything trains; here they are read
+//! leniently (unknown keys and the model tables are ignored), so the report never disagrees
+//! with the runner about what a valid file is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::ReportError;
+
+/// A paper's reference number for a variant, as written in the experiment file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PaperNumber {
+    /// Test error in percent.
+    Error(f64),
+    /// `"fail"`: the paper reports a test error above 20% (Identity Mappings, Table 1).
+    Fail(FailMarker),
+}
+
+/// The literal string `"fail"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMarker {
+    Fail,
+}
+
+impl PaperNumber {
+    /// The paper's test error, when it is a number.
+    pub fn error(&self) -> Option<f64> {
+        match self {
+            PaperNumber::Error(e) => Some(*e),
+            PaperNumber::Fail(_) => None,
+        }
+    }
+
+    /// True for the paper's `"fail"`.
+    pub fn is_fail(&self) -> bool {
+        matches!(self, PaperNumber::Fail(_))
+    }
+}
+
+impl fmt::Display for PaperNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaperNumber::Error(e) => write!(f, "{e:.2}"),
+            PaperNumber::Fail(_) => write!(f, "fail"),
+        }
+    }
+}
+
+/// One row of the ablation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VariantSpec {
+    pub name: String,
+    #[serde(default)]
+    pub paper: Option<PaperNumber>,
+}
+
+/// A profile: only its seeds matter here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProfileSpec {
+    pub seeds: Vec<u64>,
+}
+
+/// The parts of an experiment file the report uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExperimentSpec {
+    pub title: String,
+    pub source: String,
+    pub variants: Vec<VariantSpec>,
+    pub profiles: BTreeMap<String, ProfileSpec>,
+}
+
+impl ExperimentSpec {
+    /// Parses the text of an experiment file.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ReportError::NoExperimentFile(path.to_path_buf()).into())
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Self::parse(&text)
+            .with_context(|| format!("{} is not a valid experiment file", path.display()))
+    }
+
+    /// The profile called `name`.
+    pub fn profile(&self, name: &str, path: &Path) -> Result<&ProfileSpec, ReportError> {
+        self.profiles
+            .get(name)
+            .ok_or_else(|| ReportError::UnknownProfile {
+                profile: name.to_string(),
+                file: path.to_path_buf(),
+                known: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+}
+
+/// Where the experiment file of `experiment` lies: `experiment` itself when it names an
+/// existing `.toml` file, else `<experiments>/<experiment>.toml`. Returns the path and the
+/// experiment's name (the file stem).
+pub fn locate(experiment: &str, experiments_dir: &Path) -> (PathBuf, String) {
+    let as_path = Path::new(experiment);
+    if as_path.extension().is_some_and(|ext| ext == "toml") && as_path.is_file() {
+        let name = as_path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| experiment.to_string());
+        return (as_path.to_path_buf(), name);
+    }
+    (
+        experiments_dir.join(format!("{experiment}.toml")),
+        experiment.to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+title = "Identity Mappings, Table 1: shortcut variants on ResNet-110"
+source = "He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"
+[model]
+depth = 110
+[[variants]]
+name = "original"
+paper = 6.61
+[[variants]]
+name = "scaling-0-1"
+paper = "fail"
+model = { shortcut = { scaling = { lambda_s = 0.0, lambda_f = 1.0 } } }
+[[variants]]
+name = "integer-paper"
+paper = 7
+[[variants]]
+name = "no-paper"
+[profiles.paper]
+seeds = [0, 1, 2, 3, 4]
+model = {}
+protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 48000], warmup = { lr = 0.01, iterations = 400 } }
+[profiles.smoke]
+seeds = [0]
+protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
+"#;
+
+    #[test]
+    fn reads_variants_in_file_order_and_ignores_model_tables() {
+        let e = ExperimentSpec::parse(FILE).unwrap();
+        let names: Vec<_> = e.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["original", "scaling-0-1", "integer-paper", "no-paper"]
+        );
+        assert_eq!(e.variants[0].paper, Some(PaperNumber::Error(6.61)));
+        assert!(e.variants[1].paper.unwrap().is_fail());
+        assert_eq!(e.variants[2].paper.unwrap().error(), Some(7.0));
+        assert_eq!(e.variants[3].paper, None);
+        assert_eq!(e.profiles["paper"].seeds, [0, 1, 2, 3, 4]);
+        assert_eq!(e.profiles["smoke"].seeds, [0]);
+    }
+
+    #[test]
+    fn unknown_profile_names_the_known_ones() {
+        let e = ExperimentSpec::parse(FILE).unwrap();
+        let err = e
+            .profile("short", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("short") && err.contains("paper, smoke"),
+            "{err}"
+        );
+    }
+}

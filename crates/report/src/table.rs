@@ -1,0 +1,494 @@
+//! The table of an experiment's profile: one row per variant (in file order) with the final
+//! test errors of its seeds against the paper's number, and a header that says where the
+//! numbers come from (data, devices, revisions, runs).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use crate::experiment::{ExperimentSpec, PaperNumber};
+use crate::results::{ProfileResults, VariantRuns};
+use crate::stats::Summary;
+
+/// Identity Mappings' threshold, used when no finished run says otherwise.
+pub const DEFAULT_FAIL_ABOVE_PERCENT: f64 = 20.0;
+
+/// The verdict on a variant, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Fewer seeds finished than the profile lists.
+    Incomplete,
+    /// At least one seed diverged.
+    Diverged,
+    /// Median final test error above the threshold (Identity Mappings: 20%).
+    Fail,
+    /// Every seed finished but none reported a test error.
+    NoTestError,
+    Ok,
+}
+
+impl Status {
+    /// The single word written to `table.csv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Incomplete => "incomplete",
+            Status::Diverged => "diverged",
+            Status::Fail => "fail",
+            Status::NoTestError => "no-test-error",
+            Status::Ok => "ok",
+        }
+    }
+}
+
+/// One variant's line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub variant: String,
+    pub paper: Option<PaperNumber>,
+    /// Seeds the profile lists.
+    pub expected: usize,
+    /// Seeds with a `final.json`.
+    pub finished: usize,
+    /// Finished seeds that diverged.
+    pub diverged: usize,
+    /// Seeds with epochs but no `final.json`.
+    pub running: usize,
+    /// Final test errors of the finished seeds that did not diverge.
+    pub summary: Option<Summary>,
+    pub fail_above: f64,
+}
+
+impl Row {
+    fn new(runs: &VariantRuns, default_fail_above: f64) -> Self {
+        let errors: Vec<f64> = runs
+            .runs
+            .iter()
+            .filter_map(|r| r.final_test_error())
+            .collect();
+        Self {
+            variant: runs.name.clone(),
+            paper: runs.paper,
+            expected: runs.expected_seeds,
+            finished: runs.finished().count(),
+            diverged: runs.finished().filter(|r| r.diverged()).count(),
+            running: runs.running(),
+            summary: Summary::of(&errors),
+            fail_above: runs
+                .finished()
+                .find_map(|r| r.fail_above_percent)
+                .unwrap_or(default_fail_above),
+        }
+    }
+
+    /// Median − paper, when both are numbers.
+    pub fn diff(&self) -> Option<f64> {
+        Some(self.summary?.median - self.paper?.error()?)
+    }
+
+    /// True when the median final test error is above the threshold.
+    pub fn above_threshold(&self) -> bool {
+        self.summary.is_some_and(|s| s.median > self.fail_above)
+    }
+
+    /// Incomplete, then diverged, then fail (median above the threshold), then ok.
+    pub fn status(&self) -> Status {
+        if self.finished < self.expected {
+            Status::Incomplete
+        } else if self.diverged > 0 {
+            Status::Diverged
+        } else if self.above_threshold() {
+            Status::Fail
+        } else if self.summary.is_none() {
+            Status::NoTestError
+        } else {
+            Status::Ok
+        }
+    }
+
+    /// The status as written in `table.md`, with the counts behind it.
+    pub fn status_text(&self) -> String {
+        let mut text = match self.status() {
+            Status::Incomplete => format!("incomplete {}/{}", self.finished, self.expected),
+            Status::Diverged => format!("diverged {}/{}", self.diverged, self.finished),
+            Status::Fail => "fail".to_string(),
+            Status::NoTestError => "no test error".to_string(),
+            Status::Ok => "ok".to_string(),
+        };
+        let mut extra = Vec::new();
+        if self.status() == Status::Incomplete {
+            if self.diverged > 0 {
+                extra.push(format!("{} diverged", self.diverged));
+            }
+            if self.running > 0 {
+                extra.push(format!("{} running", self.running));
+            }
+        }
+        if self.above_threshold() {
+            match self.status() {
+                Status::Incomplete => extra.push("fail so far".to_string()),
+                Status::Diverged => extra.push("the others fail".to_string()),
+                _ => {}
+            }
+        }
+        if !extra.is_empty() {
+            let _ = write!(text, " ({})", extra.join(", "));
+        }
+        text
+    }
+}
+
+/// Counts of a string field over the finished runs, most frequent first.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(BTreeMap<String, usize>);
+
+impl Tally {
+    fn add(&mut self, value: Option<&str>) {
+        let value = value.filter(|v| !v.is_empty()).unwrap_or("unknown");
+        *self.0.entry(value.to_string()).or_default() += 1;
+    }
+
+    /// (value, runs), most runs first, ties by name.
+    pub fn entries(&self) -> Vec<(&str, usize)> {
+        let mut entries: Vec<_> = self.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        entries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        entries
+    }
+
+    /// The only value, when all runs agree.
+    pub fn single(&self) -> Option<&str> {
+        match self.0.len() {
+            1 => self.0.keys().next().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// `a (3 runs); b (1 run)`, or `a` alone when every run agrees.
+    pub fn describe(&self, quote: bool) -> String {
+        let q = |s: &str| {
+            if quote {
+                format!("`{s}`")
+            } else {
+                s.to_string()
+            }
+        };
+        if let Some(only) = self.single() {
+            return q(only);
+        }
+        self.entries()
+            .iter()
+            .map(|(value, n)| format!("{} ({n} run{})", q(value), if *n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Where the numbers of a table come from, gathered from every `final.json`.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub data_sources: Tally,
+    pub data_digests: Tally,
+    pub devices: Tally,
+    pub revisions: Tally,
+    pub libtorch: Tally,
+    pub finished: usize,
+    pub expected: usize,
+    pub running: usize,
+    pub diverged: usize,
+}
+
+impl Provenance {
+    /// Tallies the `final.json` of every finished run of the profile.
+    pub fn of(results: &ProfileResults) -> Self {
+        let mut p = Self::default();
+        for record in results.finished() {
+            let data = record.data.clone().unwrap_or_default();
+            p.data_sources.add(data.source.as_deref());
+            p.data_digests.add(data.digest.as_deref());
+            p.devices.add(record.device.as_deref());
+            p.revisions.add(record.git_revision.as_deref());
+            p.libtorch.add(record.libtorch.as_deref());
+            p.finished += 1;
+            p.diverged += usize::from(record.diverged());
+        }
+        p.expected = results.variants.iter().map(|v| v.expected_seeds).sum();
+        p.running = results.variants.iter().map(VariantRuns::running).sum();
+        p
+    }
+
+    /// The data line of the table's header.
+    pub fn data_description(&self) -> String {
+        if self.finished == 0 {
+            return "unknown (no finished run yet)".to_string();
+        }
+        match self.data_sources.single() {
+            Some(source) => source.to_string(),
+            None => format!("**runs disagree**: {}", self.data_sources.describe(false)),
+        }
+    }
+
+    /// The data in a few words for figure titles: `CIFAR-10, JPEG-75 copy`.
+    pub fn data_label(&self) -> String {
+        if self.finished == 0 {
+            return "data not recorded".to_string();
+        }
+        match self.data_sources.single() {
+            Some(source) => short_source(source),
+            None => "mixed data (see table.md)".to_string(),
+        }
+    }
+}
+
+/// A data source without its parenthesised remark: `CIFAR-10, JPEG-75 copy (not the original
+/// pixels)` → `CIFAR-10, JPEG-75 copy`.
+pub fn short_source(source: &str) -> String {
+    source
+        .split_once(" (")
+        .map_or(source, |(head, _)| head)
+        .trim()
+        .to_string()
+}
+
+/// The rows and header of one profile of an experiment.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub title: String,
+    pub source: String,
+    pub profile: String,
+    pub seeds: Vec<u64>,
+    pub rows: Vec<Row>,
+    pub provenance: Provenance,
+    pub fail_above: f64,
+    pub notes: Vec<String>,
+}
+
+impl Table {
+    /// One row per variant of the experiment file, in file order.
+    pub fn new(
+        experiment: &ExperimentSpec,
+        profile: &str,
+        seeds: &[u64],
+        results: &ProfileResults,
+    ) -> Self {
+        let fail_above = results
+            .finished()
+            .find_map(|r| r.fail_above_percent)
+            .unwrap_or(DEFAULT_FAIL_ABOVE_PERCENT);
+        Self {
+            title: experiment.title.clone(),
+            source: experiment.source.clone(),
+            profile: profile.to_string(),
+            seeds: seeds.to_vec(),
+            rows: results
+                .variants
+                .iter()
+                .map(|v| Row::new(v, fail_above))
+                .collect(),
+            provenance: Provenance::of(results),
+            fail_above,
+            notes: results.notes.clone(),
+        }
+    }
+
+    /// `table.csv`: one header row, one row per variant; numbers unformatted, empty if missing.
+    pub fn to_csv(&self) -> Result<String> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record([
+            "variant",
+            "seeds_finished",
+            "seeds_expected",
+            "seeds_diverged",
+            "seeds_running",
+            "n_errors",
+            "mean",
+            "std",
+            "median",
+            "min",
+            "max",
+            "paper",
+            "diff",
+            "status",
+            "fail_above_percent",
+        ])?;
+        let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for row in &self.rows {
+            let s = row.summary;
+            writer.write_record([
+                row.variant.clone(),
+                row.finished.to_string(),
+                row.expected.to_string(),
+                row.diverged.to_string(),
+                row.running.to_string(),
+                s.map_or(0, |s| s.n).to_string(),
+                num(s.map(|s| s.mean)),
+                num(s.and_then(|s| s.std)),
+                num(s.map(|s| s.median)),
+                num(s.map(|s| s.min)),
+                num(s.map(|s| s.max)),
+                match row.paper {
+                    Some(PaperNumber::Error(e)) => e.to_string(),
+                    Some(PaperNumber::Fail(_)) => "fail".to_string(),
+                    None => String::new(),
+                },
+                num(row.diff()),
+                row.status().as_str().to_string(),
+                row.fail_above.to_string(),
+            ])?;
+        }
+        Ok(String::from_utf8(writer.into_inner()?)?)
+    }
+
+    /// `table.md`: the header (title, source, profile, data, devices, revisions, runs) and
+    /// the table in GitHub Markdown.
+    pub fn to_markdown(&self) -> String {
+        let p = &self.provenance;
+        let mut md = String::new();
+        let _ = writeln!(md, "# {}\n", self.title);
+        let _ = writeln!(md, "Paper: {}\n", self.source);
+        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            md,
+            "- **Profile**: `{}`, seeds {} ({} per variant)",
+            self.profile,
+            seeds.join(", "),
+            self.seeds.len()
+        );
+        let mut data = format!("- **Data**: {}", p.data_description());
+        if p.finished > 0 {
+            let _ = write!(data, "; fingerprint {}", p.data_digests.describe(true));
+        }
+        let _ = writeln!(md, "{data}");
+        if p.finished > 0 {
+            let _ = writeln!(md, "- **Devices**: {}", p.devices.describe(false));
+            let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
+            let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
+        }
+        let mut runs = format!(
+            "- **Runs**: {} finished of {} expected ({} variants × {} seeds)",
+            p.finished,
+            p.expected,
+            self.rows.len(),
+            self.seeds.len()
+        );
+        if p.running > 0 {
+            let _ = write!(runs, ", {} in progress", p.running);
+        }
+        if p.diverged > 0 {
+            let _ = write!(runs, ", {} diverged", p.diverged);
+        }
+        let _ = writeln!(md, "{runs}");
+        let _ = writeln!(
+            md,
+            "- **Fail**: median final test error above {}%\n",
+            self.fail_above
+        );
+        md.push_str(
+            "| variant | seeds | mean ± std | median | min–max | paper | median − paper | status |\n\
+             |---|--:|--:|--:|--:|--:|--:|---|\n",
+        );
+        for row in &self.rows {
+            let (mean, median, range) = match row.summary {
+                Some(s) => (
+                    match s.std {
+                        Some(std) => format!("{:.2} ± {std:.2}", s.mean),
+                        None => format!("{:.2}", s.mean),
+                    },
+                    format!("{:.2}", s.median),
+                    format!("{:.2}–{:.2}", s.min, s.max),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {}/{} | {mean} | {median} | {range} | {} | {} | {} |",
+                row.variant,
+                row.finished,
+                row.expected,
+                row.paper.map_or("–".to_string(), |p| p.to_string()),
+                row.diff().map_or("–".to_string(), |d| format!("{d:+.2}")),
+                row.status_text(),
+            );
+        }
+        md.push_str(
+            "\nFinal test error in %, over the finished seeds that did not diverge; std is the \
+             sample standard deviation (n − 1). `seeds` = finished / listed in the profile.\n",
+        );
+        if !self.notes.is_empty() {
+            md.push_str("\nNotes:\n");
+            for note in &self.notes {
+                let _ = writeln!(md, "- {note}");
+            }
+        }
+        md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::FailMarker;
+
+    fn row(finished: usize, diverged: usize, errors: &[f64]) -> Row {
+        Row {
+            variant: "v".into(),
+            paper: Some(PaperNumber::Error(6.61)),
+            expected: 5,
+            finished,
+            diverged,
+            running: 0,
+            summary: Summary::of(errors),
+            fail_above: 20.0,
+        }
+    }
+
+    #[test]
+    fn status_precedence_incomplete_diverged_fail_ok() {
+        assert_eq!(row(5, 0, &[6.5, 6.7, 6.6, 7.0, 6.2]).status(), Status::Ok);
+        assert_eq!(
+            row(5, 0, &[85.0, 90.0, 88.0, 91.0, 89.5]).status(),
+            Status::Fail
+        );
+        let diverged = row(5, 2, &[30.0, 25.0, 40.0]);
+        assert_eq!(diverged.status(), Status::Diverged);
+        assert_eq!(diverged.status_text(), "diverged 2/5 (the others fail)");
+        let incomplete = row(3, 1, &[6.0, 7.0]);
+        assert_eq!(incomplete.status(), Status::Incomplete);
+        assert_eq!(incomplete.status_text(), "incomplete 3/5 (1 diverged)");
+        assert_eq!(row(0, 0, &[]).status_text(), "incomplete 0/5");
+        assert_eq!(
+            row(3, 0, &[50.0, 60.0, 70.0]).status_text(),
+            "incomplete 3/5 (fail so far)"
+        );
+        assert_eq!(row(5, 0, &[]).status(), Status::NoTestError);
+    }
+
+    #[test]
+    fn threshold_is_strictly_above() {
+        assert_eq!(row(5, 0, &[20.0]).status(), Status::Ok);
+        assert_eq!(row(5, 0, &[20.01]).status(), Status::Fail);
+    }
+
+    #[test]
+    fn diff_needs_two_numbers() {
+        // median 6.6 − paper 6.61 = −0.01
+        let r = row(5, 0, &[6.5, 6.7, 6.6, 7.0, 6.2]);
+        assert!((r.diff().unwrap() + 0.01).abs() < 1e-12);
+        let mut fail = r.clone();
+        fail.paper = Some(PaperNumber::Fail(FailMarker::Fail));
+        assert_eq!(fail.diff(), None);
+        assert_eq!(row(0, 0, &[]).diff(), None);
+    }
+
+    #[test]
+    fn short_source_drops_the_remark() {
+        assert_eq!(
+            short_source("CIFAR-10, JPEG-75 copy (not the original pixels)"),
+            "CIFAR-10, JPEG-75 copy"
+        );
+        assert_eq!(
+            short_source("original CIFAR-10 (archive MD5 verified)"),
+            "original CIFAR-10"
+        );
+        assert_eq!(short_source("unverified copy"), "unverified copy");
+    }
+}

@@ -1,0 +1,629 @@
+//! End-to-end tests on fixture results written into a temporary folder: the shapes
+//! `runner train` leaves behind (finished, running, diverged, missing seeds), the table
+//! computed from them against hand-computed numbers, and the figures.
+
+// The fixture helpers are test code too: a failed write is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use report::{render, Paths};
+
+const EXPERIMENT: &str = r#"
+title = "Identity Mappings, Table 1: shortcut variants on ResNet-110"
+source = "He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"
+[model]
+depth = 110
+[[variants]]
+name = "original"
+paper = 6.61
+[[variants]]
+name = "scaling-0.5-0.5"
+paper = 12.35
+model = { shortcut = { scaling = { lambda_s = 0.5, lambda_f = 0.5 } } }
+[[variants]]
+name = "scaling-0-1"
+paper = "fail"
+[[variants]]
+name = "dropout-0.5"
+paper = "fail"
+[[variants]]
+name = "gating-6"
+paper = 8.70
+[[variants]]
+name = "conv1x1"
+[profiles.paper]
+seeds = [0, 1, 2, 3, 4]
+model = {}
+protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 48000], warmup = { lr = 0.01, iterations = 400 } }
+[profiles.smoke]
+seeds = [0]
+protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
+"#;
+
+const JPEG: &str = "CIFAR-10, JPEG-75 copy (not the original pixels)";
+const ORIGINAL: &str = "original CIFAR-10 (archive MD5 verified)";
+const H100: &str = "cuda:0 NVIDIA H100 80GB HBM3";
+const CPU: &str = "cpu Intel(R) Xeon(R) Processor (2 threads)";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+}
+
+impl Fixture {
+    /// A fresh folder; `REPORT_KEEP_FIXTURES=1` keeps it (its path is printed) to look at.
+    fn new() -> Self {
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("REPORT_KEEP_FIXTURES").is_some() {
+            dir.disable_cleanup(true);
+            println!("fixture folder: {}", dir.path().display());
+        }
+        let paths = Paths {
+            experiments: dir.path().join("experiments"),
+            results: dir.path().join("results"),
+            plots: dir.path().join("plots"),
+        };
+        fs::create_dir_all(&paths.experiments).unwrap();
+        fs::write(paths.experiments.join("shortcuts.toml"), EXPERIMENT).unwrap();
+        Self { _dir: dir, paths }
+    }
+
+    fn seed_dir(&self, exp: &str, variant: &str, seed: u64) -> PathBuf {
+        let dir = self
+            .paths
+            .results
+            .join(exp)
+            .join("paper")
+            .join(variant)
+            .join(format!("seed-{seed}"));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A finished run: epochs.csv falling toward `error`, and final.json.
+    fn finished(&self, variant: &str, seed: u64, error: f64, device: &str, data: &str) {
+        let dir = self.seed_dir("shortcuts", variant, seed);
+        fs::write(dir.join("epochs.csv"), epochs(error, 20)).unwrap();
+        let status = if error > 20.0 { "fail" } else { "ok" };
+        let json = final_json(variant, seed, status, Some(error), None, device, data);
+        fs::write(dir.join("final.json"), json).unwrap();
+    }
+
+    /// A run whose loss became NaN at iteration 450.
+    fn diverged(&self, variant: &str, seed: u64) {
+        let dir = self.seed_dir("shortcuts", variant, seed);
+        let mut csv = epochs(50.0, 8);
+        csv.push_str("9,450,0.1,NaN,NaN,,,12.0,1000.0\n");
+        fs::write(dir.join("epochs.csv"), csv).unwrap();
+        let json = final_json(variant, seed, "diverged", None, Some(450), H100, JPEG);
+        fs::write(dir.join("final.json"), json).unwrap();
+    }
+
+    /// A run in progress: epochs.csv and no final.json.
+    fn running(&self, variant: &str, seed: u64) {
+        let dir = self.seed_dir("shortcuts", variant, seed);
+        fs::write(dir.join("epochs.csv"), epochs(14.0, 6)).unwrap();
+    }
+
+    fn plots(&self, exp: &str) -> PathBuf {
+        self.paths.plots.join(exp).join("paper")
+    }
+
+    fn table_dir(&self, exp: &str) -> PathBuf {
+        self.paths.results.join(exp).join("paper")
+    }
+}
+
+/// `epochs` rows falling from 90% toward `error`; test error on even epochs and the last.
+fn epochs(error: f64, epochs: i64) -> String {
+    let mut csv = String::from(
+        "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,wall_s,images_per_s\n",
+    );
+    for epoch in 1..=epochs {
+        let decay = (-(epoch as f64) / 3.0).exp();
+        let train = 0.5 * error + (90.0 - 0.5 * error) * decay;
+        let test = if epoch == epochs {
+            error
+        } else {
+            error + (90.0 - error) * decay
+        };
+        let test = if epoch % 2 == 0 || epoch == epochs {
+            format!("{:.3},{test}", test / 40.0)
+        } else {
+            ",".to_string()
+        };
+        csv.push_str(&format!(
+            "{epoch},{},0.1,{:.3},{train},{test},{:.1},1000.0\n",
+            epoch * 50,
+            train / 40.0,
+            epoch as f64 * 1.5
+        ));
+    }
+    csv
+}
+
+fn final_json(
+    variant: &str,
+    seed: u64,
+    status: &str,
+    error: Option<f64>,
+    diverged_at: Option<i64>,
+    device: &str,
+    source: &str,
+) -> String {
+    serde_json::json!({
+        "status": status,
+        "experiment": "shortcuts",
+        "profile": "paper",
+        "variant": variant,
+        "seed": seed,
+        "iterations": diverged_at.unwrap_or(1000),
+        "diverged_at_iteration": diverged_at,
+        "final_test_error": error,
+        "final_test_loss": error.map(|e| e / 40.0),
+        "final_train_error": error.map(|e| e / 2.0),
+        "final_train_loss": error.map(|e| e / 80.0),
+        "fail_above_percent": 20.0,
+        "wall_s": 30.0,
+        "data": {
+            "digest": if source == JPEG { "0123456789abcdef" } else { "fedcba9876543210" },
+            "files": {"data_batch_1": "00"},
+            "source": source,
+            "original": source == ORIGINAL,
+        },
+        "git_revision": "5f672cc",
+        "libtorch": "2.11.0",
+        "device": device,
+        "stacked_with": 1,
+        "finished_at_unix_s": 1_700_000_000u64,
+        "a_field_the_runner_adds_later": {"anything": true},
+    })
+    .to_string()
+}
+
+/// The sweep of the module docs: every kind of row.
+fn sweep() -> Fixture {
+    let f = Fixture::new();
+    // original: 6.5 6.7 6.6 7.0 6.2, three on the H100 and two on the CPU.
+    for (seed, e) in [6.5, 6.7, 6.6, 7.0, 6.2].into_iter().enumerate() {
+        let device = if seed < 3 { H100 } else { CPU };
+        f.finished("original", seed as u64, e, device, JPEG);
+    }
+    // scaling-0.5-0.5: three finished, seed 3 running, seed 4 not started.
+    for (seed, e) in [12.0, 13.0, 14.5].into_iter().enumerate() {
+        f.finished("scaling-0.5-0.5", seed as u64, e, H100, JPEG);
+    }
+    f.running("scaling-0.5-0.5", 3);
+    for (seed, e) in [85.0, 90.0, 88.0, 91.0, 89.5].into_iter().enumerate() {
+        f.finished("scaling-0-1", seed as u64, e, H100, JPEG);
+    }
+    // dropout-0.5: seeds 1 and 3 diverged.
+    for (seed, e) in [(0, 30.0), (2, 25.0), (4, 40.0)] {
+        f.finished("dropout-0.5", seed, e, H100, JPEG);
+    }
+    f.diverged("dropout-0.5", 1);
+    f.diverged("dropout-0.5", 3);
+    // gating-6: nothing at all.
+    for (seed, e) in [12.0, 12.2, 12.4, 12.6, 12.8].into_iter().enumerate() {
+        f.finished("conv1x1", seed as u64, e, H100, JPEG);
+    }
+    f
+}
+
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(row: &std::collections::HashMap<String, String>, column: &str) -> f64 {
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{column} = {:?} is not a number", row[column]))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn table_csv_has_the_hand_computed_statistics() {
+    let f = sweep();
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let rows = csv_rows(&f.table_dir("shortcuts").join("table.csv"));
+    let names: Vec<&str> = rows.iter().map(|r| r["variant"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "original",
+            "scaling-0.5-0.5",
+            "scaling-0-1",
+            "dropout-0.5",
+            "gating-6",
+            "conv1x1"
+        ]
+    );
+
+    // original: mean 33.0 / 5 = 6.6; squared deviations .01 + .01 + 0 + .16 + .16 = .34,
+    // sample std sqrt(.34 / 4) = 0.29155; median 6.6; diff 6.6 − 6.61 = −0.01.
+    let o = &rows[0];
+    assert_eq!(
+        (o["seeds_finished"].as_str(), o["seeds_expected"].as_str()),
+        ("5", "5")
+    );
+    assert!(close(num(o, "mean"), 6.6));
+    assert!(close(num(o, "std"), (0.34f64 / 4.0).sqrt()));
+    assert!(close(num(o, "median"), 6.6));
+    assert_eq!((num(o, "min"), num(o, "max")), (6.2, 7.0));
+    assert_eq!(num(o, "paper"), 6.61);
+    assert!(close(num(o, "diff"), -0.01));
+    assert_eq!(o["status"], "ok");
+
+    // scaling-0.5-0.5: 12, 13, 14.5 → mean 39.5 / 3 = 13.1667; deviations −7/6, −1/6, 4/3,
+    // sum of squares 19/6, sample std sqrt(19/12) = 1.2583; median 13; diff 13 − 12.35 = 0.65.
+    let s = &rows[1];
+    assert_eq!(s["seeds_finished"], "3");
+    assert_eq!(s["seeds_running"], "1");
+    assert!(close(num(s, "mean"), 39.5 / 3.0));
+    assert!(close(num(s, "std"), (19.0f64 / 12.0).sqrt()));
+    assert!(close(num(s, "median"), 13.0));
+    assert!(close(num(s, "diff"), 0.65));
+    assert_eq!(s["status"], "incomplete");
+
+    // scaling-0-1: median 89.5 > 20 → fail; the paper says "fail", so no difference.
+    let p = &rows[2];
+    assert!(close(num(p, "mean"), 443.5 / 5.0));
+    assert!(close(num(p, "median"), 89.5));
+    assert_eq!(p["paper"], "fail");
+    assert_eq!(p["diff"], "");
+    assert_eq!(p["status"], "fail");
+
+    // dropout-0.5: 2 of 5 diverged; statistics over 30, 25, 40: mean 95 / 3, median 30.
+    let d = &rows[3];
+    assert_eq!(
+        (d["seeds_finished"].as_str(), d["seeds_diverged"].as_str()),
+        ("5", "2")
+    );
+    assert_eq!(d["n_errors"], "3");
+    assert!(close(num(d, "mean"), 95.0 / 3.0));
+    assert!(close(num(d, "median"), 30.0));
+    assert_eq!(d["status"], "diverged");
+
+    // gating-6: nothing ran; empty statistics, 0/5.
+    let g = &rows[4];
+    assert_eq!(
+        (g["seeds_finished"].as_str(), g["n_errors"].as_str()),
+        ("0", "0")
+    );
+    for column in ["mean", "std", "median", "min", "max", "diff"] {
+        assert_eq!(g[column], "", "{column}");
+    }
+    assert_eq!(num(g, "paper"), 8.7);
+    assert_eq!(g["status"], "incomplete");
+
+    // conv1x1: no paper number, so no difference; std sqrt(.4 / 4) = 0.3162.
+    let c = &rows[5];
+    assert_eq!((c["paper"].as_str(), c["diff"].as_str()), ("", ""));
+    assert!(close(num(c, "std"), 0.1f64.sqrt()));
+    assert_eq!(c["status"], "ok");
+}
+
+#[test]
+fn table_md_states_provenance_and_rows() {
+    let f = sweep();
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(md.starts_with("# Identity Mappings, Table 1: shortcut variants on ResNet-110\n"));
+    assert!(md.contains("He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"));
+    assert!(md.contains("**Profile**: `paper`, seeds 0, 1, 2, 3, 4"));
+    assert!(md.contains(&format!("**Data**: {JPEG}; fingerprint `0123456789abcdef`")));
+    // 21 finished runs: original 2 on the CPU, 19 on the H100.
+    assert!(
+        md.contains(&format!("**Devices**: {H100} (21 runs); {CPU} (2 runs)")),
+        "{md}"
+    );
+    assert!(md.contains("**Git revisions**: `5f672cc`"));
+    assert!(md.contains("**Runs**: 23 finished of 30 expected (6 variants × 5 seeds), 1 in progress, 2 diverged"), "{md}");
+    let line = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{md}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("original"),
+        "| original | 5/5 | 6.60 ± 0.29 | 6.60 | 6.20–7.00 | 6.61 | -0.01 | ok |"
+    );
+    assert_eq!(
+        line("scaling-0.5-0.5"),
+        "| scaling-0.5-0.5 | 3/5 | 13.17 ± 1.26 | 13.00 | 12.00–14.50 | 12.35 | +0.65 | incomplete 3/5 (1 running) |"
+    );
+    assert_eq!(
+        line("scaling-0-1"),
+        "| scaling-0-1 | 5/5 | 88.70 ± 2.33 | 89.50 | 85.00–91.00 | fail | – | fail |"
+    );
+    assert!(line("dropout-0.5").ends_with("| fail | – | diverged 2/5 (the others fail) |"));
+    assert_eq!(
+        line("gating-6"),
+        "| gating-6 | 0/5 | – | – | – | 8.70 | – | incomplete 0/5 |"
+    );
+    assert!(line("conv1x1").contains("| 12.40 ± 0.32 | 12.40 | 12.00–12.80 | – | – | ok |"));
+}
+
+#[test]
+fn disagreeing_data_sources_are_called_out() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, H100, JPEG);
+    f.finished("original", 1, 7.2, H100, ORIGINAL);
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "**Data**: **runs disagree**: {JPEG} (1 run); {ORIGINAL} (1 run)"
+        )),
+        "{md}"
+    );
+    assert_eq!(
+        written.table.provenance.data_label(),
+        "mixed data (see table.md)"
+    );
+    let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
+    assert!(svg.contains("mixed data"));
+}
+
+#[test]
+fn original_data_is_named_in_tables_and_titles() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, H100, ORIGINAL);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(md.contains(&format!("**Data**: {ORIGINAL}")));
+    let svg = fs::read_to_string(f.plots("shortcuts").join("curves.svg")).unwrap();
+    assert!(svg.contains("original CIFAR-10 · profile paper"));
+}
+
+/// A decoded PNG: (width, height, pixels).
+fn decode(path: &Path) -> image::RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}
+
+fn count_near(img: &image::RgbImage, rows: std::ops::Range<u32>, rgb: [u8; 3], tol: i32) -> usize {
+    img.enumerate_pixels()
+        .filter(|(_, y, _)| rows.contains(y))
+        .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
+        .count()
+}
+
+#[test]
+fn figures_exist_decode_and_show_the_variants() {
+    let f = sweep();
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    let dir = f.plots("shortcuts");
+    for stem in ["curves", "final"] {
+        for ext in ["svg", "png"] {
+            let path = dir.join(format!("{stem}.{ext}"));
+            assert!(
+                written.files.contains(&path),
+                "{} not reported",
+                path.display()
+            );
+            assert!(
+                fs::metadata(&path).unwrap().len() > 1000,
+                "{} is tiny",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        !dir.join("norms.svg").exists(),
+        "no norms.csv, no norms figure"
+    );
+
+    for stem in ["curves", "final"] {
+        let svg = fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            svg.contains("CIFAR-10, JPEG-75 copy · profile paper"),
+            "{stem}: data source in the title"
+        );
+        for name in [
+            "original",
+            "scaling-0.5-0.5",
+            "scaling-0-1",
+            "dropout-0.5",
+            "conv1x1",
+        ] {
+            assert!(svg.contains(name), "{stem}.svg lacks {name}");
+        }
+        // A variant without any result is left out of the figures.
+        assert!(!svg.contains("gating-6"), "{stem}.svg shows gating-6");
+    }
+    let final_svg = fs::read_to_string(dir.join("final.svg")).unwrap();
+    assert!(final_svg.contains("paper: fail"));
+    assert!(final_svg.contains("2 diverged"));
+
+    let curves = decode(&dir.join("curves.png"));
+    assert_eq!(curves.dimensions(), (1100, 700));
+    // Five variants: 1100 × 700 = 770000 px; the first variant's colour (#1f77b4) is drawn.
+    assert!(count_near(&curves, 64..700, [31, 119, 180], 10) > 500);
+    // The title band holds dark text pixels (the embedded font rendered).
+    assert!(count_near(&curves, 0..64, [0, 0, 0], 60) > 500);
+
+    // Width: max(900, 5 × 80 + 300); height: 600 + room for the longest rotated label,
+    // "scaling-0.5-0.5", 15 × 7 + 25 = 130.
+    let finals = decode(&dir.join("final.png"));
+    assert_eq!(finals.dimensions(), (900, 730));
+    let distinct: std::collections::HashSet<_> = finals.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 20, "{} colours only", distinct.len());
+    // The paper's triangles are black.
+    assert!(count_near(&finals, 64..730, [0, 0, 0], 30) > 200);
+    // The rotated variant labels fill the band under the axis with dark pixels.
+    assert!(count_near(&finals, 600..730, [0, 0, 0], 80) > 300);
+}
+
+#[test]
+fn partial_results_render() {
+    let f = Fixture::new();
+    f.running("original", 0);
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    let rows = &written.table.rows;
+    assert_eq!(rows.len(), 6);
+    assert!(rows
+        .iter()
+        .all(|r| r.status_text().starts_with("incomplete 0/5")));
+    assert_eq!(rows[0].status_text(), "incomplete 0/5 (1 running)");
+    // Curves of the running seed; no final figure yet.
+    assert!(f.plots("shortcuts").join("curves.png").exists());
+    assert!(!f.plots("shortcuts").join("final.png").exists());
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(md.contains("**Data**: unknown (no finished run yet)"));
+}
+
+#[test]
+fn seeds_outside_the_profile_and_damaged_files_are_noted() {
+    let f = sweep();
+    f.finished("original", 9, 1.0, H100, JPEG);
+    let broken = f.seed_dir("shortcuts", "conv1x1", 4);
+    fs::write(broken.join("final.json"), "{ not json").unwrap();
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    let notes = written.table.notes.join("\n");
+    assert!(
+        notes.contains("seed-9: seed 9 is not in the profile"),
+        "{notes}"
+    );
+    assert!(notes.contains("final.json is damaged"), "{notes}");
+    // The outsider does not count; the damaged seed is missing.
+    assert_eq!(written.table.rows[0].summary.unwrap().min, 6.2);
+    assert_eq!(written.table.rows[5].finished, 4);
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(md.contains("Notes:\n"));
+}
+
+#[test]
+fn gradient_norms_figure() {
+    let f = Fixture::new();
+    let gradients = r#"
+title = "Gradient norms per residual unit"
+source = "He et al. 2016, Identity Mappings, Eqs. 4-5"
+[model]
+depth = 20
+[[variants]]
+name = "identity"
+[[variants]]
+name = "scaling-0.5"
+[profiles.paper]
+seeds = [0, 1]
+protocol = { batch_size = 128, iterations = 300, lr = 0.1, lr_drops = [] }
+"#;
+    fs::write(f.paths.experiments.join("gradients.toml"), gradients).unwrap();
+    for (variant, lambda) in [("identity", 1.0f64), ("scaling-0.5", 0.5)] {
+        let dir = f.paths.results.join("gradients/paper").join(variant);
+        fs::create_dir_all(&dir).unwrap();
+        let mut csv = String::from("seed,iteration,unit,norm\n");
+        for seed in 0..2 {
+            for iteration in [0, 300] {
+                for unit in 1..=9 {
+                    // ‖∂E/∂x_l‖ ∝ λ^(L − l): flat for identity, halving per unit for λ = 0.5.
+                    let norm = lambda.powi(9 - unit) * if iteration == 0 { 1.0 } else { 0.3 };
+                    csv.push_str(&format!("{seed},{iteration},{unit},{norm}\n"));
+                }
+            }
+        }
+        fs::write(dir.join("norms.csv"), csv).unwrap();
+    }
+    let written = render("gradients", "paper", &f.paths).unwrap();
+    let dir = f.plots("gradients");
+    assert!(written.files.contains(&dir.join("norms.png")));
+    let svg = fs::read_to_string(dir.join("norms.svg")).unwrap();
+    assert!(svg.contains("identity (after 300 it., 2 seeds)"));
+    assert!(svg.contains("scaling-0.5"));
+    // Log axis labels: the norms span 0.3 · 0.5^8 ≈ 1e-3 to 1.
+    assert!(
+        svg.contains("1e-3") || svg.contains("1e-4"),
+        "log-axis labels missing"
+    );
+    let png = decode(&dir.join("norms.png"));
+    assert_eq!(png.dimensions(), (1100, 700));
+    assert!(count_near(&png, 64..700, [31, 119, 180], 10) > 300);
+    assert!(count_near(&png, 64..700, [255, 127, 14], 10) > 300);
+    // No training results: the table lists both variants as not started.
+    assert_eq!(written.table.rows[1].status_text(), "incomplete 0/2");
+}
+
+fn run_cli(args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn cli_writes_files_and_fails_clearly() {
+    let f = sweep();
+    let root = f.paths.experiments.parent().unwrap().to_path_buf();
+    let (ok, out) = run_cli(&["shortcuts", "--profile", "paper"], &root);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("wrote results/shortcuts/paper/table.md"),
+        "{out}"
+    );
+    assert!(
+        out.contains("wrote plots/shortcuts/paper/final.png"),
+        "{out}"
+    );
+
+    let (ok, out) = run_cli(&["nonesuch", "--profile", "paper"], &root);
+    assert!(!ok);
+    assert!(
+        out.contains("no experiment file at experiments/nonesuch.toml"),
+        "{out}"
+    );
+
+    let (ok, out) = run_cli(&["shortcuts", "--profile", "smoke"], &root);
+    assert!(!ok);
+    assert!(
+        out.contains("no results folder at results/shortcuts/smoke"),
+        "{out}"
+    );
+
+    let (ok, out) = run_cli(&["shortcuts", "--profile", "short"], &root);
+    assert!(!ok);
+    assert!(
+        out.contains("has no profile `short` (it has: paper, smoke)"),
+        "{out}"
+    );
+
+    // A path to the file works too, with custom folders.
+    let (ok, out) = run_cli(
+        &[
+            "experiments/shortcuts.toml",
+            "--profile",
+            "paper",
+            "--plots",
+            "figs",
+        ],
+        &root,
+    );
+    assert!(ok, "{out}");
+    assert!(root.join("figs/shortcuts/paper/curves.svg").exists());
+}
