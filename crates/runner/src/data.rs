@@ -192,13 +192,19 @@ fn md5_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// Provenance record written by `runner data fetch`.
+/// Provenance record written by `runner data fetch` (and `runner data synthetic`).
 #[derive(Debug, Serialize, Deserialize)]
 struct Provenance {
     archive_url: String,
     archive_md5: String,
     files: BTreeMap<String, String>,
+    /// Written by `runner data synthetic`: generated images, not CIFAR-10.
+    #[serde(default)]
+    synthetic: bool,
 }
+
+/// The source name of data made by [`write_synthetic`].
+pub const SYNTHETIC_SOURCE: &str = "synthetic data (runner data synthetic), not CIFAR-10";
 
 /// Hashes the six files and says whether they are the verified original, a known copy, or neither.
 pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
@@ -213,8 +219,11 @@ pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
     let provenance: Option<Provenance> = fs::read(dir.join(PROVENANCE_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let original = provenance.is_some_and(|p| p.archive_md5 == ARCHIVE_MD5 && p.files == files);
-    let source = if original {
+    let matches = provenance.as_ref().filter(|p| p.files == files);
+    let original = matches.is_some_and(|p| p.archive_md5 == ARCHIVE_MD5 && !p.synthetic);
+    let source = if matches.is_some_and(|p| p.synthetic) {
+        SYNTHETIC_SOURCE.to_string()
+    } else if original {
         "original CIFAR-10 (archive MD5 verified)".to_string()
     } else if let Some((name, _)) = KNOWN_COPIES.iter().find(|(_, sums)| {
         sums.iter()
@@ -360,6 +369,7 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
         archive_url: url.to_string(),
         archive_md5: md5,
         files,
+        synthetic: false,
     };
     fs::write(
         staging.path().join(PROVENANCE_FILE),
@@ -372,6 +382,71 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
         "data: CIFAR-10 verified (MD5 {expected_md5}) and unpacked into {}",
         dir.display()
     );
+    Ok(())
+}
+
+/// Writes a learnable synthetic dataset in the official layout into `dir` (atomically), for
+/// checking the pipeline where CIFAR-10 is not at hand. Each class has its own colour and a
+/// bright square at its own place; pixels carry deterministic noise.
+pub fn write_synthetic(dir: &Path) -> Result<()> {
+    ensure!(
+        !dir.exists(),
+        "{} exists; choose a new folder",
+        dir.display()
+    );
+    let parent = parent_of(dir);
+    fs::create_dir_all(&parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".synthetic.")
+        .tempdir_in(&parent)?;
+    let mut state: u64 = 0x5EED;
+    let mut next = move || {
+        // xorshift64*: a fixed, dependency-free stream
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+    };
+    let mut files = BTreeMap::new();
+    for name in all_files() {
+        let mut bytes = Vec::with_capacity(RECORD_BYTES * RECORDS_PER_FILE);
+        for _ in 0..RECORDS_PER_FILE {
+            let label = next() % NUM_CLASSES;
+            bytes.push(label);
+            let (row, col) = (
+                usize::from(label / 5) * 12 + 4,
+                usize::from(label % 5) * 5 + 2,
+            );
+            for channel in 0..3usize {
+                let base = 40 + 18 * ((usize::from(label) + channel * 3) % 10);
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let square = (row..row + 8).contains(&y) && (col..col + 6).contains(&x);
+                        let value = if square {
+                            250
+                        } else {
+                            base + usize::from(next() % 48)
+                        };
+                        bytes.push(value.min(255) as u8);
+                    }
+                }
+            }
+        }
+        files.insert(name.to_string(), format!("{:x}", Md5::digest(&bytes)));
+        fs::write(staging.path().join(name), bytes)?;
+    }
+    let provenance = Provenance {
+        archive_url: "none".into(),
+        archive_md5: "none".into(),
+        files,
+        synthetic: true,
+    };
+    fs::write(
+        staging.path().join(PROVENANCE_FILE),
+        serde_json::to_vec_pretty(&provenance)?,
+    )?;
+    fs::rename(staging.keep(), dir)
+        .with_context(|| format!("cannot move the data to {}", dir.display()))?;
     Ok(())
 }
 
@@ -409,6 +484,29 @@ pub mod tests {
         assert_eq!(data.train.labels.int64_value(&[10_000]), 1);
         assert!(!data.fingerprint.original);
         assert!(data.fingerprint.source.starts_with("unverified"));
+    }
+
+    #[test]
+    fn synthetic_data_is_valid_labelled_and_never_taken_for_cifar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("synthetic");
+        super::write_synthetic(&dir).unwrap();
+        let data = Cifar10::load(&dir).unwrap();
+        assert_eq!(data.fingerprint.source, SYNTHETIC_SOURCE);
+        assert!(!data.fingerprint.original);
+        // Every class occurs, and the same call makes the same files.
+        let counts = data.train.labels.bincount::<tch::Tensor>(None, 10);
+        assert!(Vec::<i64>::try_from(&counts)
+            .unwrap()
+            .iter()
+            .all(|&c| c > 4000));
+        let again = tmp.path().join("again");
+        super::write_synthetic(&again).unwrap();
+        assert_eq!(fingerprint(&again).unwrap().digest, data.fingerprint.digest);
+        assert!(
+            super::write_synthetic(&dir).is_err(),
+            "an existing folder is not overwritten"
+        );
     }
 
     #[test]

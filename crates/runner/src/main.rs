@@ -70,6 +70,9 @@ enum DataAction {
     Fetch,
     /// Check the folder's files and print their fingerprint and provenance.
     Check,
+    /// Write a synthetic, learnable dataset in the CIFAR-10 layout into a new folder (for
+    /// checking the pipeline without CIFAR-10; its results are labelled synthetic).
+    Synthetic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +150,7 @@ fn main() -> Result<()> {
             let dir = data::resolve_dir(data_dir.as_deref());
             match action {
                 DataAction::Fetch => data::fetch(&dir, quiet),
+                DataAction::Synthetic => data::write_synthetic(&dir),
                 DataAction::Check => {
                     let data = data::Cifar10::load(&dir)?;
                     println!(
