@@ -13,11 +13,12 @@ default:
 setup:
     @bash scripts/setup-libtorch.sh
 
-# Formatting, lints and every test: what CI runs.
+# Formatting, lints, every test, and one smoke ablation end to end: what CI runs.
 test: setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+    bash scripts/e2e-smoke.sh shortcuts
 
 # What this machine offers: libtorch, CPU threads, CUDA, cuDNN, the CIFAR-10 folder.
 doctor *ARGS: setup
