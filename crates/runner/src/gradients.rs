@@ -4,7 +4,8 @@
 //! a product of λ's and falls geometrically toward the input).
 //!
 //! Writes `results/<experiment>/<profile>/<variant>/norms.csv` with columns
-//! `seed,iteration,unit,norm` (unit l counts from 1 at the input side).
+//! `seed,iteration,unit,norm` (unit l counts from 1 at the input side), and beside it
+//! `provenance.json`: the network, protocol, data fingerprint, revision, libtorch and device.
 
 use anyhow::{Context, Result};
 use models::{per_replica_loss, stack_var_stores, unit_grad_norms, Net};
@@ -15,7 +16,23 @@ use crate::data::Cifar10;
 use crate::experiment::{Experiment, Profile, Variant};
 use crate::optim::Sgd;
 use crate::results::write_atomic;
-use crate::train::TrainOptions;
+use crate::train::{Provenance, TrainOptions};
+
+/// `provenance.json` of a gradients measurement.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    experiment: &'a str,
+    profile: &'a str,
+    variant: &'a str,
+    seeds: &'a [u64],
+    model: &'a models::NetConfig,
+    protocol: &'a crate::protocol::Protocol,
+    data: &'a crate::data::Fingerprint,
+    git_revision: &'a str,
+    libtorch: &'a str,
+    device: &'a str,
+    wall_s: f64,
+}
 
 /// Measures every selected variant that has no `norms.csv` yet.
 pub fn run(
@@ -24,9 +41,11 @@ pub fn run(
     variants: &[&Variant],
     seeds: &[u64],
     data: &Cifar10,
+    provenance: &Provenance,
     options: &TrainOptions,
 ) -> Result<()> {
     for variant in variants {
+        let variant_started = std::time::Instant::now();
         let dir = options
             .results
             .join(&experiment.name)
@@ -107,6 +126,24 @@ pub fn run(
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        let record = Record {
+            experiment: &experiment.name,
+            profile: &profile.name,
+            variant: &variant.name,
+            seeds,
+            model: &config,
+            protocol: &protocol,
+            data: &data.fingerprint,
+            git_revision: &provenance.git_revision,
+            libtorch: &provenance.libtorch,
+            device: &provenance.device,
+            wall_s: variant_started.elapsed().as_secs_f64(),
+        };
+        write_atomic(
+            &dir.join("provenance.json"),
+            &serde_json::to_vec_pretty(&record)?,
+        )?;
+        // norms.csv last: its presence marks the measurement done.
         write_atomic(&out, &csv.into_inner().context("csv buffer")?)?;
     }
     Ok(())

@@ -231,9 +231,15 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &provenance,
             &options,
         ),
-        experiment::ExperimentKind::Gradients => {
-            gradients::run(&experiment, profile, &variants, &seeds, &data, &options)
-        }
+        experiment::ExperimentKind::Gradients => gradients::run(
+            &experiment,
+            profile,
+            &variants,
+            &seeds,
+            &data,
+            &provenance,
+            &options,
+        ),
     }
 }
 
