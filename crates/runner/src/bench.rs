@@ -9,7 +9,7 @@ use anyhow::Result;
 use models::{per_replica_loss, NetConfig};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::optim::{Sgd, SgdLayout};
+use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
 
 /// One measurement.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +19,7 @@ pub struct BenchResult {
     pub replicas: i64,
     pub batch_per_model: i64,
     pub layout: SgdLayout,
+    pub precision: Precision,
     pub steps: usize,
     pub seconds: f64,
     /// Training images per second over all replicas.
@@ -28,16 +29,31 @@ pub struct BenchResult {
 /// Untimed steps before the timed ones (allocator, kernel selection).
 const WARMUP_STEPS: usize = 5;
 
-/// Times `steps` training steps (after a few untimed ones) of `config` with `replicas` models.
+/// What to measure, beyond the network.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchCase {
+    pub replicas: i64,
+    pub batch: i64,
+    pub layout: SgdLayout,
+    pub precision: Precision,
+}
+
+/// Times `steps` training steps (after a few untimed ones) of `config`.
 pub fn measure(
     name: &str,
     config: &NetConfig,
-    replicas: i64,
-    batch: i64,
+    case: BenchCase,
     device: Device,
-    layout: SgdLayout,
     steps: usize,
 ) -> Result<BenchResult> {
+    let BenchCase {
+        replicas,
+        batch,
+        layout,
+        precision,
+    } = case;
+    let fp16 = precision == Precision::Fp16;
+    let mut scaler = fp16.then(|| LossScaler::new(device));
     let vs = VarStore::new(device);
     let net = config.with_replicas(replicas).build(&vs.root())?;
     let mut sgd = Sgd::new(&vs, 0.9, 1e-4, layout);
@@ -46,9 +62,14 @@ pub fn measure(
     let xs = Tensor::randn([replicas, batch, 3, h, w], (Kind::Float, device));
     let ys = Tensor::randint(config.num_classes, [replicas, batch], (Kind::Int64, device));
     let mut step = || -> Result<()> {
-        let logits = net.forward_stacked(&xs, true)?;
+        let logits = tch::autocast(fp16, || net.forward_stacked(&xs, true))?.to_kind(Kind::Float);
         let loss = per_replica_loss(&logits, &ys)?.sum(Kind::Float);
-        sgd.step(&loss, 0.1);
+        match scaler.as_mut() {
+            Some(scaler) => {
+                sgd.step_scaled(&loss, 0.1, scaler);
+            }
+            None => sgd.step(&loss, 0.1),
+        }
         Ok(())
     };
     for _ in 0..WARMUP_STEPS {
@@ -67,6 +88,7 @@ pub fn measure(
         replicas,
         batch_per_model: batch,
         layout,
+        precision,
         steps,
         seconds,
         images_per_s: (replicas * batch) as f64 * steps as f64 / seconds,

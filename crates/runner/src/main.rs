@@ -97,6 +97,9 @@ struct TrainArgs {
     /// Parameter layout of the optimizer (default: flat on CUDA, per tensor on the CPU).
     #[arg(long, value_enum)]
     sgd_layout: Option<optim::SgdLayout>,
+    /// fp32 (the papers'), or fp16 autocast with dynamic loss scaling (CUDA only).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: optim::Precision,
     /// Where results go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
@@ -125,6 +128,9 @@ struct BenchArgs {
     /// Optimizer layouts to measure (default: the device's default).
     #[arg(long, value_enum, value_delimiter = ',')]
     sgd_layout: Vec<optim::SgdLayout>,
+    /// fp32, or fp16 autocast with dynamic loss scaling (CUDA only).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: optim::Precision,
     /// Timed steps (after 5 untimed ones).
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -189,6 +195,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
+    if args.precision == optim::Precision::Fp16 && !resolved.device.is_cuda() {
+        anyhow::bail!("--precision fp16 uses CUDA autocast; it needs --device cuda");
+    }
     let dir = data::resolve_dir(args.data_dir.as_deref());
     if !dir.exists() {
         data::fetch(&dir, args.quiet)?;
@@ -209,6 +218,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         layout: args
             .sgd_layout
             .unwrap_or(optim::SgdLayout::for_device(resolved.device)),
+        precision: args.precision,
         quiet: args.quiet,
         stop_after_epochs: None,
     };
@@ -300,23 +310,25 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         (true, true) => vec![1, 8, 16],
         (true, false) => vec![1],
     };
+    if args.precision == optim::Precision::Fp16 && !cuda {
+        anyhow::bail!("--precision fp16 uses CUDA autocast; it needs --device cuda");
+    }
     eprintln!(
-        "bench on {} (synthetic data, fp32)",
-        doctor::describe_device(resolved.device)
+        "bench on {} (synthetic data, {:?})",
+        doctor::describe_device(resolved.device),
+        args.precision
     );
     for name in &model_names {
         let config = models::NetConfig::from_name(name)?;
         for &replicas in &stack_sizes {
             for &layout in &layouts {
-                let r = bench::measure(
-                    name,
-                    &config,
+                let case = bench::BenchCase {
                     replicas,
-                    args.batch,
-                    resolved.device,
+                    batch: args.batch,
                     layout,
-                    args.steps,
-                )?;
+                    precision: args.precision,
+                };
+                let r = bench::measure(name, &config, case, resolved.device, args.steps)?;
                 if args.json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {

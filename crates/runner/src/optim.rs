@@ -85,6 +85,40 @@ impl Sgd {
     /// Back-propagates `loss` to the parameters and takes one step at learning rate `lr`.
     pub fn step(&mut self, loss: &Tensor, lr: f64) {
         let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        self.apply(grads, lr);
+    }
+
+    /// Like [`Sgd::step`] for a loss computed under fp16 autocast: back-propagates
+    /// `loss · scale`, unscales the gradients, and steps only if they are all finite; then
+    /// updates the scale (halved after an overflow, doubled after `growth_interval` clean steps,
+    /// as PyTorch's `GradScaler`). Returns whether the step was taken. One host sync per step.
+    pub fn step_scaled(&mut self, loss: &Tensor, lr: f64, scaler: &mut LossScaler) -> bool {
+        let scaled = loss * &scaler.scale;
+        let mut grads = Tensor::run_backward(&[scaled], &self.params, false, false);
+        let found_inf = tch::no_grad(|| {
+            let inverse = scaler.scale.reciprocal();
+            let mut non_finite = Tensor::zeros([1], (Kind::Float, inverse.device()));
+            for g in &mut grads {
+                let _ = g.g_mul_(&inverse);
+                non_finite += g.isfinite().logical_not().any().to_kind(Kind::Float);
+            }
+            non_finite.clamp_max(1.0)
+        });
+        let _ = scaler.scale.internal_amp_update_scale_(
+            &scaler.growth_tracker,
+            &found_inf,
+            scaler.growth_factor,
+            scaler.backoff_factor,
+            scaler.growth_interval,
+        );
+        if found_inf.double_value(&[0]) > 0.0 {
+            return false;
+        }
+        self.apply(grads, lr);
+        true
+    }
+
+    fn apply(&mut self, grads: Vec<Tensor>, lr: f64) {
         let (m, wd) = (self.momentum_factor, self.weight_decay);
         tch::no_grad(|| match &self.flat {
             Some(flat) => {
@@ -136,6 +170,63 @@ impl Sgd {
             .context("no momentum_started marker")?;
         self.started = started.int64_value(&[]) != 0;
         Ok(())
+    }
+}
+
+/// Numeric precision of training.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Float32 throughout, as the papers.
+    Fp32,
+    /// Forward passes under CUDA fp16 autocast, with dynamic loss scaling. CUDA only.
+    Fp16,
+}
+
+/// The loss scale of fp16 training and its growth counter (PyTorch's `GradScaler` defaults:
+/// initial scale 2^16, ×2 after 2000 clean steps, ×0.5 after an overflow).
+pub struct LossScaler {
+    pub scale: Tensor,
+    pub growth_tracker: Tensor,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: i64,
+}
+
+impl LossScaler {
+    pub fn new(device: tch::Device) -> Self {
+        Self {
+            scale: Tensor::full([1], 65536.0, (Kind::Float, device)),
+            growth_tracker: Tensor::zeros([1], (Kind::Int, device)),
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+
+    /// The scale and the growth counter, for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("amp/scale".into(), self.scale.shallow_clone()),
+            (
+                "amp/growth_tracker".into(),
+                self.growth_tracker.shallow_clone(),
+            ),
+        ]
+    }
+
+    /// Restores what [`LossScaler::state`] saved (a checkpoint without it leaves the defaults).
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
+        tch::no_grad(|| {
+            if let (Some(scale), Some(tracker)) =
+                (state.get("amp/scale"), state.get("amp/growth_tracker"))
+            {
+                self.scale.copy_(scale);
+                self.growth_tracker.copy_(tracker);
+            }
+        });
     }
 }
 
@@ -254,6 +345,59 @@ mod tests {
             reference[5] < reference[0],
             "loss should fall: {reference:?}"
         );
+    }
+
+    #[test]
+    fn scaled_steps_skip_overflows_and_adapt_the_scale() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let (net, xs) = seeded(5, || {
+            (
+                model(&vs),
+                Tensor::randn([4, 5], (Kind::Float, tch::Device::Cpu)),
+            )
+        });
+        let mut sgd = Sgd::new(&vs, 0.9, 0.0, SgdLayout::Flat);
+        let mut scaler = LossScaler::new(tch::Device::Cpu);
+        scaler.growth_interval = 2;
+        let weights = |vs: &VarStore| vs.variables()["a.weight"].copy();
+        // An infinite loss: no step, scale halved.
+        let before = weights(&vs);
+        let loss = net.forward(&xs).sum(Kind::Float) * f64::INFINITY;
+        assert!(!sgd.step_scaled(&loss, 0.1, &mut scaler));
+        assert!(weights(&vs).equal(&before));
+        assert_eq!(scaler.scale.double_value(&[0]), 32768.0);
+        // Two clean steps: both taken, then the scale doubles.
+        for _ in 0..2 {
+            assert!(sgd.step_scaled(&net.forward(&xs).sum(Kind::Float), 0.1, &mut scaler));
+        }
+        assert!(!weights(&vs).equal(&before));
+        assert_eq!(scaler.scale.double_value(&[0]), 65536.0);
+    }
+
+    #[test]
+    fn a_scaled_step_equals_a_plain_step() {
+        // Scaling by a power of two and unscaling is exact in float arithmetic.
+        let run = |scaled: bool| {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let (net, xs) = seeded(9, || {
+                (
+                    model(&vs),
+                    Tensor::randn([4, 5], (Kind::Float, tch::Device::Cpu)),
+                )
+            });
+            let mut sgd = Sgd::new(&vs, 0.9, 1e-4, SgdLayout::PerTensor);
+            let mut scaler = LossScaler::new(tch::Device::Cpu);
+            for _ in 0..3 {
+                let loss = net.forward(&xs).pow_tensor_scalar(2).mean(Kind::Float);
+                if scaled {
+                    assert!(sgd.step_scaled(&loss, 0.1, &mut scaler));
+                } else {
+                    sgd.step(&loss, 0.1);
+                }
+            }
+            net.forward(&xs)
+        };
+        assert!(run(true).equal(&run(false)));
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct FinalRecord {
     pub device: String,
     /// Models trained together as one stacked network (1: alone).
     pub stacked_with: usize,
+    /// `fp32`, or `fp16` (CUDA autocast with dynamic loss scaling).
+    pub precision: crate::optim::Precision,
     pub finished_at_unix_s: u64,
 }
 

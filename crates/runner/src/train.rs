@@ -17,7 +17,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
 use crate::experiment::{Experiment, Profile, Variant};
-use crate::optim::{Sgd, SgdLayout};
+use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
 use crate::protocol::Protocol;
 use crate::results::{EpochRow, FinalRecord, RunDir, RunLock, Status};
 
@@ -29,6 +29,8 @@ pub struct TrainOptions {
     /// At most this many seeds of one variant in one stacked network.
     pub max_replicas: usize,
     pub layout: SgdLayout,
+    /// fp32, or fp16 autocast with loss scaling (CUDA only).
+    pub precision: Precision,
     /// No progress bars: one log line per epoch instead.
     pub quiet: bool,
     /// No progress bars: one log line per epoch instead.    /// Stop (as if interrupted) after this many epochs in this process; for tests.
@@ -201,6 +203,8 @@ impl Job<'_> {
             protocol.weight_decay,
             self.options.layout,
         );
+        let fp16 = self.options.precision == Precision::Fp16;
+        let mut scaler = fp16.then(|| LossScaler::new(device));
 
         // Where the group starts: all members share the checkpoint iteration (or none).
         let (start_epoch, prior_wall) = match &group[0].checkpoint {
@@ -209,6 +213,9 @@ impl Job<'_> {
         };
         if start_epoch > 0 {
             self.restore(&vs, &mut sgd, &group)?;
+            if let (Some(scaler), Some(c)) = (scaler.as_mut(), &group[0].checkpoint) {
+                scaler.load_state(&c.tensors);
+            }
         }
         let mut members = Vec::with_capacity(k);
         for pending in group {
@@ -272,12 +279,19 @@ impl Job<'_> {
                     .unzip();
                 let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
                 let ys = Tensor::stack(&labels, 0); // [K, B]
-                let logits = seeded(
-                    derived_seed(seeds[0], Stream::Forward, iteration as u64),
-                    || net.forward_stacked(&xs, true),
-                )?; // [K, B, 10]
+                let forward_seed = derived_seed(seeds[0], Stream::Forward, iteration as u64);
+                let logits = seeded(forward_seed, || {
+                    tch::autocast(fp16, || net.forward_stacked(&xs, true))
+                })?
+                .to_kind(Kind::Float); // [K, B, 10]
                 let losses = per_replica_loss(&logits, &ys)?; // [K]
-                sgd.step(&losses.sum(Kind::Float), protocol.lr_at(iteration));
+                let loss = losses.sum(Kind::Float);
+                match scaler.as_mut() {
+                    Some(scaler) => {
+                        sgd.step_scaled(&loss, protocol.lr_at(iteration), scaler);
+                    }
+                    None => sgd.step(&loss, protocol.lr_at(iteration)),
+                }
                 step_losses.push(losses.detach());
                 errors += stacked_errors(&logits.detach(), &ys)?;
                 bar.inc(1);
@@ -364,7 +378,9 @@ impl Job<'_> {
                 }
                 break;
             }
-            self.checkpoint(&vs, &sgd, &members, epoch + 1, last, wall_s)?;
+            let mut optimizer_state = sgd.state();
+            optimizer_state.extend(scaler.iter().flat_map(LossScaler::state));
+            self.checkpoint(&vs, &optimizer_state, &members, epoch + 1, last, wall_s)?;
             if self
                 .options
                 .stop_after_epochs
@@ -451,7 +467,7 @@ impl Job<'_> {
     fn checkpoint(
         &self,
         vs: &VarStore,
-        sgd: &Sgd,
+        optimizer_state: &[(String, Tensor)],
         members: &[Member],
         epoch: i64,
         iteration: i64,
@@ -459,7 +475,6 @@ impl Job<'_> {
     ) -> Result<()> {
         let k = members.len() as i64;
         let variables = vs.variables();
-        let state = sgd.state();
         for (i, member) in members.iter().enumerate() {
             if member.diverged_at.is_some() {
                 continue;
@@ -475,7 +490,15 @@ impl Job<'_> {
                 .iter()
                 .map(|(n, t)| (format!("model/{n}"), slice(t)))
                 .collect();
-            named.extend(state.iter().map(|(n, t)| (n.clone(), slice(t))));
+            // Momentum is stacked like the weights; scalars and the loss scale are shared.
+            named.extend(optimizer_state.iter().map(|(n, t)| {
+                let own = if n.starts_with("momentum/") {
+                    slice(t)
+                } else {
+                    t.to_device(Device::Cpu)
+                };
+                (n.clone(), own)
+            }));
             named.push(("meta/epoch".into(), Tensor::from(epoch)));
             named.push(("meta/iteration".into(), Tensor::from(iteration)));
             named.push(("meta/wall_s".into(), Tensor::from(wall_s)));
@@ -560,6 +583,7 @@ impl Job<'_> {
             libtorch: self.provenance.libtorch.clone(),
             device: self.provenance.device.clone(),
             stacked_with,
+            precision: self.options.precision,
             finished_at_unix_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -657,6 +681,7 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             device: Device::Cpu,
             max_replicas,
             layout: SgdLayout::PerTensor,
+            precision: Precision::Fp32,
             quiet: true,
             stop_after_epochs,
         };
@@ -783,6 +808,7 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             device: Device::Cpu,
             max_replicas: 2,
             layout: SgdLayout::Flat,
+            precision: Precision::Fp32,
             quiet: true,
             stop_after_epochs: None,
         };
