@@ -141,6 +141,17 @@ struct BenchArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let result = run(cli);
+    if let Err(err) = &result {
+        if let Some(stop) = err.downcast_ref::<train::Interrupted>() {
+            eprintln!("runner: {stop}");
+            std::process::exit(train::EXIT_INTERRUPTED);
+        }
+    }
+    result
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { device, data_dir } => {
             doctor::run(device, &data::resolve_dir(data_dir.as_deref()))
@@ -176,6 +187,7 @@ fn main() -> Result<()> {
 
 fn train_command(args: TrainArgs) -> Result<()> {
     let experiment = experiment::Experiment::load(&args.experiment)?;
+    train::install_signal_handlers()?;
     let profile = experiment.profile(&args.profile)?;
     let variants = experiment.select_variants(&args.variants)?;
     if let Some(seed) = args.seeds.iter().find(|s| !profile.seeds.contains(s)) {
@@ -220,7 +232,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             .unwrap_or(optim::SgdLayout::for_device(resolved.device)),
         precision: args.precision,
         quiet: args.quiet,
-        stop_after_epochs: None,
+        stop_after_steps: None,
     };
     let provenance = train::Provenance {
         git_revision: results::git_revision(),

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -33,9 +35,34 @@ pub struct TrainOptions {
     pub precision: Precision,
     /// No progress bars: one log line per epoch instead.
     pub quiet: bool,
-    /// No progress bars: one log line per epoch instead.    /// Stop (as if interrupted) after this many epochs in this process; for tests.
-    pub stop_after_epochs: Option<i64>,
+    /// No progress bars: one log line per epoch instead.    /// Stop (as if signalled) after this many steps in this process; for tests.
+    pub stop_after_steps: Option<i64>,
 }
+
+/// Set by SIGTERM, SIGUSR1 or SIGINT (see [`install_signal_handlers`]): finish the current
+/// step, write the checkpoint, and stop with [`Interrupted`].
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Routes SIGTERM and SIGUSR1 (Slurm's warnings before a time limit or a preemption) and
+/// SIGINT to a graceful stop; a second SIGINT ends the process at once.
+pub fn install_signal_handlers() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, STOP.clone())?;
+    for signal in [SIGTERM, SIGUSR1, SIGINT] {
+        signal_hook::flag::register(signal, STOP.clone())?;
+    }
+    Ok(())
+}
+
+/// Training stopped on request after writing its checkpoint; running it again resumes.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped on request at iteration {iteration}; checkpoints written, run again to resume")]
+pub struct Interrupted {
+    pub iteration: i64,
+}
+
+/// The exit status of an interrupted run (EX_TEMPFAIL): the Slurm script requeues on it.
+pub const EXIT_INTERRUPTED: i32 = 75;
 
 /// What a run records about where it ran.
 #[derive(Debug, Clone)]
@@ -92,7 +119,13 @@ pub fn train_experiment(
             });
         }
         // Seeds resume together only from the same point; each group trains as one stack.
-        pending.sort_by_key(|p| (p.checkpoint.as_ref().map(|c| c.iteration), p.seed));
+        // Interrupted runs first (the furthest along first): finish what was started.
+        pending.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(p.checkpoint.as_ref().map(|c| c.iteration)),
+                p.seed,
+            )
+        });
         while !pending.is_empty() {
             let start = pending[0].checkpoint.as_ref().map(|c| c.iteration);
             let take = pending
@@ -128,7 +161,6 @@ struct Pending {
 
 /// Weights, momentum and progress of one model after an epoch.
 struct Checkpoint {
-    epoch: i64,
     iteration: i64,
     wall_s: f64,
     tensors: HashMap<String, Tensor>,
@@ -151,7 +183,6 @@ impl Checkpoint {
                 .with_context(|| format!("{} lacks {name}", path.display()))
         };
         Ok(Some(Self {
-            epoch: scalar("meta/epoch")? as i64,
             iteration: scalar("meta/iteration")? as i64,
             wall_s: scalar("meta/wall_s")?,
             tensors,
@@ -206,13 +237,24 @@ impl Job<'_> {
         let fp16 = self.options.precision == Precision::Fp16;
         let mut scaler = fp16.then(|| LossScaler::new(device));
 
-        // Where the group starts: all members share the checkpoint iteration (or none).
-        let (start_epoch, prior_wall) = match &group[0].checkpoint {
-            Some(c) => (c.epoch, c.wall_s),
+        let steps_per_epoch = self.data.steps_per_epoch(protocol.batch_size);
+        if steps_per_epoch < 1 {
+            bail!(
+                "the training set is smaller than one batch of {}",
+                protocol.batch_size
+            );
+        }
+        // Where the group starts: all members share the checkpoint iteration (or none). A
+        // checkpoint may fall inside an epoch (written on a stop request); it then carries
+        // that epoch's per-step losses and error counts so far.
+        let (start_iteration, prior_wall) = match &group[0].checkpoint {
+            Some(c) => (c.iteration, c.wall_s),
             None => (0, 0.0),
         };
-        if start_epoch > 0 {
-            self.restore(&vs, &mut sgd, &group)?;
+        let start_epoch = start_iteration / steps_per_epoch;
+        let mut partial = None;
+        if start_iteration > 0 {
+            partial = self.restore(&vs, &mut sgd, &group)?;
             if let (Some(scaler), Some(c)) = (scaler.as_mut(), &group[0].checkpoint) {
                 scaler.load_state(&c.tensors);
             }
@@ -240,21 +282,15 @@ impl Job<'_> {
             });
         }
 
-        let steps_per_epoch = self.data.steps_per_epoch(protocol.batch_size);
-        if steps_per_epoch < 1 {
-            bail!(
-                "the training set is smaller than one batch of {}",
-                protocol.batch_size
-            );
-        }
         let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
         let label = format!(
             "{}/{} seeds {:?}",
             self.profile.name, self.variant.name, seeds
         );
-        let bar = self.progress_bar(&label, protocol.iterations, start_epoch * steps_per_epoch);
+        let bar = self.progress_bar(&label, protocol.iterations, start_iteration);
         let started = Instant::now();
-        for (epochs_here, epoch) in (start_epoch..total_epochs).enumerate() {
+        let mut steps_here = 0;
+        for epoch in start_epoch..total_epochs {
             let epoch_start = Instant::now();
             let first = epoch * steps_per_epoch;
             let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
@@ -262,9 +298,13 @@ impl Job<'_> {
                 .iter()
                 .map(|&s| self.data.epoch_order(s, epoch))
                 .collect();
-            let mut step_losses = Vec::with_capacity((last - first) as usize);
-            let mut errors = Tensor::zeros([k as i64], (Kind::Int64, device));
-            for iteration in first..last {
+            // Per step [K] losses and per model error counts of this epoch (so far).
+            let (mut step_losses, mut errors): (Vec<Tensor>, Tensor) = match partial.take() {
+                Some((losses, errors)) => (losses, errors),
+                None => (Vec::new(), Tensor::zeros([k as i64], (Kind::Int64, device))),
+            };
+            let resume_at = first + step_losses.len() as i64;
+            for iteration in resume_at..last {
                 let offset = (iteration - first) * protocol.batch_size;
                 let (images, labels): (Vec<Tensor>, Vec<Tensor>) = seeds
                     .iter()
@@ -295,10 +335,38 @@ impl Job<'_> {
                 step_losses.push(losses.detach());
                 errors += stacked_errors(&logits.detach(), &ys)?;
                 bar.inc(1);
+                steps_here += 1;
+                let stop = STOP.load(Ordering::Relaxed)
+                    || self
+                        .options
+                        .stop_after_steps
+                        .is_some_and(|n| steps_here >= n);
+                if stop && iteration + 1 < protocol.iterations {
+                    let wall_s = prior_wall + started.elapsed().as_secs_f64();
+                    // [K, s] so that each model's slice is a row.
+                    let partial = [
+                        ("partial/losses".to_string(), Tensor::stack(&step_losses, 1)),
+                        ("partial/errors".to_string(), errors.shallow_clone()),
+                    ];
+                    self.checkpoint(
+                        &vs,
+                        &sgd,
+                        scaler.as_ref(),
+                        &partial,
+                        &members,
+                        iteration + 1,
+                        wall_s,
+                    )?;
+                    bar.finish_and_clear();
+                    return Err(Interrupted {
+                        iteration: iteration + 1,
+                    }
+                    .into());
+                }
             }
 
             // Per model: mean training loss and error, and the first non-finite loss if any.
-            let steps = (last - first) as usize;
+            let steps = step_losses.len();
             let losses = Vec::<f64>::try_from(
                 Tensor::stack(&step_losses, 0)
                     .to_kind(Kind::Double)
@@ -314,8 +382,8 @@ impl Job<'_> {
                 None
             };
             let wall_s = prior_wall + started.elapsed().as_secs_f64();
-            let images_per_s =
-                (steps as i64 * protocol.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
+            let images_per_s = ((last - resume_at) * protocol.batch_size) as f64
+                / epoch_start.elapsed().as_secs_f64();
             for (i, member) in members.iter_mut().enumerate() {
                 if member.diverged_at.is_some() {
                     continue;
@@ -378,15 +446,10 @@ impl Job<'_> {
                 }
                 break;
             }
-            let mut optimizer_state = sgd.state();
-            optimizer_state.extend(scaler.iter().flat_map(LossScaler::state));
-            self.checkpoint(&vs, &optimizer_state, &members, epoch + 1, last, wall_s)?;
-            if self
-                .options
-                .stop_after_epochs
-                .is_some_and(|n| epochs_here as i64 + 1 >= n)
-            {
-                break;
+            self.checkpoint(&vs, &sgd, scaler.as_ref(), &[], &members, last, wall_s)?;
+            if STOP.load(Ordering::Relaxed) {
+                bar.finish_and_clear();
+                return Err(Interrupted { iteration: last }.into());
             }
         }
         bar.finish_and_clear();
@@ -415,8 +478,15 @@ impl Job<'_> {
         Ok((vs, net))
     }
 
-    /// Loads each member's checkpoint into its slice of the stacked weights and momentum.
-    fn restore(&self, vs: &VarStore, sgd: &mut Sgd, group: &[Pending]) -> Result<()> {
+    /// Loads each member's checkpoint into its slice of the stacked weights and momentum, and
+    /// returns the interrupted epoch's per-step losses ([K] each) and error counts ([K]) when
+    /// the checkpoint fell inside an epoch.
+    fn restore(
+        &self,
+        vs: &VarStore,
+        sgd: &mut Sgd,
+        group: &[Pending],
+    ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
         let parts: Vec<&HashMap<String, Tensor>> = group
             .iter()
             .map(|p| {
@@ -460,46 +530,61 @@ impl Job<'_> {
             };
             state.insert(name, tensor);
         }
-        sgd.load_state(&state)
+        sgd.load_state(&state)?;
+        if !parts[0].contains_key("partial/losses") {
+            return Ok(None);
+        }
+        let losses = joined("partial/losses")?; // [K, s]
+        let errors = joined("partial/errors")?; // [K]
+        Ok(Some((losses.unbind(1), errors)))
     }
 
-    /// Writes each live member's slice of the weights and momentum, with the progress.
+    /// Writes each live member's slice of the weights, momentum and `partial` (tensors with the
+    /// models along dim 0), with the shared optimizer state and the progress.
+    #[allow(clippy::too_many_arguments)]
     fn checkpoint(
         &self,
         vs: &VarStore,
-        optimizer_state: &[(String, Tensor)],
+        sgd: &Sgd,
+        scaler: Option<&LossScaler>,
+        partial: &[(String, Tensor)],
         members: &[Member],
-        epoch: i64,
         iteration: i64,
         wall_s: f64,
     ) -> Result<()> {
         let k = members.len() as i64;
         let variables = vs.variables();
+        let mut shared: Vec<(String, Tensor)> = Vec::new();
+        let mut per_model: Vec<(String, Tensor)> = variables
+            .iter()
+            .map(|(n, t)| (format!("model/{n}"), t.shallow_clone()))
+            .collect();
+        for (name, tensor) in sgd
+            .state()
+            .into_iter()
+            .chain(scaler.into_iter().flat_map(LossScaler::state))
+        {
+            // Momentum is stacked like the weights; the step marker and the loss scale are shared.
+            if name.starts_with("momentum/") {
+                per_model.push((name, tensor));
+            } else {
+                shared.push((name, tensor));
+            }
+        }
+        per_model.extend(partial.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
         for (i, member) in members.iter().enumerate() {
             if member.diverged_at.is_some() {
                 continue;
             }
-            let slice = |t: &Tensor| {
-                if t.dim() == 0 {
-                    t.copy()
-                } else {
-                    t.chunk(k, 0)[i].to_device(Device::Cpu)
-                }
-            };
-            let mut named: Vec<(String, Tensor)> = variables
+            let mut named: Vec<(String, Tensor)> = per_model
                 .iter()
-                .map(|(n, t)| (format!("model/{n}"), slice(t)))
+                .map(|(n, t)| (n.clone(), t.chunk(k, 0)[i].to_device(Device::Cpu)))
                 .collect();
-            // Momentum is stacked like the weights; scalars and the loss scale are shared.
-            named.extend(optimizer_state.iter().map(|(n, t)| {
-                let own = if n.starts_with("momentum/") {
-                    slice(t)
-                } else {
-                    t.to_device(Device::Cpu)
-                };
-                (n.clone(), own)
-            }));
-            named.push(("meta/epoch".into(), Tensor::from(epoch)));
+            named.extend(
+                shared
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu))),
+            );
             named.push(("meta/iteration".into(), Tensor::from(iteration)));
             named.push(("meta/wall_s".into(), Tensor::from(wall_s)));
             let path = member.pending.run.checkpoint_path();
@@ -671,7 +756,13 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
         }
     }
 
-    fn train(results: &Path, profile: &str, max_replicas: usize, stop_after_epochs: Option<i64>) {
+    /// Trains the `original` variant; `Err` when stopped after `stop_after_steps` steps.
+    fn train(
+        results: &Path,
+        profile: &str,
+        max_replicas: usize,
+        stop_after_steps: Option<i64>,
+    ) -> Result<()> {
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
         let profile = experiment.profile(profile).unwrap();
         let variant = "original";
@@ -683,7 +774,7 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             layout: SgdLayout::PerTensor,
             precision: Precision::Fp32,
             quiet: true,
-            stop_after_epochs,
+            stop_after_steps,
         };
         let provenance = Provenance {
             git_revision: "test".into(),
@@ -699,7 +790,6 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             &provenance,
             &options,
         )
-        .unwrap();
     }
 
     fn run(results: &Path, variant: &str, seed: u64) -> RunDir {
@@ -732,15 +822,31 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
     #[test]
     fn an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one() {
         let whole = tempfile::tempdir().unwrap();
-        train(whole.path(), "tiny", 1, None);
+        train(whole.path(), "tiny", 1, None).unwrap();
+        // 8 steps per epoch, 24 in all. Stop inside epoch 2 (after step 11), then inside
+        // epoch 3 (after step 19), then let it finish.
         let broken = tempfile::tempdir().unwrap();
-        train(broken.path(), "tiny", 1, Some(1));
-        // Interrupted after epoch 1: a checkpoint, one row, no final record.
+        let err = train(broken.path(), "tiny", 1, Some(11)).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<Interrupted>().map(|i| i.iteration),
+            Some(11),
+            "{err:#}"
+        );
         let interrupted = run(broken.path(), "original", 0);
         assert!(interrupted.checkpoint_path().exists());
         assert!(interrupted.finished().unwrap().is_none());
         assert_eq!(interrupted.read_epochs().unwrap().len(), 1);
-        train(broken.path(), "tiny", 1, None);
+        // The sweep stopped at the request: seed 1 never started, and no lock is left.
+        let untouched = run(broken.path(), "original", 1);
+        assert!(!untouched.epochs_path().exists());
+        assert!(!untouched.dir.join("lock").exists() && !interrupted.dir.join("lock").exists());
+        let err = train(broken.path(), "tiny", 1, Some(8)).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<Interrupted>().map(|i| i.iteration),
+            Some(19)
+        );
+        assert_eq!(interrupted.read_epochs().unwrap().len(), 2);
+        train(broken.path(), "tiny", 1, None).unwrap();
         for seed in [0, 1] {
             let a = run(whole.path(), "original", seed);
             let b = run(broken.path(), "original", seed);
@@ -765,9 +871,9 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
     #[test]
     fn two_stacked_seeds_match_two_lone_runs() {
         let lone = tempfile::tempdir().unwrap();
-        train(lone.path(), "gentle", 1, None);
+        train(lone.path(), "gentle", 1, None).unwrap();
         let stacked = tempfile::tempdir().unwrap();
-        train(stacked.path(), "gentle", 2, None);
+        train(stacked.path(), "gentle", 2, None).unwrap();
         for seed in [0, 1] {
             let a = gentle(lone.path(), seed).read_epochs().unwrap();
             let b = gentle(stacked.path(), seed).read_epochs().unwrap();
@@ -810,7 +916,7 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             layout: SgdLayout::Flat,
             precision: Precision::Fp32,
             quiet: true,
-            stop_after_epochs: None,
+            stop_after_steps: None,
         };
         let provenance = Provenance {
             git_revision: "test".into(),
