@@ -69,9 +69,24 @@ pub struct ProfileSpec {
     pub seeds: Vec<u64>,
 }
 
+/// What `runner train` does with an experiment (the file's top-level `kind`), and so what
+/// the report renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExperimentKind {
+    /// Every (variant, seed) trained: test errors against the papers' tables.
+    #[default]
+    Training,
+    /// ‖∂E/∂x_l‖ per residual unit at initialisation and after the profile's iterations
+    /// (Identity Mappings, eqs. 4–8): `norms.csv` and `provenance.json` per variant.
+    Gradients,
+}
+
 /// The parts of an experiment file the report uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExperimentSpec {
+    #[serde(default)]
+    pub kind: ExperimentKind,
     pub title: String,
     pub source: String,
     pub variants: Vec<VariantSpec>,
@@ -171,6 +186,25 @@ protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
         assert_eq!(e.variants[3].paper, None);
         assert_eq!(e.profiles["paper"].seeds, [0, 1, 2, 3, 4]);
         assert_eq!(e.profiles["smoke"].seeds, [0]);
+        assert_eq!(e.kind, ExperimentKind::Training);
+    }
+
+    #[test]
+    fn reads_the_kind_and_refuses_an_unknown_one() {
+        let gradients = format!("kind = \"gradients\"\n{FILE}");
+        let e = ExperimentSpec::parse(&gradients).unwrap();
+        assert_eq!(e.kind, ExperimentKind::Gradients);
+        let err = ExperimentSpec::parse(&format!("kind = \"hessians\"\n{FILE}")).unwrap_err();
+        assert!(err.to_string().contains("hessians"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_gradients_file_parses_as_gradients() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/gradients.toml");
+        let e = ExperimentSpec::load(&path).unwrap();
+        assert_eq!(e.kind, ExperimentKind::Gradients);
+        assert!(e.variants.iter().any(|v| v.name == "identity-1202"));
+        assert!(e.variants.iter().all(|v| v.paper.is_none()));
     }
 
     #[test]

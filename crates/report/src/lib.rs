@@ -1,10 +1,13 @@
 //! `report`: tables and figures from the runner's results (He et al. 2015, 2016 ablations).
 //!
 //! Reads `experiments/<exp>.toml` and `results/<exp>/<profile>/`, writes
-//! `results/<exp>/<profile>/table.{csv,md}` and `plots/<exp>/<profile>/*.{svg,png}`.
+//! `results/<exp>/<profile>/table.{csv,md}` and `plots/<exp>/<profile>/*.{svg,png}`: test
+//! errors against the papers for training experiments, per-unit gradient norms for
+//! `kind = "gradients"` (see [`gradients`]).
 //! Never touches tensors: it links neither tch nor libtorch.
 
 pub mod experiment;
+pub mod gradients;
 pub mod plots;
 pub mod png;
 pub mod results;
@@ -15,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::experiment::ExperimentSpec;
+use crate::experiment::{ExperimentKind, ExperimentSpec};
+use crate::gradients::GradientTable;
 use crate::plots::Caption;
 use crate::table::Table;
 
@@ -42,15 +46,74 @@ pub struct Paths {
     pub plots: PathBuf,
 }
 
+/// The table a report computed, by the kind of experiment.
+#[derive(Debug, Clone)]
+pub enum Tables {
+    /// Test errors per variant against the papers (`kind = "training"`, the default).
+    Training(Table),
+    /// Gradient norms per variant (`kind = "gradients"`).
+    Gradients(GradientTable),
+}
+
+impl Tables {
+    /// The table of a training experiment.
+    pub fn training(&self) -> Option<&Table> {
+        match self {
+            Tables::Training(table) => Some(table),
+            Tables::Gradients(_) => None,
+        }
+    }
+
+    /// The table of a gradients experiment.
+    pub fn gradients(&self) -> Option<&GradientTable> {
+        match self {
+            Tables::Gradients(table) => Some(table),
+            Tables::Training(_) => None,
+        }
+    }
+
+    /// Lines worth printing after the files: unfinished variants and the table's notes.
+    pub fn notes(&self) -> Vec<String> {
+        let (pending, notes) = match self {
+            Tables::Training(table) => {
+                let incomplete = table
+                    .rows
+                    .iter()
+                    .filter(|r| r.status() == table::Status::Incomplete)
+                    .count();
+                let pending = (incomplete > 0).then(|| {
+                    format!(
+                        "{incomplete} of {} variants are incomplete",
+                        table.rows.len()
+                    )
+                });
+                (pending, &table.notes)
+            }
+            Tables::Gradients(table) => {
+                let missing = table.rows.len() - table.measured();
+                let pending = (missing > 0).then(|| {
+                    format!(
+                        "{missing} of {} variants are not measured yet",
+                        table.rows.len()
+                    )
+                });
+                (pending, &table.notes)
+            }
+        };
+        pending.into_iter().chain(notes.iter().cloned()).collect()
+    }
+}
+
 /// What a report wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
-    pub table: Table,
+    pub table: Tables,
     pub files: Vec<PathBuf>,
 }
 
 /// Renders the table and figures of `experiment` (a name in `paths.experiments`, or a path
-/// to a `.toml` file) for `profile`.
+/// to a `.toml` file) for `profile`: test-error tables and training figures for a training
+/// experiment, the gradient-norm table and figure for `kind = "gradients"`.
 pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written> {
     let (file, name) = experiment::locate(experiment, &paths.experiments);
     let spec = ExperimentSpec::load(&file)?;
@@ -59,44 +122,81 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
     if !results_dir.is_dir() {
         return Err(ReportError::NoResults(results_dir, name, profile.to_string()).into());
     }
-    let results = results::load(&results_dir, &spec, &seeds)?;
-    let table = Table::new(&spec, profile, &seeds, &results);
-
-    let mut files = Vec::new();
-    let csv_path = results_dir.join("table.csv");
-    write_atomic(&csv_path, table.to_csv()?.as_bytes())?;
-    let md_path = results_dir.join("table.md");
-    write_atomic(&md_path, table.to_markdown().as_bytes())?;
-    files.extend([csv_path, md_path]);
-
     let plots_dir = paths.plots.join(&name).join(profile);
-    std::fs::create_dir_all(&plots_dir)
-        .with_context(|| format!("cannot create {}", plots_dir.display()))?;
+    match spec.kind {
+        ExperimentKind::Training => {
+            render_training(&spec, profile, &seeds, &results_dir, &plots_dir)
+        }
+        ExperimentKind::Gradients => {
+            render_gradients(&spec, profile, &seeds, &results_dir, &plots_dir)
+        }
+    }
+}
+
+/// `table.{csv,md}`, `curves` and `final` of a training experiment.
+fn render_training(
+    spec: &ExperimentSpec,
+    profile: &str,
+    seeds: &[u64],
+    results_dir: &Path,
+    plots_dir: &Path,
+) -> Result<Written> {
+    let results = results::load(results_dir, spec, seeds)?;
+    let table = Table::new(spec, profile, seeds, &results);
+    let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
+    create_dir(plots_dir)?;
     let caption = Caption {
         title: spec.title.clone(),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
     };
     files.extend(plots::write_training_figures(
-        &plots_dir,
+        plots_dir,
         &caption,
         &results,
         table.fail_above,
     )?);
-    let norms = results::load_norms(&results_dir, &spec)?;
-    let coloured = norms
-        .into_iter()
-        .map(|n| {
-            let index = spec
-                .variants
-                .iter()
-                .position(|v| v.name == n.name)
-                .unwrap_or(0);
-            (index, n)
-        })
-        .collect();
-    files.extend(plots::write_norms_figure(&plots_dir, &caption, coloured)?);
-    Ok(Written { table, files })
+    Ok(Written {
+        table: Tables::Training(table),
+        files,
+    })
+}
+
+/// `table.{csv,md}` and `norms` of a gradients experiment.
+fn render_gradients(
+    spec: &ExperimentSpec,
+    profile: &str,
+    seeds: &[u64],
+    results_dir: &Path,
+    plots_dir: &Path,
+) -> Result<Written> {
+    let results = results::load_gradients(results_dir, spec)?;
+    let table = GradientTable::new(spec, profile, seeds, &results);
+    let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
+    create_dir(plots_dir)?;
+    let caption = Caption {
+        title: spec.title.clone(),
+        profile: profile.to_string(),
+        data: table.provenance.data_label(),
+    };
+    files.extend(plots::write_norms_figure(plots_dir, &caption, &results)?);
+    Ok(Written {
+        table: Tables::Gradients(table),
+        files,
+    })
+}
+
+/// Writes `table.csv` and `table.md` into `dir`; returns their paths.
+fn write_tables(dir: &Path, csv: &str, md: &str) -> Result<Vec<PathBuf>> {
+    let csv_path = dir.join("table.csv");
+    write_atomic(&csv_path, csv.as_bytes())?;
+    let md_path = dir.join("table.md");
+    write_atomic(&md_path, md.as_bytes())?;
+    Ok(vec![csv_path, md_path])
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.

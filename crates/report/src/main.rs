@@ -39,19 +39,7 @@ fn main() -> ExitCode {
             for file in &written.files {
                 println!("wrote {}", file.display());
             }
-            let incomplete = written
-                .table
-                .rows
-                .iter()
-                .filter(|r| r.status() == report::table::Status::Incomplete)
-                .count();
-            if incomplete > 0 {
-                eprintln!(
-                    "note: {incomplete} of {} variants are incomplete",
-                    written.table.rows.len()
-                );
-            }
-            for note in &written.table.notes {
+            for note in written.table.notes() {
                 eprintln!("note: {note}");
             }
             ExitCode::SUCCESS

@@ -261,33 +261,170 @@ pub struct VariantNorms {
     pub seeds: usize,
     /// iteration → [(unit, mean norm over seeds)], units ascending.
     pub by_iteration: BTreeMap<i64, Vec<(u32, f64)>>,
+    /// Rows whose norm is NaN or infinite, left out of the means.
+    pub non_finite: usize,
 }
 
-/// Reads `<dir>/<variant>/norms.csv` for each variant that has one.
-pub fn load_norms(dir: &Path, experiment: &ExperimentSpec) -> Result<Vec<VariantNorms>> {
-    let mut all = Vec::new();
-    for spec in &experiment.variants {
-        let path = dir.join(&spec.name).join("norms.csv");
-        if !path.is_file() {
-            continue;
-        }
-        let rows = read_csv::<NormRow>(&path)?;
-        all.push(average_norms(&spec.name, &rows));
+/// `model` in a gradients `provenance.json`: the fields the report uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelInfo {
+    /// Weighted layers (110, 1202, …).
+    #[serde(default)]
+    pub depth: Option<usize>,
+}
+
+/// `protocol` in a gradients `provenance.json`: the fields the report uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProtocolInfo {
+    /// SGD steps before the second measurement.
+    #[serde(default)]
+    pub iterations: Option<i64>,
+}
+
+/// `provenance.json` beside a `norms.csv` (written by `runner train` for `kind =
+/// "gradients"`), the fields the report uses; all optional, extra fields ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GradientRecord {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    pub model: Option<ModelInfo>,
+    #[serde(default)]
+    pub protocol: Option<ProtocolInfo>,
+    #[serde(default)]
+    pub data: Option<DataInfo>,
+    #[serde(default)]
+    pub git_revision: Option<String>,
+    #[serde(default)]
+    pub libtorch: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub wall_s: Option<f64>,
+}
+
+impl GradientRecord {
+    /// The network's depth, when recorded.
+    pub fn depth(&self) -> Option<usize> {
+        self.model.as_ref()?.depth
     }
-    Ok(all)
+
+    /// The training length of the second measurement, when recorded.
+    pub fn iterations(&self) -> Option<i64> {
+        self.protocol.as_ref()?.iterations
+    }
 }
 
-/// Mean norm over seeds for each (iteration, unit).
+/// One variant of a gradients experiment as found on disk.
+#[derive(Debug, Clone)]
+pub struct VariantGradients {
+    pub name: String,
+    /// `None` while the variant has no (readable) `norms.csv`: not measured yet.
+    pub norms: Option<VariantNorms>,
+    /// `provenance.json`, when present and readable.
+    pub record: Option<GradientRecord>,
+}
+
+/// Everything under `results/<gradients exp>/<profile>/` for the variants of the file.
+#[derive(Debug, Clone)]
+pub struct GradientResults {
+    pub dir: PathBuf,
+    pub variants: Vec<VariantGradients>,
+    /// Damaged or missing files, non-finite norms, disagreements with the profile.
+    pub notes: Vec<String>,
+}
+
+/// Reads `<dir>/<variant>/{norms.csv, provenance.json}` for every variant of the file (in
+/// file order). A variant without `norms.csv` is not measured yet (the runner writes it
+/// last); a damaged file is reported in `notes` and the variant counted as not measured.
+pub fn load_gradients(dir: &Path, experiment: &ExperimentSpec) -> Result<GradientResults> {
+    let mut notes = Vec::new();
+    let mut variants = Vec::new();
+    for spec in &experiment.variants {
+        let variant_dir = dir.join(&spec.name);
+        let norms_path = variant_dir.join("norms.csv");
+        let norms = if norms_path.is_file() {
+            match read_csv::<NormRow>(&norms_path) {
+                Ok(rows) => Some(average_norms(&spec.name, &rows)),
+                Err(err) => {
+                    notes.push(format!("{}: skipped ({err:#})", norms_path.display()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let record_path = variant_dir.join("provenance.json");
+        let record = match std::fs::read(&record_path) {
+            Ok(bytes) => match serde_json::from_slice::<GradientRecord>(&bytes) {
+                Ok(record) => Some(record),
+                Err(err) => {
+                    notes.push(format!("{} is damaged ({err})", record_path.display()));
+                    None
+                }
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if norms.is_some() {
+                    notes.push(format!(
+                        "{}: no provenance.json beside norms.csv (data, device and revision \
+                         unknown)",
+                        variant_dir.display()
+                    ));
+                }
+                None
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", record_path.display()))
+            }
+        };
+        if let Some(n) = norms.as_ref().filter(|n| n.non_finite > 0) {
+            notes.push(format!(
+                "{}: {} non-finite norm{} (NaN or inf) left out",
+                norms_path.display(),
+                n.non_finite,
+                if n.non_finite == 1 { "" } else { "s" }
+            ));
+        }
+        if let (Some(n), Some(expected)) = (&norms, record.as_ref().and_then(|r| r.iterations())) {
+            let last = n.by_iteration.keys().next_back().copied().unwrap_or(0);
+            if last != 0 && last != expected {
+                notes.push(format!(
+                    "{}: last iteration in norms.csv is {last}, provenance.json says {expected}",
+                    variant_dir.display()
+                ));
+            }
+        }
+        variants.push(VariantGradients {
+            name: spec.name.clone(),
+            norms,
+            record,
+        });
+    }
+    Ok(GradientResults {
+        dir: dir.to_path_buf(),
+        variants,
+        notes,
+    })
+}
+
+/// Mean norm over seeds for each (iteration, unit); non-finite norms are counted and left out.
 pub fn average_norms(name: &str, rows: &[NormRow]) -> VariantNorms {
     let mut sums: BTreeMap<(i64, u32), (f64, usize)> = BTreeMap::new();
     let mut seeds: Vec<u64> = Vec::new();
-    for row in rows.iter().filter(|row| row.norm.is_finite()) {
-        let entry = sums.entry((row.iteration, row.unit)).or_default();
-        entry.0 += row.norm;
-        entry.1 += 1;
+    let mut non_finite = 0;
+    for row in rows {
         if !seeds.contains(&row.seed) {
             seeds.push(row.seed);
         }
+        if !row.norm.is_finite() {
+            non_finite += 1;
+            continue;
+        }
+        let entry = sums.entry((row.iteration, row.unit)).or_default();
+        entry.0 += row.norm;
+        entry.1 += 1;
     }
     let mut by_iteration: BTreeMap<i64, Vec<(u32, f64)>> = BTreeMap::new();
     for ((iteration, unit), (sum, n)) in sums {
@@ -300,6 +437,7 @@ pub fn average_norms(name: &str, rows: &[NormRow]) -> VariantNorms {
         name: name.to_string(),
         seeds: seeds.len(),
         by_iteration,
+        non_finite,
     }
 }
 
@@ -340,5 +478,23 @@ mod tests {
         // (1 + 3) / 2 = 2, (4 + 8) / 2 = 6; the NaN row is left out.
         assert_eq!(norms.by_iteration[&0], [(1, 2.0), (2, 6.0)]);
         assert_eq!(norms.by_iteration[&300], [(1, 0.5)]);
+        assert_eq!(norms.non_finite, 1);
+    }
+
+    #[test]
+    fn gradient_provenance_reads_depth_iterations_and_data() {
+        let json = r#"{"experiment": "gradients", "profile": "paper", "variant": "scaling-0.5-110",
+            "seeds": [0], "model": {"family": "cifar", "depth": 110, "block": "basic",
+            "shortcut": {"scaling": {"lambda_s": 0.5, "lambda_f": 1.0}}, "replicas": 1},
+            "protocol": {"batch_size": 16, "iterations": 200, "lr": 0.1, "lr_drops": []},
+            "data": {"digest": "ab", "files": {}, "source": "CIFAR-10, JPEG-75 copy", "original": false},
+            "git_revision": "abc", "libtorch": "2.11.0", "device": "cpu", "wall_s": 12.3}"#;
+        let record: GradientRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(record.depth(), Some(110));
+        assert_eq!(record.iterations(), Some(200));
+        let data = record.data.unwrap();
+        assert_eq!(data.source.as_deref(), Some("CIFAR-10, JPEG-75 copy"));
+        let bare: GradientRecord = serde_json::from_str("{}").unwrap();
+        assert_eq!((bare.depth(), bare.iterations()), (None, None));
     }
 }

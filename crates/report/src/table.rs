@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::experiment::{ExperimentSpec, PaperNumber};
-use crate::results::{ProfileResults, VariantRuns};
+use crate::results::{DataInfo, ProfileResults, VariantRuns};
 use crate::stats::Summary;
 
 /// Identity Mappings' threshold, used when no finished run says otherwise.
@@ -202,18 +202,34 @@ impl Provenance {
     pub fn of(results: &ProfileResults) -> Self {
         let mut p = Self::default();
         for record in results.finished() {
-            let data = record.data.clone().unwrap_or_default();
-            p.data_sources.add(data.source.as_deref());
-            p.data_digests.add(data.digest.as_deref());
-            p.devices.add(record.device.as_deref());
-            p.revisions.add(record.git_revision.as_deref());
-            p.libtorch.add(record.libtorch.as_deref());
-            p.finished += 1;
+            p.add(
+                record.data.as_ref(),
+                record.device.as_deref(),
+                record.git_revision.as_deref(),
+                record.libtorch.as_deref(),
+            );
             p.diverged += usize::from(record.diverged());
         }
         p.expected = results.variants.iter().map(|v| v.expected_seeds).sum();
         p.running = results.variants.iter().map(VariantRuns::running).sum();
         p
+    }
+
+    /// Counts one finished run (or one gradients measurement) with what it recorded.
+    pub fn add(
+        &mut self,
+        data: Option<&DataInfo>,
+        device: Option<&str>,
+        revision: Option<&str>,
+        libtorch: Option<&str>,
+    ) {
+        let data = data.cloned().unwrap_or_default();
+        self.data_sources.add(data.source.as_deref());
+        self.data_digests.add(data.digest.as_deref());
+        self.devices.add(device);
+        self.revisions.add(revision);
+        self.libtorch.add(libtorch);
+        self.finished += 1;
     }
 
     /// The data line of the table's header.

@@ -377,7 +377,7 @@ fn disagreeing_data_sources_are_called_out() {
         "{md}"
     );
     assert_eq!(
-        written.table.provenance.data_label(),
+        written.table.training().unwrap().provenance.data_label(),
         "mixed data (see table.md)"
     );
     let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
@@ -481,7 +481,7 @@ fn partial_results_render() {
     let f = Fixture::new();
     f.running("original", 0);
     let written = render("shortcuts", "paper", &f.paths).unwrap();
-    let rows = &written.table.rows;
+    let rows = &written.table.training().unwrap().rows;
     assert_eq!(rows.len(), 6);
     assert!(rows
         .iter()
@@ -501,68 +501,33 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
     let broken = f.seed_dir("shortcuts", "conv1x1", 4);
     fs::write(broken.join("final.json"), "{ not json").unwrap();
     let written = render("shortcuts", "paper", &f.paths).unwrap();
-    let notes = written.table.notes.join("\n");
+    let table = written.table.training().unwrap();
+    let notes = table.notes.join("\n");
     assert!(
         notes.contains("seed-9: seed 9 is not in the profile"),
         "{notes}"
     );
     assert!(notes.contains("final.json is damaged"), "{notes}");
     // The outsider does not count; the damaged seed is missing.
-    assert_eq!(written.table.rows[0].summary.unwrap().min, 6.2);
-    assert_eq!(written.table.rows[5].finished, 4);
+    assert_eq!(table.rows[0].summary.unwrap().min, 6.2);
+    assert_eq!(table.rows[5].finished, 4);
     let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
     assert!(md.contains("Notes:\n"));
 }
 
+/// The table of a training experiment, byte for byte as `report` wrote it before gradients
+/// experiments had their own table (tests/golden/, captured from the sweep fixture).
 #[test]
-fn gradient_norms_figure() {
-    let f = Fixture::new();
-    let gradients = r#"
-title = "Gradient norms per residual unit"
-source = "He et al. 2016, Identity Mappings, Eqs. 4-5"
-[model]
-depth = 20
-[[variants]]
-name = "identity"
-[[variants]]
-name = "scaling-0.5"
-[profiles.paper]
-seeds = [0, 1]
-protocol = { batch_size = 128, iterations = 300, lr = 0.1, lr_drops = [] }
-"#;
-    fs::write(f.paths.experiments.join("gradients.toml"), gradients).unwrap();
-    for (variant, lambda) in [("identity", 1.0f64), ("scaling-0.5", 0.5)] {
-        let dir = f.paths.results.join("gradients/paper").join(variant);
-        fs::create_dir_all(&dir).unwrap();
-        let mut csv = String::from("seed,iteration,unit,norm\n");
-        for seed in 0..2 {
-            for iteration in [0, 300] {
-                for unit in 1..=9 {
-                    // ‖∂E/∂x_l‖ ∝ λ^(L − l): flat for identity, halving per unit for λ = 0.5.
-                    let norm = lambda.powi(9 - unit) * if iteration == 0 { 1.0 } else { 0.3 };
-                    csv.push_str(&format!("{seed},{iteration},{unit},{norm}\n"));
-                }
-            }
-        }
-        fs::write(dir.join("norms.csv"), csv).unwrap();
+fn training_table_is_unchanged() {
+    let f = sweep();
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    assert!(written.table.training().is_some() && written.table.gradients().is_none());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for file in ["table.md", "table.csv"] {
+        let expected = fs::read_to_string(golden.join(format!("shortcuts-paper.{file}"))).unwrap();
+        let actual = fs::read_to_string(f.table_dir("shortcuts").join(file)).unwrap();
+        assert_eq!(actual, expected, "{file} changed");
     }
-    let written = render("gradients", "paper", &f.paths).unwrap();
-    let dir = f.plots("gradients");
-    assert!(written.files.contains(&dir.join("norms.png")));
-    let svg = fs::read_to_string(dir.join("norms.svg")).unwrap();
-    assert!(svg.contains("identity (after 300 it., 2 seeds)"));
-    assert!(svg.contains("scaling-0.5"));
-    // Log axis labels: the norms span 0.3 · 0.5^8 ≈ 1e-3 to 1.
-    assert!(
-        svg.contains("1e-3") || svg.contains("1e-4"),
-        "log-axis labels missing"
-    );
-    let png = decode(&dir.join("norms.png"));
-    assert_eq!(png.dimensions(), (1100, 700));
-    assert!(count_near(&png, 64..700, [31, 119, 180], 10) > 300);
-    assert!(count_near(&png, 64..700, [255, 127, 14], 10) > 300);
-    // No training results: the table lists both variants as not started.
-    assert_eq!(written.table.rows[1].status_text(), "incomplete 0/2");
 }
 
 fn run_cli(args: &[&str], cwd: &Path) -> (bool, String) {
