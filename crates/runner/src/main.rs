@@ -14,6 +14,7 @@ mod experiment;
 mod gradients;
 mod libtorch;
 mod optim;
+mod plan;
 mod protocol;
 mod results;
 mod train;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Training throughput with synthetic data on the device.
     Bench(BenchArgs),
+    /// List the tasks of a sweep (one task: one variant's seeds, stacked), and with
+    /// `--emit slurm` write an sbatch array script and its task list beside the results.
+    Plan(PlanArgs),
     /// The CIFAR-10 data: download and verify the original archive, or inspect a folder.
     Data {
         #[command(subcommand)]
@@ -109,6 +113,59 @@ struct TrainArgs {
     /// No progress bars; one line per epoch.
     #[arg(long)]
     quiet: bool,
+    /// Train only task N of the sweep's task list (results/<exp>/<profile>/slurm/tasks.tsv,
+    /// written by `runner plan --emit slurm`); what Slurm array tasks run.
+    #[arg(long, conflicts_with_all = ["variants", "seeds", "devices"])]
+    task: Option<usize>,
+    /// Run the sweep's tasks one process per GPU, e.g. 0,1,2,3, until all are done.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// The experiment file.
+    experiment: PathBuf,
+    #[arg(long, default_value = "paper")]
+    profile: String,
+    #[arg(long = "variant")]
+    variants: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Most seeds per task (default: all of a variant's seeds; 1: one seed per task).
+    #[arg(long)]
+    replicas: Option<usize>,
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Write a Slurm array script and task list into results/<exp>/<profile>/slurm/.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// GPUs per array task (0 for CPU-only tasks).
+    #[arg(long, default_value_t = 1)]
+    gpus_per_task: u32,
+    /// CPUs per array task.
+    #[arg(long, default_value_t = 4)]
+    cpus_per_task: u32,
+    /// Time limit per array task, HH:MM:SS (requeued tasks resume where they stopped).
+    #[arg(long)]
+    time: Option<String>,
+    /// Most array tasks running at once.
+    #[arg(long)]
+    max_parallel: Option<usize>,
+    /// Seconds before the time limit at which Slurm asks the task to checkpoint and stop.
+    #[arg(long, default_value_t = 120)]
+    signal_lead: u32,
+    /// `--device` of the array tasks.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: device::DeviceChoice,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Emit {
+    Slurm,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train_command(args),
         Command::Models { name, json } => models_command(name.as_deref(), json),
         Command::Bench(args) => bench_command(args),
+        Command::Plan(args) => plan_command(args),
         Command::Data {
             action,
             data_dir,
@@ -189,6 +247,15 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let experiment = experiment::Experiment::load(&args.experiment)?;
     train::install_signal_handlers()?;
     let profile = experiment.profile(&args.profile)?;
+    let mut args = args;
+    if let Some(id) = args.task {
+        let list = plan::slurm_dir(&args.results, &experiment, profile).join("tasks.tsv");
+        let task = plan::read_task(&list, id)?;
+        eprintln!("task {id}: {} seeds {:?}", task.variant, task.seeds);
+        args.replicas = Some(task.seeds.len());
+        args.variants = vec![task.variant];
+        args.seeds = task.seeds;
+    }
     let variants = experiment.select_variants(&args.variants)?;
     if let Some(seed) = args.seeds.iter().find(|s| !profile.seeds.contains(s)) {
         anyhow::bail!(
@@ -202,6 +269,39 @@ fn train_command(args: TrainArgs) -> Result<()> {
     } else {
         args.seeds
     };
+    if !args.devices.is_empty() {
+        let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
+        let child_args = |task: &plan::Task| -> Vec<String> {
+            let mut a: Vec<String> = vec![
+                "train".into(),
+                args.experiment.display().to_string(),
+                "--profile".into(),
+                profile.name.clone(),
+                "--variant".into(),
+                task.variant.clone(),
+                "--seeds".into(),
+                task.seeds
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "--replicas".into(),
+                task.seeds.len().to_string(),
+                "--device".into(),
+                format!("{:?}", args.device).to_lowercase(),
+                "--precision".into(),
+                format!("{:?}", args.precision).to_lowercase(),
+                "--results".into(),
+                args.results.display().to_string(),
+                "--quiet".into(),
+            ];
+            if let Some(dir) = &args.data_dir {
+                a.extend(["--data-dir".into(), dir.display().to_string()]);
+            }
+            a
+        };
+        return plan::run_on_devices(&tasks, &args.devices, &child_args);
+    }
     let torch = libtorch::check()?;
     let resolved = device::resolve(args.device)?;
     if let Some(why) = &resolved.fallback {
@@ -357,6 +457,67 @@ fn bench_command(args: BenchArgs) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+fn plan_command(args: PlanArgs) -> Result<()> {
+    let experiment = experiment::Experiment::load(&args.experiment)?;
+    let profile = experiment.profile(&args.profile)?;
+    let variants = experiment.select_variants(&args.variants)?;
+    if let Some(seed) = args.seeds.iter().find(|s| !profile.seeds.contains(s)) {
+        anyhow::bail!(
+            "seed {seed} is not one of profile `{}`'s seeds {:?}",
+            profile.name,
+            profile.seeds
+        );
+    }
+    let seeds = if args.seeds.is_empty() {
+        profile.seeds.clone()
+    } else {
+        args.seeds
+    };
+    let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
+    println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");
+    for task in &tasks {
+        let seeds: Vec<String> = task.seeds.iter().map(u64::to_string).collect();
+        let status = plan::task_status(&args.results, &experiment, profile, task);
+        println!(
+            "{:>4}  {:<28} {:<16} {status}",
+            task.id,
+            task.variant,
+            seeds.join(",")
+        );
+    }
+    if let Some(Emit::Slurm) = args.emit {
+        let absolute = |p: &std::path::Path| -> Result<PathBuf> {
+            Ok(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir()?.join(p)
+            })
+        };
+        let paths = plan::SlurmPaths {
+            runner: std::env::current_exe()?,
+            experiment: absolute(&args.experiment)?,
+            results: absolute(&args.results)?,
+            workdir: std::env::current_dir()?,
+        };
+        let options = plan::SlurmOptions {
+            partition: args.partition,
+            gpus_per_task: args.gpus_per_task,
+            cpus_per_task: args.cpus_per_task,
+            time: args.time,
+            max_parallel: args.max_parallel,
+            signal_lead_s: args.signal_lead,
+            device: format!("{:?}", args.device).to_lowercase(),
+        };
+        let script = plan::emit_slurm(&experiment, profile, &tasks, &paths, &options)?;
+        println!(
+            "wrote {} and tasks.tsv beside it; submit with: sbatch {}",
+            script.display(),
+            script.display()
+        );
     }
     Ok(())
 }

@@ -54,6 +54,11 @@ pub fn install_signal_handlers() -> Result<()> {
     Ok(())
 }
 
+/// Whether a stop was requested (by a signal).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 /// Training stopped on request after writing its checkpoint; running it again resumes.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped on request at iteration {iteration}; checkpoints written, run again to resume")]
