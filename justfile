@@ -19,6 +19,7 @@ test: setup
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
     bash scripts/e2e-smoke.sh shortcuts
+    if [ -n "${CI:-}" ]; then just cluster-test; fi
 
 # What this machine offers: libtorch, CPU threads, CUDA, cuDNN, the CIFAR-10 folder.
 doctor *ARGS: setup
@@ -36,3 +37,15 @@ report EXP PROFILE="paper":
 # Training throughput with synthetic data: the standard set of models and stack sizes.
 bench *ARGS: setup
     {{runner}} bench {{ARGS}}
+
+# Start a one-node Slurm cluster here (root; installs slurm-wlm, munge); then source /tmp/slurm-harness/env
+cluster-start:
+    bash cluster/start.sh
+
+# Stop the one-node Slurm cluster and any jobs it still runs.
+cluster-stop:
+    bash cluster/stop.sh
+
+# Slurm array sweep equals a local one; a SIGTERM'd task requeues and resumes exactly (root)
+cluster-test: setup
+    bash cluster/test.sh
