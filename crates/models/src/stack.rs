@@ -129,22 +129,14 @@ fn check_logits_labels(logits: &Tensor, labels: &Tensor) -> Result<(i64, i64)> {
 /// each replica's gradient is the one it would get alone. `logits` `[K, B, classes]`,
 /// `labels` `[K, B]` int64 → scalar.
 pub fn stacked_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (k, b) = check_logits_labels(logits, labels)?;
-    // [K·B]
-    let per_example = logits.flatten(0, 1).f_cross_entropy_loss::<Tensor>(
-        &labels.flatten(0, 1),
-        None,
-        Reduction::None,
-        -100,
-        0.0,
-    )?;
-    // [K, B] → [K] → scalar
-    Ok(per_example.view([k, b]).mean_dim(1, false, None).sum(None))
+    // [K] → scalar
+    Ok(per_replica_loss(logits, labels)?.sum(None))
 }
 
 /// Each replica's mean loss, `[K]` (the terms of [`stacked_loss`]).
 pub fn per_replica_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (k, b) = check_logits_labels(logits, labels)?;
+    // [K·B] → [K, B] → [K]
     let per_example = logits.flatten(0, 1).f_cross_entropy_loss::<Tensor>(
         &labels.flatten(0, 1),
         None,

@@ -134,6 +134,24 @@ pub struct Variant {
     protocol: BTreeMap<String, Table>,
 }
 
+impl Profile {
+    /// The seeds to train: `requested` (which must be the profile's), or all when empty.
+    pub fn select_seeds(&self, requested: &[u64]) -> Result<Vec<u64>> {
+        if let Some(seed) = requested.iter().find(|s| !self.seeds.contains(s)) {
+            bail!(
+                "seed {seed} is not one of profile `{}`'s seeds {:?}",
+                self.name,
+                self.seeds
+            );
+        }
+        Ok(if requested.is_empty() {
+            self.seeds.clone()
+        } else {
+            requested.to_vec()
+        })
+    }
+}
+
 /// A protocol and its seeds.
 #[derive(Debug, Clone)]
 pub struct Profile {

@@ -8,15 +8,15 @@
 //! `provenance.json`: the network, protocol, data fingerprint, revision, libtorch and device.
 
 use anyhow::{Context, Result};
-use models::{per_replica_loss, stack_var_stores, unit_grad_norms, Net};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use models::{per_replica_loss, unit_grad_norms, Net};
+use tch::{Device, Kind, Tensor};
 
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
 use crate::experiment::{Experiment, Profile, Variant};
 use crate::optim::Sgd;
 use crate::results::write_atomic;
-use crate::train::{Provenance, TrainOptions};
+use crate::train::{build_stacked, Provenance, TrainOptions};
 
 /// `provenance.json` of a gradients measurement.
 #[derive(serde::Serialize)]
@@ -63,14 +63,8 @@ pub fn run(
         csv.write_record(["seed", "iteration", "unit", "norm"])?;
         for &seed in seeds {
             let started = std::time::Instant::now();
-            // A lone model, initialised on the CPU from its seed as `train` does.
-            let single = VarStore::new(Device::Cpu);
-            seeded(derived_seed(seed, Stream::Init, 0), || {
-                config.build(&single.root())
-            })?;
-            let mut vs = VarStore::new(options.device);
-            let net = config.build(&vs.root())?;
-            stack_var_stores(&[&single], &mut vs)?;
+            // A lone model, initialised as `train` initialises it.
+            let (vs, net) = build_stacked(&config, &[seed], options.device)?;
             let mut sgd = Sgd::new(
                 &vs,
                 protocol.momentum,

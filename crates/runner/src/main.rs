@@ -257,18 +257,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         args.seeds = task.seeds;
     }
     let variants = experiment.select_variants(&args.variants)?;
-    if let Some(seed) = args.seeds.iter().find(|s| !profile.seeds.contains(s)) {
-        anyhow::bail!(
-            "seed {seed} is not one of profile `{}`'s seeds {:?}",
-            profile.name,
-            profile.seeds
-        );
-    }
-    let seeds = if args.seeds.is_empty() {
-        profile.seeds.clone()
-    } else {
-        args.seeds
-    };
+    let seeds = profile.select_seeds(&args.seeds)?;
     if !args.devices.is_empty() {
         let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
         let child_args = |task: &plan::Task| -> Vec<String> {
@@ -465,18 +454,7 @@ fn plan_command(args: PlanArgs) -> Result<()> {
     let experiment = experiment::Experiment::load(&args.experiment)?;
     let profile = experiment.profile(&args.profile)?;
     let variants = experiment.select_variants(&args.variants)?;
-    if let Some(seed) = args.seeds.iter().find(|s| !profile.seeds.contains(s)) {
-        anyhow::bail!(
-            "seed {seed} is not one of profile `{}`'s seeds {:?}",
-            profile.name,
-            profile.seeds
-        );
-    }
-    let seeds = if args.seeds.is_empty() {
-        profile.seeds.clone()
-    } else {
-        args.seeds
-    };
+    let seeds = profile.select_seeds(&args.seeds)?;
     let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
     println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");
     for task in &tasks {

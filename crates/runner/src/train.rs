@@ -69,6 +69,25 @@ pub struct Interrupted {
 /// The exit status of an interrupted run (EX_TEMPFAIL): the Slurm script requeues on it.
 pub const EXIT_INTERRUPTED: i32 = 75;
 
+/// K lone models of `config`, each initialised from its own seed on the CPU (so the initial
+/// weights are the same on every device), stacked into one network on `device`.
+pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Result<(VarStore, Net)> {
+    let singles: Vec<VarStore> = seeds
+        .iter()
+        .map(|&seed| {
+            let vs = VarStore::new(Device::Cpu);
+            seeded(derived_seed(seed, Stream::Init, 0), || {
+                config.build(&vs.root())
+            })?;
+            Ok(vs)
+        })
+        .collect::<Result<_>>()?;
+    let mut vs = VarStore::new(device);
+    let net = config.with_replicas(seeds.len() as i64).build(&vs.root())?;
+    stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
+    Ok((vs, net))
+}
+
 /// What a run records about where it ran.
 #[derive(Debug, Clone)]
 pub struct Provenance {
@@ -232,7 +251,7 @@ impl Job<'_> {
         let k = group.len();
         let device = self.options.device;
         let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
-        let (vs, net) = self.build(&seeds)?;
+        let (vs, net) = build_stacked(self.config, &seeds, device)?;
         let mut sgd = Sgd::new(
             &vs,
             protocol.momentum,
@@ -459,28 +478,6 @@ impl Job<'_> {
         }
         bar.finish_and_clear();
         Ok(())
-    }
-
-    /// K lone models, each initialised from its own seed on the CPU (so the initial weights are
-    /// the same on every device), stacked into one network on the training device.
-    fn build(&self, seeds: &[u64]) -> Result<(VarStore, Net)> {
-        let singles: Vec<VarStore> = seeds
-            .iter()
-            .map(|&seed| {
-                let vs = VarStore::new(Device::Cpu);
-                seeded(derived_seed(seed, Stream::Init, 0), || {
-                    self.config.build(&vs.root())
-                })?;
-                Ok(vs)
-            })
-            .collect::<Result<_>>()?;
-        let mut vs = VarStore::new(self.options.device);
-        let net = self
-            .config
-            .with_replicas(seeds.len() as i64)
-            .build(&vs.root())?;
-        stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
-        Ok((vs, net))
     }
 
     /// Loads each member's checkpoint into its slice of the stacked weights and momentum, and
