@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use crate::experiment::ExperimentSpec;
 use crate::results::{GradientResults, VariantGradients, VariantNorms};
-use crate::table::Provenance;
+use crate::table::{markdown_header, Provenance};
 
 /// ‖∂E/∂x_l‖ over the units at one iteration (mean over seeds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -281,27 +281,7 @@ impl GradientTable {
     /// variants), the table in GitHub Markdown, and what the columns mean.
     pub fn to_markdown(&self) -> String {
         let p = &self.provenance;
-        let mut md = String::new();
-        let _ = writeln!(md, "# {}\n", self.title);
-        let _ = writeln!(md, "Paper: {}\n", self.source);
-        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
-        let _ = writeln!(
-            md,
-            "- **Profile**: `{}`, seeds {} ({} per variant)",
-            self.profile,
-            seeds.join(", "),
-            self.seeds.len()
-        );
-        let mut data = format!("- **Data**: {}", p.data_description());
-        if p.finished > 0 {
-            let _ = write!(data, "; fingerprint {}", p.data_digests.describe(true));
-        }
-        let _ = writeln!(md, "{data}");
-        if p.finished > 0 {
-            let _ = writeln!(md, "- **Devices**: {}", p.devices.describe(false));
-            let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
-            let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
-        }
+        let mut md = markdown_header(&self.title, &self.source, &self.profile, &self.seeds, p);
         let mut measured = format!(
             "- **Measured**: {} of {} variants",
             self.measured(),

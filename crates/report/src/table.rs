@@ -358,27 +358,7 @@ impl Table {
     /// the table in GitHub Markdown.
     pub fn to_markdown(&self) -> String {
         let p = &self.provenance;
-        let mut md = String::new();
-        let _ = writeln!(md, "# {}\n", self.title);
-        let _ = writeln!(md, "Paper: {}\n", self.source);
-        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
-        let _ = writeln!(
-            md,
-            "- **Profile**: `{}`, seeds {} ({} per variant)",
-            self.profile,
-            seeds.join(", "),
-            self.seeds.len()
-        );
-        let mut data = format!("- **Data**: {}", p.data_description());
-        if p.finished > 0 {
-            let _ = write!(data, "; fingerprint {}", p.data_digests.describe(true));
-        }
-        let _ = writeln!(md, "{data}");
-        if p.finished > 0 {
-            let _ = writeln!(md, "- **Devices**: {}", p.devices.describe(false));
-            let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
-            let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
-        }
+        let mut md = markdown_header(&self.title, &self.source, &self.profile, &self.seeds, p);
         let mut runs = format!(
             "- **Runs**: {} finished of {} expected ({} variants × {} seeds)",
             p.finished,
@@ -437,6 +417,38 @@ impl Table {
         }
         md
     }
+}
+
+/// The lines every `table.md` begins with: title, paper, profile and seeds, and where the
+/// numbers come from (data, devices, revisions, libtorch) once any run has finished.
+pub fn markdown_header(
+    title: &str,
+    source: &str,
+    profile: &str,
+    seeds: &[u64],
+    p: &Provenance,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {title}\n");
+    let _ = writeln!(md, "Paper: {source}\n");
+    let listed: Vec<String> = seeds.iter().map(u64::to_string).collect();
+    let _ = writeln!(
+        md,
+        "- **Profile**: `{profile}`, seeds {} ({} per variant)",
+        listed.join(", "),
+        seeds.len()
+    );
+    let mut data = format!("- **Data**: {}", p.data_description());
+    if p.finished > 0 {
+        let _ = write!(data, "; fingerprint {}", p.data_digests.describe(true));
+    }
+    let _ = writeln!(md, "{data}");
+    if p.finished > 0 {
+        let _ = writeln!(md, "- **Devices**: {}", p.devices.describe(false));
+        let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
+        let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
+    }
+    md
 }
 
 #[cfg(test)]
