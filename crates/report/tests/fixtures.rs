@@ -9,6 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::*;
 use report::{render, Paths};
 
 const EXPERIMENT: &str = r#"
@@ -43,11 +45,6 @@ seeds = [0]
 protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
 "#;
 
-const JPEG: &str = "CIFAR-10, JPEG-75 copy (not the original pixels)";
-const ORIGINAL: &str = "original CIFAR-10 (archive MD5 verified)";
-const H100: &str = "cuda:0 NVIDIA H100 80GB HBM3";
-const CPU: &str = "cpu Intel(R) Xeon(R) Processor (2 threads)";
-
 struct Fixture {
     _dir: tempfile::TempDir,
     paths: Paths,
@@ -56,18 +53,7 @@ struct Fixture {
 impl Fixture {
     /// A fresh folder; `REPORT_KEEP_FIXTURES=1` keeps it (its path is printed) to look at.
     fn new() -> Self {
-        let mut dir = tempfile::tempdir().unwrap();
-        if std::env::var_os("REPORT_KEEP_FIXTURES").is_some() {
-            dir.disable_cleanup(true);
-            println!("fixture folder: {}", dir.path().display());
-        }
-        let paths = Paths {
-            experiments: dir.path().join("experiments"),
-            results: dir.path().join("results"),
-            plots: dir.path().join("plots"),
-        };
-        fs::create_dir_all(&paths.experiments).unwrap();
-        fs::write(paths.experiments.join("shortcuts.toml"), EXPERIMENT).unwrap();
+        let (dir, paths) = common::fixture_folder("shortcuts.toml", EXPERIMENT);
         Self { _dir: dir, paths }
     }
 
@@ -211,28 +197,6 @@ fn sweep() -> Fixture {
         f.finished("conv1x1", seed as u64, e, H100, JPEG);
     }
     f
-}
-
-fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            headers
-                .iter()
-                .map(String::from)
-                .zip(r.iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
-fn num(row: &std::collections::HashMap<String, String>, column: &str) -> f64 {
-    row[column]
-        .parse()
-        .unwrap_or_else(|_| panic!("{column} = {:?} is not a number", row[column]))
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -393,20 +357,6 @@ fn original_data_is_named_in_tables_and_titles() {
     assert!(md.contains(&format!("**Data**: {ORIGINAL}")));
     let svg = fs::read_to_string(f.plots("shortcuts").join("curves.svg")).unwrap();
     assert!(svg.contains("original CIFAR-10 · profile paper"));
-}
-
-/// A decoded PNG: (width, height, pixels).
-fn decode(path: &Path) -> image::RgbImage {
-    image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
-fn count_near(img: &image::RgbImage, rows: std::ops::Range<u32>, rgb: [u8; 3], tol: i32) -> usize {
-    img.enumerate_pixels()
-        .filter(|(_, y, _)| rows.contains(y))
-        .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
-        .count()
 }
 
 #[test]

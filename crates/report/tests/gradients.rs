@@ -5,11 +5,12 @@
 // The fixture helpers are test code too: a failed write is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::*;
 use report::gradients::GradientStatus;
 use report::{render, Paths};
 
@@ -36,10 +37,6 @@ seeds = [0, 1]
 protocol = { batch_size = 16, iterations = 300, lr = 0.1, lr_drops = [] }
 "#;
 
-const JPEG: &str = "CIFAR-10, JPEG-75 copy (not the original pixels)";
-const CPU: &str = "cpu Intel(R) Xeon(R) Processor (2 threads)";
-const H100: &str = "cuda:0 NVIDIA H100 80GB HBM3";
-
 struct Fixture {
     _dir: tempfile::TempDir,
     paths: Paths,
@@ -48,19 +45,8 @@ struct Fixture {
 impl Fixture {
     /// A fresh folder with the experiment file; `REPORT_KEEP_FIXTURES=1` keeps it.
     fn new() -> Self {
-        let mut dir = tempfile::tempdir().unwrap();
-        if std::env::var_os("REPORT_KEEP_FIXTURES").is_some() {
-            dir.disable_cleanup(true);
-            println!("fixture folder: {}", dir.path().display());
-        }
-        let paths = Paths {
-            experiments: dir.path().join("experiments"),
-            results: dir.path().join("results"),
-            plots: dir.path().join("plots"),
-        };
-        fs::create_dir_all(&paths.experiments).unwrap();
+        let (dir, paths) = common::fixture_folder("gradients.toml", EXPERIMENT);
         fs::create_dir_all(paths.results.join("gradients/paper")).unwrap();
-        fs::write(paths.experiments.join("gradients.toml"), EXPERIMENT).unwrap();
         Self { _dir: dir, paths }
     }
 
@@ -163,28 +149,6 @@ fn sweep() -> Fixture {
     });
     f.provenance("scaling-0.5-56", 56, 20, H100);
     f
-}
-
-fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            headers
-                .iter()
-                .map(String::from)
-                .zip(r.iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
-fn num(row: &HashMap<String, String>, column: &str) -> f64 {
-    row[column]
-        .parse()
-        .unwrap_or_else(|_| panic!("{column} = {:?} is not a number", row[column]))
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -329,20 +293,6 @@ fn table_md_states_data_devices_and_rows() {
         written.table.notes(),
         ["1 of 4 variants are not measured yet"]
     );
-}
-
-/// A decoded PNG.
-fn decode(path: &Path) -> image::RgbImage {
-    image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
-fn count_near(img: &image::RgbImage, rows: std::ops::Range<u32>, rgb: [u8; 3], tol: i32) -> usize {
-    img.enumerate_pixels()
-        .filter(|(_, y, _)| rows.contains(y))
-        .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
-        .count()
 }
 
 #[test]

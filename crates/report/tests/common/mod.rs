@@ -1,0 +1,76 @@
+//! Helpers shared by the report's fixture tests.
+
+// Test code: a failed write or parse is a failed test.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use report::Paths;
+
+pub const JPEG: &str = "CIFAR-10, JPEG-75 copy (not the original pixels)";
+pub const ORIGINAL: &str = "original CIFAR-10 (archive MD5 verified)";
+pub const H100: &str = "cuda:0 NVIDIA H100 80GB HBM3";
+pub const CPU: &str = "cpu Intel(R) Xeon(R) Processor (2 threads)";
+
+/// A fresh folder with `experiments/<file_name>` holding `experiment`;
+/// `REPORT_KEEP_FIXTURES=1` keeps it (its path is printed) to look at.
+pub fn fixture_folder(file_name: &str, experiment: &str) -> (tempfile::TempDir, Paths) {
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("REPORT_KEEP_FIXTURES").is_some() {
+        dir.disable_cleanup(true);
+        println!("fixture folder: {}", dir.path().display());
+    }
+    let paths = Paths {
+        experiments: dir.path().join("experiments"),
+        results: dir.path().join("results"),
+        plots: dir.path().join("plots"),
+    };
+    fs::create_dir_all(&paths.experiments).unwrap();
+    fs::write(paths.experiments.join(file_name), experiment).unwrap();
+    (dir, paths)
+}
+
+/// The rows of a CSV file, each as column → value.
+pub fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn num(row: &HashMap<String, String>, column: &str) -> f64 {
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{column} = {:?} is not a number", row[column]))
+}
+
+/// A decoded PNG.
+pub fn decode(path: &Path) -> image::RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// Pixels in `rows` within `tol` of colour `rgb`.
+pub fn count_near(
+    img: &image::RgbImage,
+    rows: std::ops::Range<u32>,
+    rgb: [u8; 3],
+    tol: i32,
+) -> usize {
+    img.enumerate_pixels()
+        .filter(|(_, y, _)| rows.contains(y))
+        .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
+        .count()
+}
