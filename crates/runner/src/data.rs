@@ -108,8 +108,7 @@ impl Split {
 
 /// Reads one batch file: exactly 10,000 records with labels in 0..10, or an error naming the
 /// file and the problem.
-pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     check_len(path, bytes.len() as u64)?;
     let mut images = Vec::with_capacity(RECORDS_PER_FILE * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(RECORDS_PER_FILE);
@@ -126,11 +125,16 @@ pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((images, labels))
 }
 
-fn read_split(dir: &Path, names: &[&str]) -> Result<Split> {
+/// Reads the batch files `names` of `dir` into one split, recording each file's MD5 in `md5s`
+/// (so that the fingerprint needs no second pass over the files).
+fn read_split(dir: &Path, names: &[&str], md5s: &mut BTreeMap<String, String>) -> Result<Split> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for name in names {
-        let (im, lb) = read_batch(&dir.join(name))?;
+        let path = dir.join(name);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        md5s.insert(name.to_string(), format!("{:x}", Md5::digest(&bytes)));
+        let (im, lb) = parse_batch(&path, &bytes)?;
         images.extend(im);
         labels.extend(lb);
     }
@@ -154,11 +158,13 @@ impl Cifar10 {
     pub fn load(dir: &Path) -> Result<Self> {
         check_dir(dir)
             .context("the CIFAR-10 folder is not usable (`runner data fetch` downloads it)")?;
-        let fingerprint = fingerprint(dir)?;
+        let mut md5s = BTreeMap::new();
+        let train = read_split(dir, &TRAIN_FILES, &mut md5s)?;
+        let test = read_split(dir, &[TEST_FILE], &mut md5s)?;
         Ok(Self {
-            train: read_split(dir, &TRAIN_FILES)?,
-            test: read_split(dir, &[TEST_FILE])?,
-            fingerprint,
+            train,
+            test,
+            fingerprint: fingerprint_of(dir, md5s),
         })
     }
 }
@@ -209,12 +215,17 @@ pub const SYNTHETIC_SOURCE: &str = "synthetic data (runner data synthetic), not 
 /// Hashes the six files and says whether they are the verified original, a known copy, or neither.
 pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
     let mut files = BTreeMap::new();
-    let mut listing = String::new();
     for name in all_files() {
-        let md5 = md5_file(&dir.join(name))?;
-        listing.push_str(&format!("{md5}  {name}\n"));
-        files.insert(name.to_string(), md5);
+        files.insert(name.to_string(), md5_file(&dir.join(name))?);
     }
+    Ok(fingerprint_of(dir, files))
+}
+
+/// The fingerprint of the six files of `dir`, given their MD5s by file name.
+fn fingerprint_of(dir: &Path, files: BTreeMap<String, String>) -> Fingerprint {
+    let listing: String = all_files()
+        .map(|name| format!("{}  {name}\n", files[name]))
+        .collect();
     let digest = format!("{:x}", Md5::digest(listing.as_bytes()));
     let provenance: Option<Provenance> = fs::read(dir.join(PROVENANCE_FILE))
         .ok()
@@ -233,12 +244,12 @@ pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
     } else {
         "unverified copy (not fetched from the official archive)".to_string()
     };
-    Ok(Fingerprint {
+    Fingerprint {
         digest,
         files,
         source,
         original,
-    })
+    }
 }
 
 /// Downloads the official archive into `dir`'s parent, checks its MD5 and unpacks it as `dir`.
