@@ -64,12 +64,7 @@ pub fn measure(
     let mut step = || -> Result<()> {
         let logits = tch::autocast(fp16, || net.forward_stacked(&xs, true))?.to_kind(Kind::Float);
         let loss = per_replica_loss(&logits, &ys)?.sum(Kind::Float);
-        match scaler.as_mut() {
-            Some(scaler) => {
-                sgd.step_scaled(&loss, 0.1, scaler);
-            }
-            None => sgd.step(&loss, 0.1),
-        }
+        sgd.step_with(&loss, 0.1, scaler.as_mut());
         Ok(())
     };
     for _ in 0..WARMUP_STEPS {

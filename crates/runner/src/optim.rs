@@ -118,6 +118,16 @@ impl Sgd {
         true
     }
 
+    /// [`Sgd::step_scaled`] when training in fp16 (a scaler is given), else [`Sgd::step`].
+    pub fn step_with(&mut self, loss: &Tensor, lr: f64, scaler: Option<&mut LossScaler>) {
+        match scaler {
+            Some(scaler) => {
+                self.step_scaled(loss, lr, scaler);
+            }
+            None => self.step(loss, lr),
+        }
+    }
+
     fn apply(&mut self, grads: Vec<Tensor>, lr: f64) {
         let (m, wd) = (self.momentum_factor, self.weight_decay);
         tch::no_grad(|| match &self.flat {

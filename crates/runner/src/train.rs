@@ -350,12 +350,7 @@ impl Job<'_> {
                 .to_kind(Kind::Float); // [K, B, 10]
                 let losses = per_replica_loss(&logits, &ys)?; // [K]
                 let loss = losses.sum(Kind::Float);
-                match scaler.as_mut() {
-                    Some(scaler) => {
-                        sgd.step_scaled(&loss, protocol.lr_at(iteration), scaler);
-                    }
-                    None => sgd.step(&loss, protocol.lr_at(iteration)),
-                }
+                sgd.step_with(&loss, protocol.lr_at(iteration), scaler.as_mut());
                 step_losses.push(losses.detach());
                 errors += stacked_errors(&logits.detach(), &ys)?;
                 bar.inc(1);
