@@ -83,7 +83,12 @@ pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Resul
         })
         .collect::<Result<_>>()?;
     let mut vs = VarStore::new(device);
-    let net = config.with_replicas(seeds.len() as i64).build(&vs.root())?;
+    // Its random initial values are overwritten by the stack, but drawing them still uses the
+    // global generator: under the lock, or they would shift another thread's seeded draws.
+    let stacked = config.with_replicas(seeds.len() as i64);
+    let net = seeded(derived_seed(seeds[0], Stream::Init, 1), || {
+        stacked.build(&vs.root())
+    })?;
     stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
     Ok((vs, net))
 }
