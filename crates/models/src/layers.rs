@@ -9,9 +9,55 @@ use std::fmt;
 
 use serde::Serialize;
 use tch::nn::{self, Init, ModuleT};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::error::Result;
+
+/// How activations `[B, K·C, H, W]` lie in memory. Only the input's layout is chosen:
+/// convolutions, BN and element-wise ops keep the layout they are given, and so does every
+/// shortcut. The numbers are the same either way (to rounding); the speed is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum MemoryFormat {
+    /// NCHW, row-major: what cuDNN is fastest with at these sizes.
+    Contiguous,
+    /// NHWC strides on NCHW shapes (PyTorch's `channels_last`): oneDNN's native layout,
+    /// measured faster on the CPU (`runner bench --memory-format`).
+    ChannelsLast,
+}
+
+impl MemoryFormat {
+    /// The measured-faster layout on `device`: channels-last on the CPU, NCHW on CUDA.
+    pub fn preferred(device: Device) -> Self {
+        match device {
+            Device::Cpu => MemoryFormat::ChannelsLast,
+            _ => MemoryFormat::Contiguous,
+        }
+    }
+
+    /// `xs` (4-d) copied into this layout, or itself when it already is.
+    pub fn apply(self, xs: &Tensor) -> Tensor {
+        match self {
+            MemoryFormat::Contiguous => xs.contiguous(),
+            MemoryFormat::ChannelsLast if is_channels_last(xs) => xs.shallow_clone(),
+            // [B, C, H, W] → [B, H, W, C] dense → viewed back as [B, C, H, W]
+            MemoryFormat::ChannelsLast => {
+                xs.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+            }
+        }
+    }
+}
+
+/// Whether a 4-d `[B, C, H, W]` tensor is laid out densely as `[B, H, W, C]`.
+pub fn is_channels_last(xs: &Tensor) -> bool {
+    if xs.dim() != 4 {
+        return false;
+    }
+    let (size, stride) = (xs.size(), xs.stride());
+    let (c, w) = (size[1], size[3]);
+    stride[1] == 1 && stride[3] == c && stride[2] == c * w && c > 1
+}
 
 /// A square convolution of K replicas (`groups = K`), padding `kernel / 2`, He init.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

@@ -40,6 +40,7 @@ pub mod unit;
 
 pub use config::{ActivationPlacement, BlockKind, Downsample, Family, NetConfig, ShortcutKind};
 pub use error::{ModelError, Result};
+pub use layers::{is_channels_last, MemoryFormat};
 pub use net::{HeadConfig, Net, NetPlan, StemConfig};
 pub use stack::{
     extract_replica, init_replicas_from_seeds, per_replica_loss, probe_grad_norms,

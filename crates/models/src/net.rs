@@ -8,7 +8,9 @@ use tch::Tensor;
 
 use crate::config::{ActivationPlacement, BlockKind, Downsample, Family, NetConfig, ShortcutKind};
 use crate::error::{ModelError, Result};
-use crate::layers::{BatchNorm, BatchNormConfig, Conv, ConvConfig, Linear, LinearConfig};
+use crate::layers::{
+    BatchNorm, BatchNormConfig, Conv, ConvConfig, Linear, LinearConfig, MemoryFormat,
+};
 use crate::unit::{ResidualUnit, ShortcutPath, UnitConfig};
 
 /// The first layers: CIFAR 3×3 conv, 16 filters (2015 sec. 4.2); ImageNet 7×7/2 conv, 64
@@ -264,6 +266,7 @@ pub struct Net {
     stem: Stem,
     stages: Vec<Vec<ResidualUnit>>,
     head: Head,
+    memory_format: MemoryFormat,
 }
 
 /// What to collect at each residual unit's input during a forward pass.
@@ -311,7 +314,19 @@ impl Net {
             stem,
             stages,
             head,
+            memory_format: MemoryFormat::preferred(p.device()),
         })
+    }
+
+    /// The layout the activations take ([`MemoryFormat::preferred`] for the store's device
+    /// unless set).
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.memory_format
+    }
+
+    /// Runs the activations in `format` from the next forward pass on.
+    pub fn set_memory_format(&mut self, format: MemoryFormat) {
+        self.memory_format = format;
     }
 
     /// The configuration it was built from.
@@ -355,7 +370,9 @@ impl Net {
         let size = xs.size();
         let (k, b, h, w) = (size[0], size[1], size[3], size[4]);
         // [K, B, 3, H, W] → [B, K, 3, H, W] → [B, K·3, H, W]
-        let xs = xs.transpose(0, 1).reshape([b, k * 3, h, w]);
+        let xs = self
+            .memory_format
+            .apply(&xs.transpose(0, 1).reshape([b, k * 3, h, w]));
         // CIFAR [B, K·16, H, W]; ImageNet [B, K·64, H/4, W/4]
         let mut xs = self.stem.forward_t(&xs, train);
         let mut tapped = Vec::new();

@@ -9,7 +9,7 @@ use tch::Tensor;
 
 use crate::config::{ActivationPlacement, BlockKind, ShortcutKind};
 use crate::error::Result;
-use crate::layers::{BatchNorm, BatchNormConfig, Conv, ConvConfig};
+use crate::layers::{is_channels_last, BatchNorm, BatchNormConfig, Conv, ConvConfig};
 
 /// What carries x to the addition, h(x) in 2016 eq. 1 (before any scaling, gating or
 /// dropout of [`ShortcutKind`]).
@@ -287,13 +287,22 @@ impl Shortcut {
                 let sub = xs.slice(2, None, None, stride).slice(3, None, None, stride);
                 let size = sub.size();
                 let (b, h, w) = (size[0], size[2], size[3]);
-                // [B, K, C_in, H/s, W/s] → [B, K, C_out, H/s, W/s]: zeros after each
-                // replica's channels (pad spec runs from the last dim: W, H, C)
-                let padded = sub
-                    .reshape([b, replicas, in_channels, h, w])
-                    .constant_pad_nd([0, 0, 0, 0, 0, out_channels - in_channels]);
-                // [B, K·C_out, H/s, W/s]
-                Some(padded.reshape([b, replicas * out_channels, h, w]))
+                let extra = out_channels - in_channels;
+                // zeros after each replica's channels, in the input's layout (pad specs
+                // run from the last dim)
+                Some(if is_channels_last(xs) {
+                    // [B, H/s, W/s, K, C_in] → [B, H/s, W/s, K·C_out] → [B, K·C_out, H/s, W/s]
+                    sub.permute([0, 2, 3, 1])
+                        .reshape([b, h, w, replicas, in_channels])
+                        .constant_pad_nd([0, extra])
+                        .reshape([b, h, w, replicas * out_channels])
+                        .permute([0, 3, 1, 2])
+                } else {
+                    // [B, K, C_in, H/s, W/s] → [B, K, C_out, H/s, W/s] → [B, K·C_out, H/s, W/s]
+                    sub.reshape([b, replicas, in_channels, h, w])
+                        .constant_pad_nd([0, 0, 0, 0, 0, extra])
+                        .reshape([b, replicas * out_channels, h, w])
+                })
             }
             Shortcut::Projection { conv, bn } => {
                 let hx = conv.forward_t(xs, train);

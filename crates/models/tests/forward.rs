@@ -2,9 +2,9 @@
 //! stacking, gradients reaching the input, loss falling on one batch, per-unit gradient norms.
 
 use models::{
-    extract_replica, probe_grad_norms, stack_var_stores, stacked_errors, stacked_loss,
-    unit_grad_norms, ActivationPlacement, BlockKind, Downsample, NetConfig, ShortcutKind,
-    ShortcutPath, UnitConfig,
+    extract_replica, is_channels_last, probe_grad_norms, stack_var_stores, stacked_errors,
+    stacked_loss, unit_grad_norms, ActivationPlacement, BlockKind, Downsample, MemoryFormat,
+    NetConfig, ShortcutKind, ShortcutPath, UnitConfig,
 };
 use tch::nn::{self, ModuleT, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -511,4 +511,90 @@ fn unit_gradient_norms() {
     let loss = stacked_loss(&logits, &labels.narrow(0, 1, 1)).unwrap();
     let alone = unit_grad_norms(&loss, &inputs, 1, false).unwrap();
     assert!(rel_err(&norms.narrow(1, 1, 1), &alone) < 1e-5);
+}
+
+#[test]
+fn memory_formats_give_the_same_numbers_and_keep_their_layout() {
+    one_thread();
+    let configs = [
+        NetConfig::cifar(14),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::ShortcutOnlyGating { gate_bias: -1.0 }),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::Plain),
+        NetConfig::cifar(8).with_shortcut(ShortcutKind::Conv1x1),
+        NetConfig {
+            downsample: Downsample::B,
+            ..NetConfig::cifar(8).with_placement(ActivationPlacement::FullPreactivation)
+        },
+        NetConfig::cifar(8).with_placement(ActivationPlacement::BnAfterAddition),
+        NetConfig {
+            block: BlockKind::Bottleneck,
+            downsample: Downsample::B,
+            ..NetConfig::cifar(11)
+        },
+    ];
+    const K: i64 = 2;
+    tch::manual_seed(21);
+    let xs = Tensor::randn([K, 4, 3, 12, 12], CPU);
+    let labels = Tensor::randint(10, [K, 4], (Kind::Int64, Device::Cpu));
+    for config in configs {
+        let (vs, mut net) = build(&config.with_replicas(K), 22);
+        let mut run = |format: MemoryFormat| {
+            net.set_memory_format(format);
+            for mut t in vs.trainable_variables() {
+                t.zero_grad();
+            }
+            let (logits, inputs) = net.forward_with_unit_inputs(&xs, true).unwrap();
+            // every unit's input x_l is in the chosen layout: no op along the way
+            // (zero-padding shortcuts included) fell back to the other one
+            for (l, x) in inputs.iter().enumerate() {
+                assert_eq!(
+                    is_channels_last(x),
+                    format == MemoryFormat::ChannelsLast,
+                    "{config:?} {format:?}: x_{l} has strides {:?}",
+                    x.stride()
+                );
+            }
+            stacked_loss(&logits, &labels).unwrap().backward();
+            let mut grads: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(_, t)| t.requires_grad())
+                .map(|(name, t)| (name, t.grad().copy()))
+                .collect();
+            grads.sort_by(|a, b| a.0.cmp(&b.0));
+            (logits, grads)
+        };
+        let (logits_nchw, grads_nchw) = run(MemoryFormat::Contiguous);
+        let (logits_nhwc, grads_nhwc) = run(MemoryFormat::ChannelsLast);
+        assert!(
+            rel_err(&logits_nhwc, &logits_nchw) < 1e-5,
+            "{config:?} logits"
+        );
+        assert_eq!(grads_nhwc.len(), grads_nchw.len());
+        for ((name, g), (name_nchw, g_nchw)) in grads_nhwc.iter().zip(&grads_nchw) {
+            assert_eq!(name, name_nchw);
+            assert!(
+                rel_err(g, g_nchw) < 1e-4,
+                "{config:?} grad of {name}: {}",
+                rel_err(g, g_nchw)
+            );
+        }
+    }
+}
+
+#[test]
+fn channels_last_is_the_cpu_default() {
+    let (_vs, net) = build(&NetConfig::cifar(8), 1);
+    assert_eq!(net.memory_format(), MemoryFormat::ChannelsLast);
+    assert_eq!(
+        MemoryFormat::preferred(Device::Cuda(0)),
+        MemoryFormat::Contiguous
+    );
+    let x = Tensor::randn([2, 3, 4, 5], CPU);
+    assert!(!is_channels_last(&x));
+    let y = MemoryFormat::ChannelsLast.apply(&x);
+    assert!(is_channels_last(&y) && y.equal(&x));
+    assert_eq!(y.stride(), [60, 1, 15, 3]);
+    let z = MemoryFormat::Contiguous.apply(&y);
+    assert!(!is_channels_last(&z) && z.is_contiguous() && z.equal(&x));
 }

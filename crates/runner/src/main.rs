@@ -185,18 +185,27 @@ struct BenchArgs {
     /// Optimizer layouts to measure (default: the device's default).
     #[arg(long, value_enum, value_delimiter = ',')]
     sgd_layout: Vec<optim::SgdLayout>,
+    /// Activation layouts to measure, e.g. contiguous,channels-last (default: the device's
+    /// preferred one).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    memory_format: Vec<models::MemoryFormat>,
     /// fp32, or fp16 autocast with dynamic loss scaling (CUDA only).
     #[arg(long, value_enum, default_value = "fp32")]
     precision: optim::Precision,
-    /// Timed steps (after 5 untimed ones).
-    #[arg(long, default_value_t = 20)]
+    /// Timed steps per case and round (after 5 untimed ones).
+    #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Rounds: every case runs its steps once per round, in turn, so that cases are
+    /// measured side by side; the median round is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Print the results as JSON lines.
     #[arg(long)]
     json: bool,
 }
 
 fn main() -> Result<()> {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = run(cli);
     if let Err(err) = &result {
@@ -206,6 +215,20 @@ fn main() -> Result<()> {
         }
     }
     result
+}
+
+/// Every training step frees and reallocates the same activation buffers (megabytes each).
+/// glibc's defaults hand such blocks back to the kernel on free (mmap threshold, heap trim),
+/// so every step pays the page faults of fresh zeroed memory again: about a tenth of a CPU
+/// step here. Keep blocks up to 32 MiB (glibc's ceiling for this setting) in the heap and
+/// never trim it below 1 GiB of free space.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -400,6 +423,11 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     } else {
         args.sgd_layout
     };
+    let formats = if args.memory_format.is_empty() {
+        vec![models::MemoryFormat::preferred(resolved.device)]
+    } else {
+        args.memory_format
+    };
     let cuda = resolved.device.is_cuda();
     let model_names: Vec<String> = match (args.model.is_empty(), cuda) {
         (false, _) => args.model,
@@ -419,32 +447,42 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         doctor::describe_device(resolved.device),
         args.precision
     );
+    let mut cases = Vec::new();
     for name in &model_names {
         let config = models::NetConfig::from_name(name)?;
         for &replicas in &stack_sizes {
             for &layout in &layouts {
-                let case = bench::BenchCase {
-                    replicas,
-                    batch: args.batch,
-                    layout,
-                    precision: args.precision,
-                };
-                let r = bench::measure(name, &config, case, resolved.device, args.steps)?;
-                if args.json {
-                    println!("{}", serde_json::to_string(&r)?);
-                } else {
-                    println!(
-                        "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:>10.0} img/s ({} steps in {:.2} s)",
-                        r.model,
-                        r.replicas,
-                        r.batch_per_model,
-                        format!("{:?}", r.layout),
-                        r.images_per_s,
-                        r.steps,
-                        r.seconds
-                    );
+                for &memory_format in &formats {
+                    let case = bench::BenchCase {
+                        replicas,
+                        batch: args.batch,
+                        layout,
+                        memory_format,
+                        precision: args.precision,
+                    };
+                    cases.push((name.clone(), config.clone(), case));
                 }
             }
+        }
+    }
+    for r in bench::measure(&cases, resolved.device, args.steps, args.rounds)? {
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:<13} {:>8.0} img/s \
+                 (median of {} rounds of {} steps; {:.0}–{:.0})",
+                r.model,
+                r.replicas,
+                r.batch_per_model,
+                format!("{:?}", r.layout),
+                format!("{:?}", r.memory_format),
+                r.images_per_s,
+                r.round_seconds.len(),
+                r.steps,
+                r.images_per_s_min,
+                r.images_per_s_max,
+            );
         }
     }
     Ok(())
