@@ -182,7 +182,7 @@ impl ModuleT for Stem {
             ys = bn.forward_t(&ys, train);
         }
         if self.config.relu {
-            ys = ys.relu();
+            ys = ys.relu_();
         }
         if self.config.max_pool {
             ys = ys.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);

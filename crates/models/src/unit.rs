@@ -354,7 +354,7 @@ impl ResidualUnit {
     /// The first activation of a pre-activation unit: ReLU for (d), BN1–ReLU for (e).
     fn preactivate(&self, xs: &Tensor, train: bool) -> Tensor {
         match (self.config.placement, self.norms.first()) {
-            (ActivationPlacement::FullPreactivation, Some(bn)) => bn.forward_t(xs, train).relu(),
+            (ActivationPlacement::FullPreactivation, Some(bn)) => bn.forward_t(xs, train).relu_(),
             _ => xs.relu(),
         }
     }
@@ -362,6 +362,10 @@ impl ResidualUnit {
     /// F(x), the residual branch (2016 Fig. 4), `[B, K·C_in, H, W]` →
     /// `[B, K·C_out, H/s, W/s]`. `activated` says the first activation was applied before
     /// the split.
+    ///
+    /// ReLUs run in place (`relu_`) on tensors only they read: a BN's output (BN's backward
+    /// needs its input, not its output) or a fresh sum; never on x_l, which the shortcut
+    /// also reads.
     fn residual(&self, xs: &Tensor, activated: bool, train: bool) -> Tensor {
         let n = self.convs.len();
         let mut fx = xs.shallow_clone();
@@ -372,24 +376,24 @@ impl ResidualUnit {
             fx = match (self.config.placement, bn) {
                 // (a) weight–BN(–ReLU, except after the last weight)
                 (ActivationPlacement::Original, Some(bn)) => {
-                    let y = bn.forward_t(&conv.forward_t(&fx, train), train);
+                    let mut y = bn.forward_t(&conv.forward_t(&fx, train), train);
                     if last {
                         y
                     } else {
-                        y.relu()
+                        y.relu_()
                     }
                 }
                 // (b) weight–BN–ReLU, the last weight bare (its BN moved after the addition)
                 (ActivationPlacement::BnAfterAddition, bn) => {
                     let y = conv.forward_t(&fx, train);
                     match bn {
-                        Some(bn) if !last => bn.forward_t(&y, train).relu(),
+                        Some(bn) if !last => bn.forward_t(&y, train).relu_(),
                         _ => y,
                     }
                 }
                 // (c) weight–BN–ReLU, the last ReLU too
                 (ActivationPlacement::ReluBeforeAddition, Some(bn)) => {
-                    bn.forward_t(&conv.forward_t(&fx, train), train).relu()
+                    bn.forward_t(&conv.forward_t(&fx, train), train).relu_()
                 }
                 // (d) ReLU–weight–BN
                 (ActivationPlacement::ReluOnlyPreactivation, Some(bn)) => {
@@ -401,7 +405,7 @@ impl ResidualUnit {
                     let a = if i == 0 && activated {
                         fx
                     } else {
-                        bn.forward_t(&fx, train).relu()
+                        bn.forward_t(&fx, train).relu_()
                     };
                     conv.forward_t(&a, train)
                 }
@@ -429,7 +433,7 @@ impl ModuleT for ResidualUnit {
         let hx = self.shortcut.forward_t(&xs, train);
         // g(x) = σ(W_g x + b_g): [B, K·C_out, H/s, W/s]
         let gate = |g: &Conv| g.forward_t(&xs, train).sigmoid();
-        let sum = match (c.shortcut, hx, &self.gate) {
+        let mut sum = match (c.shortcut, hx, &self.gate) {
             // plain net (2015 sec. 4.1): no addition
             (_, None, _) => fx,
             // 2016 eq. 1 with h = identity / zero-pad / projection (Fig. 2a, 2e)
@@ -461,8 +465,8 @@ impl ModuleT for ResidualUnit {
         };
         // after the addition: (a) ReLU, (b) BN–ReLU, (c)–(e) nothing
         match (c.placement, &self.output_norm) {
-            (ActivationPlacement::Original, _) => sum.relu(),
-            (ActivationPlacement::BnAfterAddition, Some(bn)) => bn.forward_t(&sum, train).relu(),
+            (ActivationPlacement::Original, _) => sum.relu_(),
+            (ActivationPlacement::BnAfterAddition, Some(bn)) => bn.forward_t(&sum, train).relu_(),
             _ => sum,
         }
     }
