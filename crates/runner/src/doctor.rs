@@ -7,7 +7,9 @@ use anyhow::Result;
 use crate::device::{self, DeviceChoice};
 use crate::{data, libtorch};
 
-/// Prints libtorch, CPU, CUDA and data status. Fails only when the libtorch is the wrong one.
+/// Prints libtorch, CPU, CUDA and data status. Fails when the libtorch is the wrong one, and,
+/// after the whole report, when the `--device` asked for cannot train here (`--device cuda`
+/// without a usable GPU), so that scripts can check a machine with it.
 pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     let torch = libtorch::check()?;
     println!(
@@ -68,7 +70,8 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         }
     }
 
-    match device::resolve(choice) {
+    let resolved = device::resolve(choice);
+    match &resolved {
         Ok(resolved) => println!(
             "training on   {:?} with --device {choice:?}{}",
             resolved.device,
@@ -93,6 +96,9 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         Err(err) => {
             println!("              not usable: {err:#} (`runner data fetch` downloads it)")
         }
+    }
+    if resolved.is_err() {
+        anyhow::bail!("--device {choice:?} cannot train on this machine (see above)");
     }
     Ok(())
 }

@@ -211,3 +211,32 @@ fn plan_lists_tasks_and_writes_a_slurm_array() {
         .join("final.json")
         .exists());
 }
+
+#[test]
+fn doctor_fails_when_the_device_asked_for_cannot_train() {
+    let setup = Setup::new();
+    let doctor = |device: &str| {
+        runner()
+            .args(["doctor", "--device", device, "--data-dir"])
+            .arg(setup.root.join("data"))
+            .output()
+            .unwrap()
+    };
+    let cpu = doctor("cpu");
+    let report = String::from_utf8_lossy(&cpu.stdout);
+    assert!(cpu.status.success(), "{report}");
+    assert!(report.contains("training on   Cpu"), "{report}");
+    assert!(report.contains("synthetic"), "{report}");
+
+    // the whole report first, then the verdict in the exit status
+    let cuda = doctor("cuda");
+    let report = String::from_utf8_lossy(&cuda.stdout);
+    assert!(report.contains("cifar-10"), "{report}");
+    if report.contains("cuda          no") {
+        assert!(!cuda.status.success(), "{report}");
+        assert!(report.contains("training on   nothing"), "{report}");
+        assert!(String::from_utf8_lossy(&cuda.stderr).contains("--device Cuda cannot train"));
+    } else {
+        assert!(cuda.status.success(), "{report}");
+    }
+}
