@@ -22,8 +22,13 @@ use crate::data::Fingerprint;
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file path has a parent folder")?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp.")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp.");
+    // as `File::create` would (0666 less the umask), not tempfile's private 0600: results
+    // are read by colleagues and cluster jobs of other users
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
@@ -272,6 +277,22 @@ pub fn git_revision() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_get_the_permissions_of_a_plain_create() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let atomic = dir.path().join("final.json");
+        write_atomic(&atomic, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain));
+        assert_eq!(std::fs::read(&atomic).unwrap(), b"{}");
+        // nothing else left in the folder
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 
     fn row(epoch: i64) -> EpochRow {
         EpochRow {
