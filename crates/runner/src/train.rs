@@ -398,6 +398,9 @@ impl Job<'_> {
                     .view([-1]),
             )?;
             let errors = Vec::<i64>::try_from(errors.to_device(Device::Cpu))?;
+            // the copies above waited for the device: training time only, before evaluation
+            let images_per_s = ((last - resume_at) * protocol.batch_size) as f64
+                / epoch_start.elapsed().as_secs_f64();
             let evaluate =
                 (epoch + 1) % protocol.eval_every_epochs == 0 || last == protocol.iterations;
             let test = if evaluate {
@@ -406,8 +409,6 @@ impl Job<'_> {
                 None
             };
             let wall_s = prior_wall + started.elapsed().as_secs_f64();
-            let images_per_s = ((last - resume_at) * protocol.batch_size) as f64
-                / epoch_start.elapsed().as_secs_f64();
             for (i, member) in members.iter_mut().enumerate() {
                 if member.diverged_at.is_some() {
                     continue;
