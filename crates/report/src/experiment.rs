@@ -2,8 +2,8 @@
 //! source, the variants in file order with the papers' numbers, and each profile's seeds.
 //!
 //! The runner checks these files strictly before anything trains; here they are read
-//! leniently (unknown keys and the model tables are ignored), so the report never disagrees
-//! with the runner about what a valid file is.
+//! leniently (unknown keys ignored, of the model tables only `depth`), so the report never
+//! disagrees with the runner about what a valid file is.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,12 +55,21 @@ impl fmt::Display for PaperNumber {
     }
 }
 
+/// A `model` table (the experiment's or a variant's): only the depth it names, if any.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct ModelSpec {
+    #[serde(default)]
+    pub depth: Option<usize>,
+}
+
 /// One row of the ablation.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VariantSpec {
     pub name: String,
     #[serde(default)]
     pub paper: Option<PaperNumber>,
+    #[serde(default)]
+    pub model: ModelSpec,
 }
 
 /// A profile: only its seeds matter here.
@@ -91,12 +100,27 @@ pub struct ExperimentSpec {
     pub source: String,
     pub variants: Vec<VariantSpec>,
     pub profiles: BTreeMap<String, ProfileSpec>,
+    #[serde(default)]
+    pub model: ModelSpec,
 }
 
 impl ExperimentSpec {
     /// Parses the text of an experiment file.
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The depths the file names for its variants (a variant's own, else the experiment's),
+    /// ascending; `None` when one of them names none.
+    pub fn declared_depths(&self) -> Option<Vec<usize>> {
+        let mut depths = self
+            .variants
+            .iter()
+            .map(|v| v.model.depth.or(self.model.depth))
+            .collect::<Option<Vec<_>>>()?;
+        depths.sort_unstable();
+        depths.dedup();
+        Some(depths)
     }
 
     /// Reads and parses `path`.

@@ -149,6 +149,7 @@ fn render_training(
         title: spec.title.clone(),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
+        note: depth_note(spec, profile, &table.provenance.trained_depths()),
     };
     files.extend(plots::write_training_figures(
         plots_dir,
@@ -160,6 +161,21 @@ fn render_training(
         table: Tables::Training(table),
         files,
     })
+}
+
+/// Where the profile trained other depths than the experiment file names (a `smoke`
+/// profile's 8-layer nets under a ResNet-110 title), a line under the figures' title saying
+/// what it trained.
+fn depth_note(spec: &ExperimentSpec, profile: &str, trained: &[usize]) -> Option<String> {
+    if trained.is_empty() || spec.declared_depths().as_deref() == Some(trained) {
+        return None;
+    }
+    let listed: Vec<String> = trained.iter().map(usize::to_string).collect();
+    let s = if trained.len() == 1 { "" } else { "s" };
+    Some(format!(
+        "trained here at depth{s} {} (profile {profile}), not the depths of the title",
+        listed.join(", ")
+    ))
 }
 
 /// `table.{csv,md}` and `norms` of a gradients experiment.
@@ -178,6 +194,7 @@ fn render_gradients(
         title: spec.title.clone(),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
+        note: None,
     };
     files.extend(plots::write_norms_figure(plots_dir, &caption, &results)?);
     Ok(Written {

@@ -112,13 +112,20 @@ fn write_figure(figure: &impl Figure, dir: &Path, stem: &str) -> Result<Vec<Path
     Ok(vec![svg, png])
 }
 
-/// White background, a bold title and a grey subtitle; returns the area below them.
+/// White background, the caption's bold title, its note if any, and a grey subtitle;
+/// returns the area below them.
 fn titled<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    title: &str,
+    caption: &Caption,
     subtitle: &str,
 ) -> Result<DrawingArea<DB, Shift>> {
-    titled_lines(root, title, &[subtitle])
+    let lines: Vec<&str> = caption
+        .note
+        .iter()
+        .map(String::as_str)
+        .chain([subtitle])
+        .collect();
+    titled_lines(root, &caption.title, &lines)
 }
 
 /// Height of the title band with a two-line subtitle, pixels.
@@ -150,6 +157,8 @@ pub struct Caption {
     pub profile: String,
     /// `CIFAR-10, JPEG-75 copy`, `original CIFAR-10`, …
     pub data: String,
+    /// A line under the title, where the figure differs from what the title says.
+    pub note: Option<String>,
 }
 
 /// Splits a polyline where it leaves `y ≤ y_max`, adding the crossing points, so that a
@@ -286,7 +295,7 @@ impl Figure for CurvesFigure {
              thin: training error, bold: test error",
             self.caption.data, self.caption.profile
         );
-        let body = titled(root, &self.caption.title, &subtitle)?;
+        let body = titled(root, &self.caption, &subtitle)?;
         let x_max = self
             .series
             .iter()
@@ -429,7 +438,8 @@ impl FinalFigure {
                 e.errors.iter().copied().chain(paper)
             })
             .fold(self.fail_above, f64::max);
-        top * 1.15
+        // room above the highest point for the legend box (upper left, a fifth of the height)
+        top * 1.35
     }
 
     fn label_room(&self) -> u32 {
@@ -461,7 +471,7 @@ impl Figure for FinalFigure {
              ▲ paper · dashed: fail above {}%",
             self.caption.data, self.caption.profile, self.fail_above
         );
-        let body = titled(root, &self.caption.title, &subtitle)?;
+        let body = titled(root, &self.caption, &subtitle)?;
         let n = self.entries.len();
         let y_max = self.y_max();
         let mut chart = ChartBuilder::on(&body)

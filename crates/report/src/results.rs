@@ -91,6 +91,8 @@ pub struct SeedRun {
     /// `None` while the run is in progress (or was interrupted).
     pub final_record: Option<FinalRecord>,
     pub epochs: Vec<EpochRow>,
+    /// The depth the run trained, from its `config.toml` (`None` if that does not say).
+    pub depth: Option<usize>,
 }
 
 impl SeedRun {
@@ -202,7 +204,20 @@ fn load_seed(dir: &Path, seed: u64) -> Result<SeedRun> {
         seed,
         final_record,
         epochs,
+        depth: trained_depth(dir),
     })
+}
+
+/// `[model] depth` of the run's `config.toml` (written by the runner before training), read
+/// leniently: the depth is a caption, not a reason to skip a run.
+fn trained_depth(dir: &Path) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct RunConfig {
+        #[serde(default)]
+        model: ModelInfo,
+    }
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    toml::from_str::<RunConfig>(&text).ok()?.model.depth
 }
 
 /// Notes for `seed-<n>` folders of seeds the profile does not list (ignored in the table).
@@ -265,7 +280,8 @@ pub struct VariantNorms {
     pub non_finite: usize,
 }
 
-/// `model` in a gradients `provenance.json`: the fields the report uses.
+/// `model` in a gradients `provenance.json` or a run's `config.toml`: the fields the report
+/// uses.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ModelInfo {
     /// Weighted layers (110, 1202, …).

@@ -191,6 +191,9 @@ pub struct Provenance {
     pub devices: Tally,
     pub revisions: Tally,
     pub libtorch: Tally,
+    /// Depths of the finished runs that recorded one (in their `config.toml`); empty for
+    /// gradients tables.
+    pub depths: Tally,
     pub finished: usize,
     pub expected: usize,
     pub running: usize,
@@ -209,6 +212,12 @@ impl Provenance {
                 record.libtorch.as_deref(),
             );
             p.diverged += usize::from(record.diverged());
+        }
+        let finished_runs = results.variants.iter().flat_map(|v| &v.runs);
+        for run in finished_runs.filter(|run| run.final_record.is_some()) {
+            if let Some(depth) = run.depth {
+                p.depths.add(Some(&depth.to_string()));
+            }
         }
         p.expected = results.variants.iter().map(|v| v.expected_seeds).sum();
         p.running = results.variants.iter().map(VariantRuns::running).sum();
@@ -230,6 +239,18 @@ impl Provenance {
         self.revisions.add(revision);
         self.libtorch.add(libtorch);
         self.finished += 1;
+    }
+
+    /// The depths the finished runs trained, ascending.
+    pub fn trained_depths(&self) -> Vec<usize> {
+        let mut depths: Vec<usize> = self
+            .depths
+            .0
+            .keys()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        depths.sort_unstable();
+        depths
     }
 
     /// The data line of the table's header.
@@ -447,6 +468,9 @@ pub fn markdown_header(
         let _ = writeln!(md, "- **Devices**: {}", p.devices.describe(false));
         let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
         let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
+    }
+    if !p.depths.0.is_empty() {
+        let _ = writeln!(md, "- **Depth trained**: {}", p.depths.describe(false));
     }
     md
 }

@@ -78,6 +78,16 @@ impl Fixture {
         fs::write(dir.join("final.json"), json).unwrap();
     }
 
+    /// The run's `config.toml`, as the runner writes it (only what the report reads).
+    fn config(&self, variant: &str, seed: u64, depth: usize) {
+        let dir = self.seed_dir("shortcuts", variant, seed);
+        let toml = format!(
+            "experiment = \"shortcuts\"\nvariant = \"{variant}\"\nseed = {seed}\n\n\
+             [model]\nfamily = \"cifar\"\ndepth = {depth}\nreplicas = 1\n"
+        );
+        fs::write(dir.join("config.toml"), toml).unwrap();
+    }
+
     /// A run whose loss became NaN at iteration 450.
     fn diverged(&self, variant: &str, seed: u64) {
         let dir = self.seed_dir("shortcuts", variant, seed);
@@ -467,6 +477,49 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
 
 /// The table of a training experiment, byte for byte as `report` wrote it before gradients
 /// experiments had their own table (tests/golden/, captured from the sweep fixture).
+#[test]
+fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
+    let title = "Identity Mappings, Table 1: shortcut variants on ResNet-110";
+    let f = Fixture::new();
+    for (variant, seed) in [("original", 0), ("conv1x1", 1)] {
+        f.finished(variant, seed, 30.0, CPU, JPEG);
+        f.config(variant, seed, 8);
+    }
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(md.contains("- **Depth trained**: 8\n"), "{md}");
+    for figure in ["curves.svg", "final.svg"] {
+        let svg = fs::read_to_string(f.plots("shortcuts").join(figure)).unwrap();
+        assert!(svg.contains(title), "{figure}");
+        assert!(
+            svg.contains("trained here at depth 8 (profile paper), not the depths of the title"),
+            "{figure}"
+        );
+    }
+
+    // the depth the file names: the title as written
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    f.config("original", 0, 110);
+    f.finished("conv1x1", 0, 7.5, CPU, JPEG);
+    f.config("conv1x1", 0, 56);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(
+        md.contains("- **Depth trained**: 110 (1 run); 56 (1 run)\n"),
+        "{md}"
+    );
+    let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
+    assert!(svg.contains("trained here at depths 56, 110 (profile paper)"));
+
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    f.config("original", 0, 110);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
+    assert!(svg.contains(title) && !svg.contains("trained here"));
+}
+
 #[test]
 fn training_table_is_unchanged() {
     let f = sweep();
