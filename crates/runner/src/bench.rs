@@ -73,7 +73,8 @@ impl Trial {
         Ok(Self {
             name: name.to_string(),
             case,
-            scaler: (case.precision == Precision::Fp16).then(|| LossScaler::new(device)),
+            scaler: (case.precision == Precision::Fp16)
+                .then(|| LossScaler::new(device, case.replicas)),
             // [K, B, 3, H, W] and [K, B]
             xs: Tensor::randn([case.replicas, case.batch, 3, h, w], (Kind::Float, device)),
             ys: Tensor::randint(
@@ -91,9 +92,8 @@ impl Trial {
         let fp16 = self.case.precision == Precision::Fp16;
         let logits =
             tch::autocast(fp16, || self.net.forward_stacked(&self.xs, true))?.to_kind(Kind::Float);
-        let loss = per_replica_loss(&logits, &self.ys)?.sum(Kind::Float);
-        self.sgd.step_with(&loss, 0.1, self.scaler.as_mut());
-        Ok(())
+        let losses = per_replica_loss(&logits, &self.ys)?;
+        self.sgd.step_with(&losses, 0.1, self.scaler.as_mut())
     }
 }
 

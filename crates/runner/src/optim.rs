@@ -88,44 +88,99 @@ impl Sgd {
         self.apply(grads, lr);
     }
 
-    /// Like [`Sgd::step`] for a loss computed under fp16 autocast: back-propagates
-    /// `loss · scale`, unscales the gradients, and steps only if they are all finite; then
-    /// updates the scale (halved after an overflow, doubled after `growth_interval` clean steps,
-    /// as PyTorch's `GradScaler`). Returns whether the step was taken. One host sync per step.
-    pub fn step_scaled(&mut self, loss: &Tensor, lr: f64, scaler: &mut LossScaler) -> bool {
-        let scaled = loss * &scaler.scale;
-        let mut grads = Tensor::run_backward(&[scaled], &self.params, false, false);
-        let found_inf = tch::no_grad(|| {
-            let inverse = scaler.scale.reciprocal();
-            let mut non_finite = Tensor::zeros([1], (Kind::Float, inverse.device()));
-            for g in &mut grads {
-                let _ = g.g_mul_(&inverse);
-                non_finite += g.isfinite().logical_not().any().to_kind(Kind::Float);
-            }
-            non_finite.clamp_max(1.0)
-        });
-        let _ = scaler.scale.internal_amp_update_scale_(
-            &scaler.growth_tracker,
-            &found_inf,
-            scaler.growth_factor,
-            scaler.backoff_factor,
-            scaler.growth_interval,
-        );
-        if found_inf.double_value(&[0]) > 0.0 {
-            return false;
+    /// Like [`Sgd::step`] for per-model losses `[K]` computed under fp16 autocast, with one
+    /// loss scale per model as if each trained alone: back-propagates `Σ_k loss_k · scale_k`,
+    /// unscales each model's gradients, and steps each model whose gradients are all finite
+    /// (a model that overflowed keeps its weights and momentum); then updates each model's
+    /// scale (halved after an overflow, doubled after `growth_interval` clean steps, as
+    /// PyTorch's `GradScaler`). Every parameter holds the K models along dim 0, as a stacked
+    /// network's do. Returns which models stepped. One host sync per step.
+    pub fn step_scaled(
+        &mut self,
+        losses: &Tensor,
+        lr: f64,
+        scaler: &mut LossScaler,
+    ) -> Result<Vec<bool>> {
+        let k = scaler.replicas();
+        if losses.size() != [k] {
+            bail!("{k} loss scales for losses of shape {:?}", losses.size());
         }
+        let scaled = (losses * &scaler.scale).sum(Kind::Float);
+        let mut grads = Tensor::run_backward(&[scaled], &self.params, false, false);
+        let found_inf = tch::no_grad(|| -> Result<Tensor> {
+            let inverse = scaler.scale.reciprocal().view([k, 1]);
+            let mut non_finite = Tensor::zeros([k], (Kind::Float, inverse.device()));
+            for (g, name) in grads.iter_mut().zip(&self.names) {
+                // [K, n]: model k's part in row k
+                let rows = g
+                    .f_view([k, -1])
+                    .with_context(|| format!("{name} does not split into {k} models"))?;
+                let _ = rows.shallow_clone().g_mul_(&inverse);
+                non_finite += rows
+                    .isfinite()
+                    .logical_not()
+                    .any_dim(1, false)
+                    .to_kind(Kind::Float);
+            }
+            Ok(non_finite.clamp_max(1.0))
+        })?;
+        for m in 0..k {
+            let _ = scaler.scale.narrow(0, m, 1).internal_amp_update_scale_(
+                &scaler.growth_tracker.narrow(0, m, 1),
+                &found_inf.narrow(0, m, 1),
+                scaler.growth_factor,
+                scaler.backoff_factor,
+                scaler.growth_interval,
+            );
+        }
+        let stepped: Vec<bool> = Vec::<f64>::try_from(found_inf.to_device(tch::Device::Cpu))?
+            .into_iter()
+            .map(|inf| inf == 0.0)
+            .collect();
+        let skipped: Vec<i64> = (0..k).filter(|&m| !stepped[m as usize]).collect();
+        if skipped.len() == stepped.len() {
+            return Ok(stepped);
+        }
+        if skipped.is_empty() {
+            self.apply(grads, lr);
+            return Ok(stepped);
+        }
+        // Some models overflowed: step all (updates are element-wise, so their non-finite
+        // gradients touch only their own rows), then put their rows back.
+        let index = Tensor::from_slice(&skipped).to_device(losses.device());
+        let rows = |t: &Tensor| t.view([k, -1]).index_select(0, &index);
+        let kept: Vec<(Tensor, Tensor)> = tch::no_grad(|| {
+            self.params
+                .iter()
+                .zip(&self.momentum)
+                .map(|(p, b)| (rows(p), rows(b)))
+                .collect()
+        });
         self.apply(grads, lr);
-        true
+        tch::no_grad(|| {
+            for ((p, b), (p_rows, b_rows)) in self.params.iter().zip(&self.momentum).zip(&kept) {
+                let _ = p.view([k, -1]).index_copy_(0, &index, p_rows);
+                let _ = b.view([k, -1]).index_copy_(0, &index, b_rows);
+            }
+        });
+        Ok(stepped)
     }
 
-    /// [`Sgd::step_scaled`] when training in fp16 (a scaler is given), else [`Sgd::step`].
-    pub fn step_with(&mut self, loss: &Tensor, lr: f64, scaler: Option<&mut LossScaler>) {
+    /// [`Sgd::step_scaled`] when training in fp16 (a scaler is given), else [`Sgd::step`] on
+    /// the sum of the per-model losses `[K]`.
+    pub fn step_with(
+        &mut self,
+        losses: &Tensor,
+        lr: f64,
+        scaler: Option<&mut LossScaler>,
+    ) -> Result<()> {
         match scaler {
             Some(scaler) => {
-                self.step_scaled(loss, lr, scaler);
+                self.step_scaled(losses, lr, scaler)?;
             }
-            None => self.step(loss, lr),
+            None => self.step(&losses.sum(Kind::Float), lr),
         }
+        Ok(())
     }
 
     fn apply(&mut self, grads: Vec<Tensor>, lr: f64) {
@@ -195,10 +250,13 @@ pub enum Precision {
     Fp16,
 }
 
-/// The loss scale of fp16 training and its growth counter (PyTorch's `GradScaler` defaults:
-/// initial scale 2^16, ×2 after 2000 clean steps, ×0.5 after an overflow).
+/// The loss scales of fp16 training and their growth counters, one per model of a stack
+/// (PyTorch's `GradScaler` defaults: initial scale 2^16, ×2 after 2000 clean steps, ×0.5 after
+/// an overflow).
 pub struct LossScaler {
+    /// `[K]`.
     pub scale: Tensor,
+    /// `[K]`, int32.
     pub growth_tracker: Tensor,
     pub growth_factor: f64,
     pub backoff_factor: f64,
@@ -206,14 +264,20 @@ pub struct LossScaler {
 }
 
 impl LossScaler {
-    pub fn new(device: tch::Device) -> Self {
+    /// Scales for `replicas` models.
+    pub fn new(device: tch::Device, replicas: i64) -> Self {
         Self {
-            scale: Tensor::full([1], 65536.0, (Kind::Float, device)),
-            growth_tracker: Tensor::zeros([1], (Kind::Int, device)),
+            scale: Tensor::full([replicas], 65536.0, (Kind::Float, device)),
+            growth_tracker: Tensor::zeros([replicas], (Kind::Int, device)),
             growth_factor: 2.0,
             backoff_factor: 0.5,
             growth_interval: 2000,
         }
+    }
+
+    /// K.
+    pub fn replicas(&self) -> i64 {
+        self.scale.size()[0]
     }
 
     /// The scale and the growth counter, for a checkpoint.
@@ -227,16 +291,26 @@ impl LossScaler {
         ]
     }
 
-    /// Restores what [`LossScaler::state`] saved (a checkpoint without it leaves the defaults).
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
-        tch::no_grad(|| {
-            if let (Some(scale), Some(tracker)) =
-                (state.get("amp/scale"), state.get("amp/growth_tracker"))
-            {
-                self.scale.copy_(scale);
-                self.growth_tracker.copy_(tracker);
-            }
-        });
+    /// Restores what [`LossScaler::state`] saved, `[K]` or one value for all (a checkpoint
+    /// without it leaves the defaults).
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        if let (Some(scale), Some(tracker)) =
+            (state.get("amp/scale"), state.get("amp/growth_tracker"))
+        {
+            tch::no_grad(|| -> Result<()> {
+                self.scale.f_copy_(scale)?;
+                self.growth_tracker.f_copy_(tracker)?;
+                Ok(())
+            })
+            .with_context(|| {
+                format!(
+                    "checkpoint loss scale of shape {:?} for {} models",
+                    scale.size(),
+                    self.replicas()
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -367,21 +441,111 @@ mod tests {
             )
         });
         let mut sgd = Sgd::new(&vs, 0.9, 0.0, SgdLayout::Flat);
-        let mut scaler = LossScaler::new(tch::Device::Cpu);
+        let mut scaler = LossScaler::new(tch::Device::Cpu, 1);
         scaler.growth_interval = 2;
         let weights = |vs: &VarStore| vs.variables()["a.weight"].copy();
         // An infinite loss: no step, scale halved.
         let before = weights(&vs);
-        let loss = net.forward(&xs).sum(Kind::Float) * f64::INFINITY;
-        assert!(!sgd.step_scaled(&loss, 0.1, &mut scaler));
+        let loss = net.forward(&xs).sum(Kind::Float).view([1]) * f64::INFINITY;
+        assert_eq!(sgd.step_scaled(&loss, 0.1, &mut scaler).unwrap(), [false]);
         assert!(weights(&vs).equal(&before));
         assert_eq!(scaler.scale.double_value(&[0]), 32768.0);
         // Two clean steps: both taken, then the scale doubles.
         for _ in 0..2 {
-            assert!(sgd.step_scaled(&net.forward(&xs).sum(Kind::Float), 0.1, &mut scaler));
+            let loss = net.forward(&xs).sum(Kind::Float).view([1]);
+            assert_eq!(sgd.step_scaled(&loss, 0.1, &mut scaler).unwrap(), [true]);
         }
         assert!(!weights(&vs).equal(&before));
         assert_eq!(scaler.scale.double_value(&[0]), 65536.0);
+    }
+
+    #[test]
+    fn an_overflow_in_one_model_leaves_the_others_stepping_as_alone() {
+        // Two models stacked along dim 0 (rows of w); model 1's loss overflows.
+        let xs = Tensor::from_slice(&[0.5f32, -1.0, 2.0]);
+        let run = |layout: SgdLayout, overflow: f64| {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let w = vs.root().var("w", &[2, 3], nn::Init::Const(0.25));
+            let mut sgd = Sgd::new(&vs, 0.9, 1e-2, layout);
+            let mut scaler = LossScaler::new(tch::Device::Cpu, 2);
+            let mut stepped = Vec::new();
+            for step in 0..3 {
+                // [2]: loss_k = (Σ_j w_kj x_j)²; model 1's times `overflow` at step 1
+                let factor = Tensor::from_slice(&[1.0, if step == 1 { overflow } else { 1.0 }]);
+                let losses = (&w * &xs).sum_dim_intlist(1, false, Kind::Float).square() * factor;
+                stepped.push(sgd.step_scaled(&losses, 0.1, &mut scaler).unwrap());
+            }
+            (w.copy(), scaler.scale.copy(), stepped)
+        };
+        for layout in [SgdLayout::PerTensor, SgdLayout::Flat] {
+            let (clean, clean_scale, _) = run(layout, 1.0);
+            let (w, scale, stepped) = run(layout, f64::INFINITY);
+            assert_eq!(
+                stepped,
+                [vec![true, true], vec![true, false], vec![true, true]]
+            );
+            // model 0 never noticed
+            assert!(w.get(0).equal(&clean.get(0)), "{layout:?}");
+            assert_eq!(Vec::<f32>::try_from(scale).unwrap(), [65536.0, 32768.0]);
+            assert_eq!(
+                Vec::<f32>::try_from(clean_scale).unwrap(),
+                [65536.0, 65536.0]
+            );
+            // model 1 took two steps, not three: it lags the clean run
+            assert!(
+                !w.get(1).allclose(&clean.get(1), 1e-6, 1e-6, false),
+                "{layout:?}"
+            );
+            assert!(bool::try_from(w.isfinite().all()).unwrap());
+        }
+        // model 1 with the overflow is model 1 trained alone with its step 1 skipped
+        let alone = {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let w = vs.root().var("w", &[1, 3], nn::Init::Const(0.25));
+            let mut sgd = Sgd::new(&vs, 0.9, 1e-2, SgdLayout::PerTensor);
+            for step in 0..3 {
+                if step != 1 {
+                    let loss = (&w * &xs).sum(Kind::Float).square();
+                    sgd.step(&loss, 0.1);
+                }
+            }
+            w.copy()
+        };
+        let (w, _, _) = run(SgdLayout::PerTensor, f64::INFINITY);
+        assert!(w.get(1).allclose(&alone.get(0), 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn loss_scales_restore_per_model_or_from_one_shared_value() {
+        let saved = |scale: &[f32], tracker: &[i32]| -> HashMap<String, Tensor> {
+            HashMap::from([
+                ("amp/scale".to_string(), Tensor::from_slice(scale)),
+                (
+                    "amp/growth_tracker".to_string(),
+                    Tensor::from_slice(tracker),
+                ),
+            ])
+        };
+        let mut scaler = LossScaler::new(tch::Device::Cpu, 3);
+        scaler
+            .load_state(&saved(&[8.0, 16.0, 32.0], &[1, 2, 3]))
+            .unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(&scaler.scale).unwrap(),
+            [8.0, 16.0, 32.0]
+        );
+        assert_eq!(
+            Vec::<i32>::try_from(&scaler.growth_tracker).unwrap(),
+            [1, 2, 3]
+        );
+        // a checkpoint with one scale for all models
+        scaler.load_state(&saved(&[4.0], &[7])).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&scaler.scale).unwrap(), [4.0; 3]);
+        // none saved: unchanged
+        scaler.load_state(&HashMap::new()).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&scaler.scale).unwrap(), [4.0; 3]);
+        let err = scaler.load_state(&saved(&[1.0, 2.0], &[0, 0])).unwrap_err();
+        assert!(format!("{err:#}").contains("for 3 models"), "{err:#}");
     }
 
     #[test]
@@ -396,11 +560,12 @@ mod tests {
                 )
             });
             let mut sgd = Sgd::new(&vs, 0.9, 1e-4, SgdLayout::PerTensor);
-            let mut scaler = LossScaler::new(tch::Device::Cpu);
+            let mut scaler = LossScaler::new(tch::Device::Cpu, 1);
             for _ in 0..3 {
                 let loss = net.forward(&xs).pow_tensor_scalar(2).mean(Kind::Float);
                 if scaled {
-                    assert!(sgd.step_scaled(&loss, 0.1, &mut scaler));
+                    let losses = loss.view([1]);
+                    assert_eq!(sgd.step_scaled(&losses, 0.1, &mut scaler).unwrap(), [true]);
                 } else {
                     sgd.step(&loss, 0.1);
                 }

@@ -264,7 +264,7 @@ impl Job<'_> {
             self.options.layout,
         );
         let fp16 = self.options.precision == Precision::Fp16;
-        let mut scaler = fp16.then(|| LossScaler::new(device));
+        let mut scaler = fp16.then(|| LossScaler::new(device, k as i64));
 
         let steps_per_epoch = self.data.steps_per_epoch(protocol.batch_size);
         if steps_per_epoch < 1 {
@@ -283,10 +283,7 @@ impl Job<'_> {
         let start_epoch = start_iteration / steps_per_epoch;
         let mut partial = None;
         if start_iteration > 0 {
-            partial = self.restore(&vs, &mut sgd, &group)?;
-            if let (Some(scaler), Some(c)) = (scaler.as_mut(), &group[0].checkpoint) {
-                scaler.load_state(&c.tensors);
-            }
+            partial = self.restore(&vs, &mut sgd, scaler.as_mut(), &group)?;
         }
         let mut members = Vec::with_capacity(k);
         for pending in group {
@@ -354,8 +351,7 @@ impl Job<'_> {
                 })?
                 .to_kind(Kind::Float); // [K, B, 10]
                 let losses = per_replica_loss(&logits, &ys)?; // [K]
-                let loss = losses.sum(Kind::Float);
-                sgd.step_with(&loss, protocol.lr_at(iteration), scaler.as_mut());
+                sgd.step_with(&losses, protocol.lr_at(iteration), scaler.as_mut())?;
                 step_losses.push(losses.detach());
                 errors += stacked_errors(&logits.detach(), &ys)?;
                 bar.inc(1);
@@ -488,6 +484,7 @@ impl Job<'_> {
         &self,
         vs: &VarStore,
         sgd: &mut Sgd,
+        scaler: Option<&mut LossScaler>,
         group: &[Pending],
     ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
         let parts: Vec<&HashMap<String, Tensor>> = group
@@ -534,6 +531,16 @@ impl Job<'_> {
             state.insert(name, tensor);
         }
         sgd.load_state(&state)?;
+        // each model's own loss scale (a run checkpointed in fp32 keeps the initial scales)
+        if let Some(scaler) = scaler {
+            if parts.iter().all(|t| t.contains_key("amp/scale")) {
+                let state: HashMap<String, Tensor> = ["amp/scale", "amp/growth_tracker"]
+                    .into_iter()
+                    .map(|name| Ok((name.to_string(), joined(name)?)))
+                    .collect::<Result<_>>()?;
+                scaler.load_state(&state)?;
+            }
+        }
         if !parts[0].contains_key("partial/losses") {
             return Ok(None);
         }
@@ -567,8 +574,8 @@ impl Job<'_> {
             .into_iter()
             .chain(scaler.into_iter().flat_map(LossScaler::state))
         {
-            // Momentum is stacked like the weights; the step marker and the loss scale are shared.
-            if name.starts_with("momentum/") {
+            // Momentum and loss scales are per model like the weights; the step marker is shared.
+            if name.starts_with("momentum/") || name.starts_with("amp/") {
                 per_model.push((name, tensor));
             } else {
                 shared.push((name, tensor));
