@@ -365,8 +365,23 @@ impl Net {
         Ok(())
     }
 
-    fn forward_impl(&self, xs: &Tensor, train: bool, taps: Taps) -> Result<(Tensor, Vec<Tensor>)> {
+    fn forward_impl(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        taps: Taps,
+        seeds: Option<&[i64]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         self.check_stacked_input(xs)?;
+        if let Some(seeds) = seeds {
+            if seeds.len() as i64 != self.config.replicas {
+                return Err(ModelError::Shape(format!(
+                    "{} seeds for {} replicas",
+                    seeds.len(),
+                    self.config.replicas
+                )));
+            }
+        }
         let size = xs.size();
         let (k, b, h, w) = (size[0], size[1], size[3], size[4]);
         // [K, B, 3, H, W] → [B, K, 3, H, W] → [B, K·3, H, W]
@@ -376,7 +391,7 @@ impl Net {
         // CIFAR [B, K·16, H, W]; ImageNet [B, K·64, H/4, W/4]
         let mut xs = self.stem.forward_t(&xs, train);
         let mut tapped = Vec::new();
-        for unit in self.units() {
+        for (l, unit) in self.units().enumerate() {
             match taps {
                 Taps::None => {}
                 Taps::Inputs => tapped.push(xs.shallow_clone()),
@@ -387,7 +402,13 @@ impl Net {
                 }
             }
             // [B, K·C_in, H_l, W_l] → [B, K·C_out, H_l/s, W_l/s]
-            xs = unit.forward_t(&xs, train);
+            xs = match seeds {
+                Some(seeds) => {
+                    let own: Vec<i64> = seeds.iter().map(|&s| unit_seed(s, l)).collect();
+                    unit.forward_seeded(&xs, train, Some(&own))
+                }
+                None => unit.forward_t(&xs, train),
+            };
         }
         // [K, B, classes]
         Ok((self.head.forward_t(&xs, train), tapped))
@@ -395,7 +416,22 @@ impl Net {
 
     /// `[K, B, 3, H, W]` → logits `[K, B, classes]`; replica k sees `xs[k]`.
     pub fn forward_stacked(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.forward_impl(xs, train, Taps::None)?.0)
+        Ok(self.forward_impl(xs, train, Taps::None, None)?.0)
+    }
+
+    /// Like [`Net::forward_stacked`], with one seed per replica for the random draws of a
+    /// training pass (the dropout shortcut's masks): replica k's draws depend on `seeds[k]`
+    /// and the unit alone, so K replicas stacked draw exactly what each would draw alone with
+    /// its seed. Uses (and leaves reseeded) libtorch's global generator. Without seeds, the
+    /// draws come from the global generator in unit order, and a stacked replica's masks
+    /// differ from a lone run's.
+    pub fn forward_stacked_seeded(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        seeds: &[i64],
+    ) -> Result<Tensor> {
+        Ok(self.forward_impl(xs, train, Taps::None, Some(seeds))?.0)
     }
 
     /// `[B, 3, H, W]` → logits `[B, classes]`; only for K = 1.
@@ -419,7 +455,7 @@ impl Net {
         xs: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        self.forward_impl(xs, train, Taps::Inputs)
+        self.forward_impl(xs, train, Taps::Inputs, None)
     }
 
     /// Like [`Net::forward_stacked`], but adds a zero leaf "probe" p_l (requires grad) to each
@@ -432,8 +468,17 @@ impl Net {
         xs: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        self.forward_impl(xs, train, Taps::Probes)
+        self.forward_impl(xs, train, Taps::Probes, None)
     }
+}
+
+/// The seed of unit `l`'s draws for a replica seeded with `seed` (SplitMix64's finaliser of
+/// the pair, so that neighbouring seeds and units give unrelated streams).
+fn unit_seed(seed: i64, l: usize) -> i64 {
+    let mut z = (seed as u64) ^ (l as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as i64
 }
 
 impl ModuleT for Net {

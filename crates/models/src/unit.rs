@@ -419,6 +419,34 @@ impl ResidualUnit {
 impl ModuleT for ResidualUnit {
     /// x_{l+1} = f(combine(h(x_l), F(x_l))): `[B, K·C_in, H, W]` → `[B, K·C_out, H/s, W/s]`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_seeded(xs, train, None)
+    }
+}
+
+/// The dropout shortcut's multiplier for `hx` `[B, K·C, H, W]` while training: replica k's
+/// part `[B, C, H, W]` drawn (keep with probability 1 − ratio, scaled by 1 / (1 − ratio), as
+/// libtorch's dropout) from libtorch's generator seeded with `seeds[k]`, in NCHW order
+/// whatever `hx`'s layout, so that it does not depend on K or on the memory format.
+fn dropout_mask(hx: &Tensor, ratio: f64, seeds: &[i64]) -> Tensor {
+    let size = hx.size();
+    let k = seeds.len() as i64;
+    let (b, c, h, w) = (size[0], size[1] / k, size[2], size[3]);
+    let keep = 1.0 - ratio;
+    let parts: Vec<Tensor> = seeds
+        .iter()
+        .map(|&seed| {
+            tch::manual_seed(seed);
+            let mut mask = Tensor::empty([b, c, h, w], (hx.kind(), hx.device()));
+            mask.bernoulli_float_(keep) / keep
+        })
+        .collect();
+    Tensor::cat(&parts, 1)
+}
+
+impl ResidualUnit {
+    /// [`ModuleT::forward_t`], with the dropout shortcut's masks drawn per replica from
+    /// `seeds` (one per replica) when given; see [`crate::Net::forward_stacked_seeded`].
+    pub fn forward_seeded(&self, xs: &Tensor, train: bool, seeds: Option<&[i64]>) -> Tensor {
         let c = &self.config;
         let activated = c.preactivate_before_split && c.placement.is_preactivation();
         // [B, K·C_in, H, W]: the input both paths see
@@ -454,7 +482,13 @@ impl ModuleT for ResidualUnit {
                 hx * (1.0 - gate(g)) + fx
             }
             // Fig. 2f: dropout on h(x) while training
-            (ShortcutKind::Dropout { ratio }, Some(hx), _) => hx.dropout(ratio, train) + fx,
+            (ShortcutKind::Dropout { ratio }, Some(hx), _) => match seeds {
+                Some(seeds) if train && ratio > 0.0 => {
+                    let mask = dropout_mask(&hx, ratio, seeds);
+                    hx * mask + fx
+                }
+                _ => hx.dropout(ratio, train) + fx,
+            },
             (
                 ShortcutKind::ExclusiveGating { .. } | ShortcutKind::ShortcutOnlyGating { .. },
                 _,

@@ -591,3 +591,59 @@ fn channels_last_is_the_cpu_default() {
     let z = MemoryFormat::Contiguous.apply(&y);
     assert!(!is_channels_last(&z) && z.is_contiguous() && z.equal(&x));
 }
+
+#[test]
+fn seeded_dropout_masks_are_each_replicas_own() {
+    one_thread();
+    let config = NetConfig::cifar(8).with_shortcut(ShortcutKind::Dropout { ratio: 0.5 });
+    const K: i64 = 2;
+    let seeds = [17i64, 4242];
+    tch::manual_seed(31);
+    let xs = Tensor::randn([K, 4, 3, 12, 12], CPU);
+    let labels = Tensor::randint(10, [K, 4], (Kind::Int64, Device::Cpu));
+    let singles: Vec<_> = (0..K).map(|k| build(&config, 40 + k)).collect();
+    let (mut vs_stacked, stacked) = build(&config.with_replicas(K), 0);
+    let stores: Vec<&VarStore> = singles.iter().map(|(vs, _)| vs).collect();
+    stack_var_stores(&stores, &mut vs_stacked).unwrap();
+
+    let logits = stacked.forward_stacked_seeded(&xs, true, &seeds).unwrap();
+    stacked_loss(&logits, &labels).unwrap().backward();
+    let stacked_vars = vs_stacked.variables();
+    for (k, (vs, net)) in singles.iter().enumerate() {
+        let k64 = k as i64;
+        let xk = xs.narrow(0, k64, 1);
+        let own = net
+            .forward_stacked_seeded(&xk, true, &seeds[k..=k])
+            .unwrap();
+        assert!(
+            rel_err(&logits.narrow(0, k64, 1), &own) < 1e-5,
+            "logits of {k}"
+        );
+        stacked_loss(&own, &labels.narrow(0, k64, 1))
+            .unwrap()
+            .backward();
+        let w = "stage1.unit1.conv1.weight";
+        let n = vs.variables()[w].size()[0];
+        let g = stacked_vars[w].grad().narrow(0, k64 * n, n);
+        assert!(rel_err(&g, &vs.variables()[w].grad()) < 1e-5, "grad of {k}");
+
+        // the masks are random: another seed, other logits; the same seed, the same logits
+        let again = net
+            .forward_stacked_seeded(&xk, true, &seeds[k..=k])
+            .unwrap();
+        assert!(again.equal(&own.detach()));
+        let other = net
+            .forward_stacked_seeded(&xk, true, &[seeds[k] + 1])
+            .unwrap();
+        assert!(
+            rel_err(&other, &own) > 1e-3,
+            "replica {k}: dropout drew nothing"
+        );
+    }
+    // eval: no dropout, seeds or not
+    let eval = stacked.forward_stacked_seeded(&xs, false, &seeds).unwrap();
+    assert!(eval.equal(&stacked.forward_stacked(&xs, false).unwrap()));
+    assert!(stacked
+        .forward_stacked_seeded(&xs, true, &seeds[..1])
+        .is_err());
+}

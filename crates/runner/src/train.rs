@@ -345,9 +345,15 @@ impl Job<'_> {
                     .unzip();
                 let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
                 let ys = Tensor::stack(&labels, 0); // [K, B]
-                let forward_seed = derived_seed(seeds[0], Stream::Forward, iteration as u64);
-                let logits = seeded(forward_seed, || {
-                    tch::autocast(fp16, || net.forward_stacked(&xs, true))
+                                                    // each model's dropout masks from its own seed, as in a lone run
+                let forward_seeds: Vec<i64> = seeds
+                    .iter()
+                    .map(|&s| derived_seed(s, Stream::Forward, iteration as u64))
+                    .collect();
+                let logits = seeded(forward_seeds[0], || {
+                    tch::autocast(fp16, || {
+                        net.forward_stacked_seeded(&xs, true, &forward_seeds)
+                    })
                 })?
                 .to_kind(Kind::Float); // [K, B, 10]
                 let losses = per_replica_loss(&logits, &ys)?; // [K]
@@ -735,6 +741,9 @@ name = "explode"
 model = { shortcut = { scaling = { lambda_s = 1e30, lambda_f = 1.0 } } }
 [[variants]]
 name = "original"
+[[variants]]
+name = "dropout"
+model = { shortcut = { dropout = { ratio = 0.5 } } }
 [profiles.tiny]
 seeds = [0, 1]
 protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_subset = 128, test_subset = 64 }
@@ -773,9 +782,18 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
         max_replicas: usize,
         stop_after_steps: Option<i64>,
     ) -> Result<()> {
+        train_variant(results, profile, "original", max_replicas, stop_after_steps)
+    }
+
+    fn train_variant(
+        results: &Path,
+        profile: &str,
+        variant: &str,
+        max_replicas: usize,
+        stop_after_steps: Option<i64>,
+    ) -> Result<()> {
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
         let profile = experiment.profile(profile).unwrap();
-        let variant = "original";
         let variants = experiment.select_variants(&[variant.to_string()]).unwrap();
         let options = TrainOptions {
             results: results.to_path_buf(),
@@ -806,8 +824,8 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
         RunDir::new(results, "test", "tiny", variant, seed)
     }
 
-    fn gentle(results: &Path, seed: u64) -> RunDir {
-        RunDir::new(results, "test", "gentle", "original", seed)
+    fn gentle(results: &Path, variant: &str, seed: u64) -> RunDir {
+        RunDir::new(results, "test", "gentle", variant, seed)
     }
 
     /// The rows without their timings.
@@ -880,37 +898,43 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
 
     #[test]
     fn two_stacked_seeds_match_two_lone_runs() {
-        let lone = tempfile::tempdir().unwrap();
-        train(lone.path(), "gentle", 1, None).unwrap();
-        let stacked = tempfile::tempdir().unwrap();
-        train(stacked.path(), "gentle", 2, None).unwrap();
-        for seed in [0, 1] {
-            let a = gentle(lone.path(), seed).read_epochs().unwrap();
-            let b = gentle(stacked.path(), seed).read_epochs().unwrap();
-            assert_eq!(a.len(), 2);
-            assert_eq!(a.len(), b.len());
-            for (ra, rb) in a.iter().zip(&b) {
-                // Grouped and lone convolutions sum in different orders, so the numbers agree
-                // to float noise, not bit for bit; any real mismatch (other data, augmentation
-                // or init) would move them by percents.
-                let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
-                assert!(
-                    close(ra.train_loss, rb.train_loss),
-                    "seed {seed}: {ra:?} vs {rb:?}"
-                );
-                assert!(
-                    close(ra.test_loss.unwrap(), rb.test_loss.unwrap()),
-                    "seed {seed}: {ra:?} vs {rb:?}"
-                );
-                assert_eq!(ra.train_error, rb.train_error, "seed {seed}");
+        // with the dropout shortcut too: each model draws its masks from its own seed
+        for variant in ["original", "dropout"] {
+            let lone = tempfile::tempdir().unwrap();
+            train_variant(lone.path(), "gentle", variant, 1, None).unwrap();
+            let stacked = tempfile::tempdir().unwrap();
+            train_variant(stacked.path(), "gentle", variant, 2, None).unwrap();
+            for seed in [0, 1] {
+                let a = gentle(lone.path(), variant, seed).read_epochs().unwrap();
+                let b = gentle(stacked.path(), variant, seed).read_epochs().unwrap();
+                assert_eq!(a.len(), 2);
+                assert_eq!(a.len(), b.len());
+                for (ra, rb) in a.iter().zip(&b) {
+                    // Grouped and lone convolutions sum in different orders, so the numbers
+                    // agree to float noise, not bit for bit; any real mismatch (other data,
+                    // augmentation, init or dropout masks) would move them by percents.
+                    let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
+                    assert!(
+                        close(ra.train_loss, rb.train_loss),
+                        "{variant} seed {seed}: {ra:?} vs {rb:?}"
+                    );
+                    assert!(
+                        close(ra.test_loss.unwrap(), rb.test_loss.unwrap()),
+                        "{variant} seed {seed}: {ra:?} vs {rb:?}"
+                    );
+                    assert_eq!(ra.train_error, rb.train_error, "{variant} seed {seed}");
+                }
+                let record = gentle(stacked.path(), variant, seed)
+                    .finished()
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(record.stacked_with, 2);
             }
-            let record = gentle(stacked.path(), seed).finished().unwrap().unwrap();
-            assert_eq!(record.stacked_with, 2);
+            // The two seeds are different models.
+            let s0 = gentle(lone.path(), variant, 0).read_epochs().unwrap();
+            let s1 = gentle(lone.path(), variant, 1).read_epochs().unwrap();
+            assert_ne!(s0[0].train_loss, s1[0].train_loss);
         }
-        // The two seeds are different models.
-        let s0 = gentle(lone.path(), 0).read_epochs().unwrap();
-        let s1 = gentle(lone.path(), 1).read_epochs().unwrap();
-        assert_ne!(s0[0].train_loss, s1[0].train_loss);
     }
 
     #[test]
