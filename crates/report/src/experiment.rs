@@ -197,7 +197,7 @@ protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
 "#;
 
     #[test]
-    fn reads_variants_in_file_order_and_ignores_model_tables() {
+    fn reads_variants_in_file_order_and_only_the_depth_of_model_tables() {
         let e = ExperimentSpec::parse(FILE).unwrap();
         let names: Vec<_> = e.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(
@@ -211,6 +211,21 @@ protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
         assert_eq!(e.profiles["paper"].seeds, [0, 1, 2, 3, 4]);
         assert_eq!(e.profiles["smoke"].seeds, [0]);
         assert_eq!(e.kind, ExperimentKind::Training);
+        // the shortcut settings of the model tables are not read; the depth is
+        assert_eq!(e.declared_depths(), Some(vec![110]));
+        let deeper = FILE.replace(
+            "name = \"no-paper\"",
+            "name = \"no-paper\"\nmodel = { depth = 164 }",
+        );
+        assert_eq!(
+            ExperimentSpec::parse(&deeper).unwrap().declared_depths(),
+            Some(vec![110, 164])
+        );
+        let unsaid = FILE.replace("depth = 110\n", "");
+        assert_eq!(
+            ExperimentSpec::parse(&unsaid).unwrap().declared_depths(),
+            None
+        );
     }
 
     #[test]
