@@ -2,8 +2,9 @@
 //!
 //! The project links the CPU libraries of libtorch 2.11.0, so one binary serves every machine.
 //! On a GPU machine the CUDA half of libtorch (`libtorch_cuda.so`, which registers the CUDA
-//! backend when it is loaded) comes from an installed PyTorch 2.11 or a folder the user names,
-//! and is loaded with `dlopen(RTLD_NOW | RTLD_GLOBAL)` before any tensor touches the device.
+//! backend when it is loaded) comes from `.libtorch/cuda/` (`just setup-cuda`), a folder the
+//! user names, or an installed PyTorch 2.11, and is loaded with `dlopen(RTLD_NOW | RTLD_GLOBAL)`
+//! before any tensor touches the device.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,67 @@ pub enum DeviceChoice {
 /// The library file that holds libtorch's CUDA kernels.
 const CUDA_LIB: &str = "libtorch_cuda.so";
 
+/// Where `scripts/setup-cuda.sh` puts `libtorch_cuda.so`, relative to the libtorch folder of the
+/// CPU half (`.libtorch/`): the torch wheel's own layout, whose RPATHs find the NVIDIA libraries
+/// in `cuda/nvidia/*/lib`.
+const CUDA_HALF_LIB_DIR: &str = "cuda/torch/lib";
+
+/// The places `libtorch_cuda.so` is looked for, in order.
+#[derive(Debug, Clone, Copy)]
+enum CudaSource {
+    /// `cuda/torch/lib/` beside the CPU half this process loaded (`.libtorch/`, normally the
+    /// one it was linked against): made for that CPU half, so it comes first.
+    CudaHalf,
+    /// `$LIBTORCH_CUDA_DIR`.
+    EnvDir,
+    /// The `lib/` folder of an installed PyTorch 2.11.
+    Python,
+    /// The dynamic loader's search path (`LD_LIBRARY_PATH`, the binary's RUNPATH, the cache).
+    Loader,
+}
+
+impl CudaSource {
+    const ORDER: [CudaSource; 4] = [Self::CudaHalf, Self::EnvDir, Self::Python, Self::Loader];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::CudaHalf => ".libtorch CUDA half",
+            Self::EnvDir => "$LIBTORCH_CUDA_DIR",
+            Self::Python => "installed PyTorch",
+            Self::Loader => "loader path",
+        }
+    }
+
+    /// The file to try, or why there is none; computed only when the places before failed
+    /// (asking Python takes a second or two).
+    fn candidate(self) -> Result<PathBuf, String> {
+        match self {
+            Self::CudaHalf => {
+                let cpu_lib_dir = crate::libtorch::loaded()
+                    .map(|info| info.lib_dir)
+                    .unwrap_or_else(|_| PathBuf::from(crate::libtorch::LINKED_LIB_DIR));
+                let root = cpu_lib_dir.parent().unwrap_or(&cpu_lib_dir);
+                let path = root.join(CUDA_HALF_LIB_DIR).join(CUDA_LIB);
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no {} (`just setup-cuda` provisions it)",
+                        path.display()
+                    ))
+                }
+            }
+            Self::EnvDir => match std::env::var_os("LIBTORCH_CUDA_DIR") {
+                Some(dir) => Ok(Path::new(&dir).join(CUDA_LIB)),
+                None => Err("not set".into()),
+            },
+            Self::Python => python_torch_lib_dir().map(|dir| dir.join(CUDA_LIB)),
+            // A bare name makes dlopen search LD_LIBRARY_PATH, the cache and the default folders.
+            Self::Loader => Ok(PathBuf::from(CUDA_LIB)),
+        }
+    }
+}
+
 /// Where `libtorch_cuda.so` was looked for, and what came of it.
 #[derive(Debug, Clone)]
 pub struct CudaLoad {
@@ -48,26 +110,22 @@ impl fmt::Display for CudaLoad {
 
 /// Loads `libtorch_cuda.so` once per process; later calls return the first result.
 ///
-/// Looks in `$LIBTORCH_CUDA_DIR`, then the `lib/` folder of an installed PyTorch 2.11
+/// Looks in `.libtorch/cuda/torch/lib/` (beside the loaded CPU half; `just setup-cuda`), then
+/// `$LIBTORCH_CUDA_DIR`, then the `lib/` folder of an installed PyTorch 2.11
 /// (`python3 -c 'import torch'`), then the dynamic loader's usual search path.
 pub fn load_cuda() -> &'static CudaLoad {
     static LOAD: OnceLock<CudaLoad> = OnceLock::new();
     LOAD.get_or_init(|| {
         let mut attempts = Vec::new();
-        let mut candidates: Vec<(String, PathBuf)> = Vec::new();
-        if let Some(dir) = std::env::var_os("LIBTORCH_CUDA_DIR") {
-            candidates.push(("$LIBTORCH_CUDA_DIR".into(), Path::new(&dir).join(CUDA_LIB)));
-        } else {
-            attempts.push("$LIBTORCH_CUDA_DIR is not set".to_string());
-        }
-        match python_torch_lib_dir() {
-            Ok(dir) => candidates.push(("installed PyTorch".into(), dir.join(CUDA_LIB))),
-            Err(why) => attempts.push(format!("installed PyTorch: {why}")),
-        }
-        // A bare name makes dlopen search LD_LIBRARY_PATH, the cache and the default folders.
-        candidates.push(("loader path".into(), PathBuf::from(CUDA_LIB)));
-
-        for (origin, path) in candidates {
+        for source in CudaSource::ORDER {
+            let origin = source.label();
+            let path = match source.candidate() {
+                Ok(path) => path,
+                Err(why) => {
+                    attempts.push(format!("{origin}: {why}"));
+                    continue;
+                }
+            };
             if path.is_absolute() && !path.exists() {
                 attempts.push(format!("{origin}: no {}", path.display()));
                 continue;
@@ -182,16 +240,58 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
 fn no_cuda_reason(load: &CudaLoad) -> String {
     match &load.loaded_from {
         None => format!(
-            "CUDA is not usable: {CUDA_LIB} was not found ({}). Install PyTorch 2.11 with CUDA, \
-             or set LIBTORCH_CUDA_DIR to the folder holding {CUDA_LIB}",
+            "CUDA is not usable: {CUDA_LIB} was not found ({}). Run `just setup-cuda`, install \
+             PyTorch 2.11 with CUDA, or set LIBTORCH_CUDA_DIR to the folder holding {CUDA_LIB}",
             load.attempts.join("; ")
         ),
         Some(path) => format!(
-            "CUDA is not usable: {} loaded, but libtorch sees no CUDA device (driver missing, or \
-             CUDA_VISIBLE_DEVICES empty?)",
-            path.display()
+            "CUDA is not usable: {} loaded, but there is no CUDA device ({})",
+            path.display(),
+            no_device_reason()
         ),
     }
+}
+
+/// Why libtorch sees no CUDA device although `libtorch_cuda.so` loaded: no NVIDIA driver, or
+/// what the CUDA runtime says.
+pub fn no_device_reason() -> String {
+    // SAFETY: the driver's library is what the CUDA runtime itself loads to find devices; this
+    // takes and drops one reference to it.
+    if let Err(err) = unsafe { Library::open(Some("libcuda.so.1"), RTLD_NOW) } {
+        return format!("no NVIDIA driver ({})", error_chain(&err));
+    }
+    match runtime_device_count() {
+        Ok(0) => "the driver lists none; is CUDA_VISIBLE_DEVICES empty?".into(),
+        Ok(n) => format!("the CUDA runtime counts {n}, but libtorch none"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+/// The CUDA runtime that libtorch loaded (`libcudart.so.13`, a dependency of libtorch_cpu.so).
+fn cudart() -> Result<Library> {
+    // SAFETY: the library is loaded already, so this only takes another reference to it.
+    Ok(unsafe { Library::open(Some("libcudart.so.13"), RTLD_NOW) }?)
+}
+
+/// `cudaGetDeviceCount`, with the runtime's own words for an error.
+fn runtime_device_count() -> Result<i32> {
+    type GetCount = unsafe extern "C" fn(*mut i32) -> i32;
+    type ErrorString = unsafe extern "C" fn(i32) -> *const std::ffi::c_char;
+    let cudart = cudart()?;
+    let mut count = 0;
+    // SAFETY: CUDA runtime API signatures; `count` outlives the call, and the error string is
+    // a static C string owned by the runtime.
+    unsafe {
+        let get: libloading::os::unix::Symbol<GetCount> = cudart.get(b"cudaGetDeviceCount\0")?;
+        let status = get(&mut count);
+        if status != 0 {
+            let text: libloading::os::unix::Symbol<ErrorString> =
+                cudart.get(b"cudaGetErrorString\0")?;
+            let text = std::ffi::CStr::from_ptr(text(status)).to_string_lossy();
+            bail!("the CUDA runtime says: {text} (error {status})");
+        }
+    }
+    Ok(count)
 }
 
 /// Name and total memory of a CUDA device, read through the CUDA runtime that libtorch loaded.
@@ -206,9 +306,8 @@ pub fn gpu_info(index: i32) -> Result<GpuInfo> {
     type GetProps = unsafe extern "C" fn(*mut u8, i32) -> i32;
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: libcudart is a dependency of libtorch_cpu.so, so this only takes another reference
-    // to the loaded library; the signatures below are those of the CUDA runtime API.
-    let cudart = unsafe { Library::open(Some("libcudart.so.13"), RTLD_NOW) }?;
+    // The signatures below are those of the CUDA runtime API.
+    let cudart = cudart()?;
     // cudaDeviceProp begins with `char name[256]` in every CUDA version; the buffer is larger
     // than the whole struct (about 1 KiB) in any of them.
     let mut props = vec![0u8; 8192];
@@ -261,6 +360,34 @@ mod tests {
         let path = find_loaded("libtorch_cpu.so").expect("libtorch_cpu.so is mapped");
         assert!(path.is_absolute(), "{}", path.display());
         assert!(path.exists());
+    }
+
+    #[test]
+    fn the_cuda_half_is_looked_for_beside_the_linked_libtorch() {
+        // Tests run on the libtorch they were linked against, so the two folders agree.
+        let linked = Path::new(crate::libtorch::LINKED_LIB_DIR);
+        let expected = linked
+            .parent()
+            .unwrap()
+            .join("cuda/torch/lib/libtorch_cuda.so");
+        match CudaSource::CudaHalf.candidate() {
+            Ok(path) => assert_eq!(path, expected),
+            Err(why) => {
+                assert!(why.contains(&*expected.to_string_lossy()), "{why}");
+                assert!(why.contains("just setup-cuda"), "{why}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_provisioned_cuda_half_is_what_loads() {
+        // Only meaningful after `just setup-cuda`; it comes before every other place.
+        let Ok(path) = CudaSource::CudaHalf.candidate() else {
+            return;
+        };
+        let load = load_cuda();
+        assert_eq!(load.loaded_from.as_deref(), Some(path.as_path()), "{load}");
+        assert_eq!(load.attempts.len(), 1, "{:?}", load.attempts);
     }
 
     #[test]

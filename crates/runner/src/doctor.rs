@@ -7,9 +7,11 @@ use anyhow::Result;
 use crate::device::{self, DeviceChoice};
 use crate::{data, libtorch};
 
-/// Prints libtorch, CPU, CUDA and data status. Fails when the libtorch is the wrong one, and,
-/// after the whole report, when the `--device` asked for cannot train here (`--device cuda`
-/// without a usable GPU), so that scripts can check a machine with it.
+/// Prints libtorch, CPU, CUDA (which `libtorch_cuda.so` loaded, from where, and the devices or
+/// why there are none) and data status. Fails (exit status 1) when the libtorch is the wrong
+/// one, and, after the whole report, when the `--device` asked for cannot train here
+/// (`--device cuda` without a usable GPU), so that scripts can check a machine with it;
+/// `--device auto` on a machine without a GPU succeeds, training on the CPU.
 pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     let torch = libtorch::check()?;
     println!(
@@ -42,8 +44,13 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         } else {
             0
         };
-        if count == 0 {
-            println!("cuda          no");
+        if load.loaded_from.is_none() {
+            println!("cuda          no (libtorch_cuda.so not found)");
+        } else if count == 0 {
+            println!(
+                "cuda          no CUDA device: {}",
+                device::no_device_reason()
+            );
         } else {
             println!("cuda          yes, {count} device(s)");
             for index in 0..count {
