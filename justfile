@@ -13,6 +13,14 @@ default:
 setup:
     @bash scripts/setup-libtorch.sh
 
+# Provision libtorch's CUDA half into .libtorch/cuda/ from PyPI (about 2.5 GB once; a no-op once done).
+setup-cuda: setup
+    @bash scripts/setup-cuda.sh
+
+# The CUDA half loads without LD_LIBRARY_PATH, doctor names it, the CPU still trains (no GPU needed).
+cuda-check: setup-cuda
+    bash scripts/cuda-check.sh
+
 # Formatting, lints, every test, and one smoke ablation end to end: what CI runs.
 test: setup
     cargo fmt --all --check
