@@ -17,6 +17,8 @@ mod optim;
 mod plan;
 mod protocol;
 mod results;
+#[allow(dead_code)] // not yet called from the training loop
+mod tensorboard;
 mod train;
 
 /// Train and inspect the networks of the residual-learning ablations on CIFAR-10.
