@@ -3,20 +3,9 @@
 /// Everything that can go wrong when validating, building, stacking or inspecting a network.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The depth is not one the papers define for this family and unit type.
-    #[error("invalid depth {depth}: {reason}")]
-    InvalidDepth {
-        /// The depth asked for.
-        depth: usize,
-        /// Which depths are valid, and where the papers define them.
-        reason: String,
-    },
-    /// A combination of variants that neither paper defines.
-    #[error("unsupported combination: {0}")]
-    Unsupported(String),
-    /// A numeric setting out of its range (λ not finite, dropout ratio ≥ 1, replicas 0, ...).
-    #[error("invalid setting: {0}")]
-    InvalidSetting(String),
+    /// A network description the papers do not define (depth, combination, setting).
+    #[error(transparent)]
+    Config(#[from] spec::ConfigError),
     /// A name that is not in [`crate::catalogue`] and not of the form `resnetN` / `plainN`.
     #[error("unknown architecture `{name}`; known: {known}")]
     UnknownName {

@@ -3,9 +3,9 @@
 //! as inspectable modules that hold K independent replicas in one network.
 //!
 //! # Building
-//! A [`NetConfig`] (serde, one enum per ablation axis) names a network;
-//! [`NetConfig::validate`] checks it without building; [`NetConfig::build`] creates it under
-//! a `tch::nn::Path`. Weight names are paper-like: `stem.conv.weight`,
+//! A [`NetConfig`] (serde, one enum per ablation axis; defined in the `spec` crate, which
+//! `report` shares without linking libtorch) names a network; [`NetConfig::validate`] checks
+//! it without building; [`NetConfigExt::build`] creates it under a `tch::nn::Path`. Weight names are paper-like: `stem.conv.weight`,
 //! `stage2.unit3.conv1.weight`, `stage2.unit3.bn1.weight`, `stage2.unit1.shortcut.conv.weight`,
 //! `stage1.unit1.shortcut.gate.bias`, `head.fc.weight` (tch joins path components with `.`).
 //! Init: convolutions Kaiming normal with fan_out (std = sqrt(2 / (k²·C_out))); BN γ = 1,
@@ -25,7 +25,7 @@
 //! of the replicas' mean losses); count mistakes with [`stacked_errors`].
 //!
 //! # Introspection
-//! [`summarize`] / [`NetConfig::summary`] count depth, units, parameters and multiply-adds
+//! [`summarize`] / [`NetConfigExt::summary`] count depth, units, parameters and multiply-adds
 //! and lay the network out like 2015 Table 1, without building tensors; [`catalogue`] lists
 //! the named architectures; [`unit_grad_norms`] and [`probe_grad_norms`] read ‖∂E/∂x_l‖ per
 //! residual unit.
@@ -38,7 +38,10 @@ pub mod stack;
 pub mod summary;
 pub mod unit;
 
-pub use config::{ActivationPlacement, BlockKind, Downsample, Family, NetConfig, ShortcutKind};
+pub use config::{
+    ActivationPlacement, BlockKind, ConfigError, Downsample, Family, NetConfig, NetConfigExt,
+    ShortcutKind,
+};
 pub use error::{ModelError, Result};
 pub use layers::{is_channels_last, MemoryFormat};
 pub use net::{HeadConfig, Net, NetPlan, StemConfig};

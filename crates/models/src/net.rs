@@ -6,12 +6,12 @@ use serde::Serialize;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::config::{ActivationPlacement, BlockKind, Downsample, Family, NetConfig, ShortcutKind};
 use crate::error::{ModelError, Result};
 use crate::layers::{
     BatchNorm, BatchNormConfig, Conv, ConvConfig, Linear, LinearConfig, MemoryFormat,
 };
 use crate::unit::{ResidualUnit, ShortcutPath, UnitConfig};
+use spec::{ActivationPlacement, BlockKind, Downsample, Family, NetConfig, ShortcutKind};
 
 /// The first layers: CIFAR 3×3 conv, 16 filters (2015 sec. 4.2); ImageNet 7×7/2 conv, 64
 /// filters, then 3×3/2 max pool (2015 Table 1). BN–ReLU follow the conv in (a)–(c); (d)
@@ -68,7 +68,7 @@ impl HeadConfig {
     }
 }
 
-/// A network fully resolved into layer configurations: what [`NetConfig::build`] builds and
+/// A network fully resolved into layer configurations: what [`crate::NetConfigExt::build`] builds and
 /// what [`crate::summarize`] counts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetPlan {
@@ -80,92 +80,86 @@ pub struct NetPlan {
     pub head: HeadConfig,
 }
 
-impl NetConfig {
-    /// Validates and resolves the configuration into layers.
-    pub fn plan(&self) -> Result<NetPlan> {
-        self.validate()?;
-        let units = self.units_per_stage()?;
-        let k = self.replicas;
-        let placement = self.placement;
-        let preact = placement.is_preactivation();
-        let (stem_channels, widths, strides): (i64, &[i64], &[i64]) = match self.family {
-            Family::Cifar => (16, &[16, 32, 64], &[1, 2, 2]),
-            Family::Imagenet => (64, &[64, 128, 256, 512], &[1, 2, 2, 2]),
-        };
-        let expansion = match self.block {
-            BlockKind::Basic => 1,
-            BlockKind::Bottleneck => 4,
-        };
-        let stem = StemConfig {
-            conv: match self.family {
-                Family::Cifar => ConvConfig::new(3, stem_channels, 3, 1, k),
-                Family::Imagenet => ConvConfig::new(3, stem_channels, 7, 2, k),
-            },
-            norm: (placement != ActivationPlacement::FullPreactivation).then_some(
-                BatchNormConfig {
-                    channels: stem_channels,
-                    replicas: k,
+/// Validates and resolves a configuration into layers.
+pub fn plan(config: &NetConfig) -> Result<NetPlan> {
+    config.validate()?;
+    let units = config.units_per_stage()?;
+    let k = config.replicas;
+    let placement = config.placement;
+    let preact = placement.is_preactivation();
+    let (stem_channels, widths, strides): (i64, &[i64], &[i64]) = match config.family {
+        Family::Cifar => (16, &[16, 32, 64], &[1, 2, 2]),
+        Family::Imagenet => (64, &[64, 128, 256, 512], &[1, 2, 2, 2]),
+    };
+    let expansion = match config.block {
+        BlockKind::Basic => 1,
+        BlockKind::Bottleneck => 4,
+    };
+    let stem = StemConfig {
+        conv: match config.family {
+            Family::Cifar => ConvConfig::new(3, stem_channels, 3, 1, k),
+            Family::Imagenet => ConvConfig::new(3, stem_channels, 7, 2, k),
+        },
+        norm: (placement != ActivationPlacement::FullPreactivation).then_some(BatchNormConfig {
+            channels: stem_channels,
+            replicas: k,
+        }),
+        relu: !preact,
+        max_pool: config.family == Family::Imagenet,
+    };
+    let mut in_channels = stem_channels;
+    let mut stages = Vec::with_capacity(units.len());
+    for (stage, (&n, (&width, &stage_stride))) in
+        units.iter().zip(widths.iter().zip(strides)).enumerate()
+    {
+        let out_channels = width * expansion;
+        let mut stage_units = Vec::with_capacity(n);
+        for unit in 0..n {
+            let stride = if unit == 0 { stage_stride } else { 1 };
+            let shape_changes = stride != 1 || in_channels != out_channels;
+            let path = match (config.shortcut, config.downsample) {
+                (ShortcutKind::Plain, _) => ShortcutPath::None,
+                (ShortcutKind::Conv1x1, _) => ShortcutPath::Projection { batch_norm: false },
+                (_, Downsample::C) => ShortcutPath::Projection {
+                    batch_norm: !preact,
                 },
-            ),
-            relu: !preact,
-            max_pool: self.family == Family::Imagenet,
-        };
-        let mut in_channels = stem_channels;
-        let mut stages = Vec::with_capacity(units.len());
-        for (stage, (&n, (&width, &stage_stride))) in
-            units.iter().zip(widths.iter().zip(strides)).enumerate()
-        {
-            let out_channels = width * expansion;
-            let mut stage_units = Vec::with_capacity(n);
-            for unit in 0..n {
-                let stride = if unit == 0 { stage_stride } else { 1 };
-                let shape_changes = stride != 1 || in_channels != out_channels;
-                let path = match (self.shortcut, self.downsample) {
-                    (ShortcutKind::Plain, _) => ShortcutPath::None,
-                    (ShortcutKind::Conv1x1, _) => ShortcutPath::Projection { batch_norm: false },
-                    (_, Downsample::C) => ShortcutPath::Projection {
-                        batch_norm: !preact,
-                    },
-                    (_, Downsample::B) if shape_changes => ShortcutPath::Projection {
-                        batch_norm: !preact,
-                    },
-                    (_, Downsample::A) if shape_changes => ShortcutPath::ZeroPad,
-                    (_, Downsample::A | Downsample::B) => ShortcutPath::Identity,
-                };
-                let first = stage == 0 && unit == 0;
-                let projects = matches!(path, ShortcutPath::Projection { .. });
-                stage_units.push(UnitConfig {
-                    block: self.block,
-                    in_channels,
-                    mid_channels: width,
-                    out_channels,
-                    stride,
-                    shortcut: self.shortcut,
-                    path,
-                    placement,
-                    preactivate_before_split: preact && (first || (shape_changes && projects)),
-                    replicas: k,
-                });
-                in_channels = out_channels;
-            }
-            stages.push(stage_units);
-        }
-        let head = HeadConfig {
-            norm: (placement == ActivationPlacement::FullPreactivation).then_some(
-                BatchNormConfig {
-                    channels: in_channels,
-                    replicas: k,
+                (_, Downsample::B) if shape_changes => ShortcutPath::Projection {
+                    batch_norm: !preact,
                 },
-            ),
-            relu: preact,
-            fc: LinearConfig {
-                in_features: in_channels,
-                out_features: self.num_classes,
+                (_, Downsample::A) if shape_changes => ShortcutPath::ZeroPad,
+                (_, Downsample::A | Downsample::B) => ShortcutPath::Identity,
+            };
+            let first = stage == 0 && unit == 0;
+            let projects = matches!(path, ShortcutPath::Projection { .. });
+            stage_units.push(UnitConfig {
+                block: config.block,
+                in_channels,
+                mid_channels: width,
+                out_channels,
+                stride,
+                shortcut: config.shortcut,
+                path,
+                placement,
+                preactivate_before_split: preact && (first || (shape_changes && projects)),
                 replicas: k,
-            },
-        };
-        Ok(NetPlan { stem, stages, head })
+            });
+            in_channels = out_channels;
+        }
+        stages.push(stage_units);
     }
+    let head = HeadConfig {
+        norm: (placement == ActivationPlacement::FullPreactivation).then_some(BatchNormConfig {
+            channels: in_channels,
+            replicas: k,
+        }),
+        relu: preact,
+        fc: LinearConfig {
+            in_features: in_channels,
+            out_features: config.num_classes,
+            replicas: k,
+        },
+    };
+    Ok(NetPlan { stem, stages, head })
 }
 
 struct Stem {
@@ -282,7 +276,7 @@ enum Taps {
 
 impl Net {
     pub(crate) fn new(config: &NetConfig, p: &nn::Path) -> Result<Self> {
-        let plan = config.plan()?;
+        let plan = plan(config)?;
         let sp = p / "stem";
         let stem = Stem {
             config: plan.stem,

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use tch::nn::VarStore;
 use tch::{Kind, Reduction, Tensor};
 
-use crate::config::NetConfig;
+use crate::config::NetConfigExt;
 use crate::error::{ModelError, Result};
+use spec::NetConfig;
 
 fn sorted_variables(vs: &VarStore) -> BTreeMap<String, Tensor> {
     vs.variables().into_iter().collect()

@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{ActivationPlacement, BlockKind, Family, NetConfig, ShortcutKind};
 use crate::error::{ModelError, Result};
 use crate::unit::{ShortcutPath, UnitConfig};
+use spec::{ActivationPlacement, BlockKind, Family, NetConfig, ShortcutKind};
 
 /// One row of the layer layout, as in 2015 Table 1.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -88,7 +88,7 @@ fn shortcut_description(units: &[UnitConfig]) -> String {
 /// Counts and lays out `config` for an input of `input_size` (height, width) without
 /// building any tensor. Errors as [`NetConfig::validate`].
 pub fn summarize(config: &NetConfig, input_size: (i64, i64)) -> Result<Summary> {
-    let plan = config.plan()?;
+    let plan = crate::net::plan(config)?;
     let mut layout = Vec::new();
     let (stem_conv_macs, conv_size) = plan.stem.conv.macs(input_size);
     let (_, mut size) = plan.stem.macs(input_size);
@@ -182,11 +182,9 @@ pub fn summarize(config: &NetConfig, input_size: (i64, i64)) -> Result<Summary> 
     })
 }
 
-impl NetConfig {
-    /// [`summarize`] at the family's input size (32×32 CIFAR, 224×224 ImageNet).
-    pub fn summary(&self) -> Result<Summary> {
-        summarize(self, self.default_input_size())
-    }
+/// [`summarize`] at the family's input size (32×32 CIFAR, 224×224 ImageNet).
+pub fn summary(config: &NetConfig) -> Result<Summary> {
+    summarize(config, config.default_input_size())
 }
 
 impl fmt::Display for Summary {
@@ -260,7 +258,7 @@ pub fn catalogue() -> Vec<CatalogueEntry> {
     let bottleneck = |depth, placement| NetConfig {
         block: BlockKind::Bottleneck,
         placement,
-        downsample: crate::config::Downsample::B,
+        downsample: spec::Downsample::B,
         ..NetConfig::cifar(depth)
     };
     let mut out = Vec::new();
@@ -331,38 +329,36 @@ fn normalize(name: &str) -> String {
         .collect()
 }
 
-impl NetConfig {
-    /// The network called `name`: a [`catalogue`] name (case, `-` and `_` ignored, so
-    /// `ResNet-110` works), or `resnetN` / `plainN` for any CIFAR depth N = 6n+2 (basic
-    /// units, option A).
-    pub fn from_name(name: &str) -> Result<NetConfig> {
-        let wanted = normalize(name);
-        let entries = catalogue();
-        if let Some(entry) = entries.iter().find(|e| normalize(&e.name) == wanted) {
-            return Ok(entry.config.clone());
+/// The network called `name`: a [`catalogue`] name (case, `-` and `_` ignored, so
+/// `ResNet-110` works), or `resnetN` / `plainN` for any CIFAR depth N = 6n+2 (basic
+/// units, option A).
+pub fn from_name(name: &str) -> Result<NetConfig> {
+    let wanted = normalize(name);
+    let entries = catalogue();
+    if let Some(entry) = entries.iter().find(|e| normalize(&e.name) == wanted) {
+        return Ok(entry.config.clone());
+    }
+    let parsed = [
+        ("resnet", ShortcutKind::Identity),
+        ("plain", ShortcutKind::Plain),
+    ]
+    .into_iter()
+    .find_map(|(prefix, shortcut)| {
+        let depth = wanted.strip_prefix(prefix)?.parse::<usize>().ok()?;
+        Some(NetConfig::cifar(depth).with_shortcut(shortcut))
+    });
+    match parsed {
+        Some(config) => {
+            config.validate()?;
+            Ok(config)
         }
-        let parsed = [
-            ("resnet", ShortcutKind::Identity),
-            ("plain", ShortcutKind::Plain),
-        ]
-        .into_iter()
-        .find_map(|(prefix, shortcut)| {
-            let depth = wanted.strip_prefix(prefix)?.parse::<usize>().ok()?;
-            Some(NetConfig::cifar(depth).with_shortcut(shortcut))
-        });
-        match parsed {
-            Some(config) => {
-                config.validate()?;
-                Ok(config)
-            }
-            None => Err(ModelError::UnknownName {
-                name: name.to_string(),
-                known: entries
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
+        None => Err(ModelError::UnknownName {
+            name: name.to_string(),
+            known: entries
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }

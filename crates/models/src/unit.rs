@@ -7,9 +7,9 @@ use serde::Serialize;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::config::{ActivationPlacement, BlockKind, ShortcutKind};
 use crate::error::Result;
 use crate::layers::{is_channels_last, BatchNorm, BatchNormConfig, Conv, ConvConfig};
+use spec::{ActivationPlacement, BlockKind, ShortcutKind};
 
 /// What carries x to the addition, h(x) in 2016 eq. 1 (before any scaling, gating or
 /// dropout of [`ShortcutKind`]).

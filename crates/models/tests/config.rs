@@ -2,7 +2,8 @@
 //! shortcut variants × activation placements (built, or refused with a clear error).
 
 use models::{
-    catalogue, ActivationPlacement, BlockKind, Downsample, ModelError, NetConfig, ShortcutKind,
+    catalogue, ActivationPlacement, BlockKind, ConfigError, Downsample, ModelError, NetConfig,
+    NetConfigExt, ShortcutKind,
 };
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -172,7 +173,7 @@ fn depth_rules_name_the_valid_depths() {
     }
     let err = NetConfig::cifar(21).validate().unwrap_err();
     assert!(
-        matches!(err, ModelError::InvalidDepth { depth: 21, .. }),
+        matches!(err, ConfigError::InvalidDepth { depth: 21, .. }),
         "{err}"
     );
     assert!(
@@ -230,7 +231,7 @@ fn numeric_settings_are_checked() {
     for config in bad {
         let err = config.validate().unwrap_err();
         assert!(
-            matches!(err, ModelError::InvalidSetting(_)),
+            matches!(err, ConfigError::InvalidSetting(_)),
             "{config:?}: {err}"
         );
     }
@@ -286,7 +287,7 @@ fn combinations_outside_the_papers_are_refused() {
     for (config, phrase) in cases {
         let err = config.validate().unwrap_err();
         assert!(
-            matches!(err, ModelError::Unsupported(_)),
+            matches!(err, ConfigError::Unsupported(_)),
             "{config:?}: {err}"
         );
         assert!(
@@ -328,7 +329,10 @@ fn every_shortcut_times_placement_builds_or_is_refused() {
                 }
                 Err(err) => {
                     assert!(!defined, "{shortcut} × {placement} refused: {err}");
-                    assert!(matches!(err, ModelError::Unsupported(_)), "{err}");
+                    assert!(
+                        matches!(err, ModelError::Config(ConfigError::Unsupported(_))),
+                        "{err}"
+                    );
                     let msg = err.to_string();
                     assert!(
                         msg.contains(shortcut.name()) && msg.contains(&placement.to_string()),

@@ -2,8 +2,8 @@
 //! against the analytic ones, the layout, and the catalogue.
 
 use models::{
-    catalogue, summarize, ActivationPlacement, BlockKind, Downsample, ModelError, NetConfig,
-    ShortcutKind,
+    catalogue, summarize, ActivationPlacement, BlockKind, ConfigError, Downsample, ModelError,
+    NetConfig, NetConfigExt, ShortcutKind,
 };
 use tch::nn;
 use tch::Device;
@@ -353,7 +353,7 @@ fn catalogue_names_resolve() {
     );
     assert!(matches!(
         NetConfig::from_name("resnet21"),
-        Err(ModelError::InvalidDepth { .. })
+        Err(ModelError::Config(ConfigError::InvalidDepth { .. }))
     ));
     let err = NetConfig::from_name("vgg16").unwrap_err();
     assert!(matches!(err, ModelError::UnknownName { .. }));

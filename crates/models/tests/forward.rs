@@ -4,7 +4,7 @@
 use models::{
     extract_replica, is_channels_last, probe_grad_norms, stack_var_stores, stacked_errors,
     stacked_loss, unit_grad_norms, ActivationPlacement, BlockKind, Downsample, MemoryFormat,
-    NetConfig, ShortcutKind, ShortcutPath, UnitConfig,
+    NetConfig, NetConfigExt, ShortcutKind, ShortcutPath, UnitConfig,
 };
 use tch::nn::{self, ModuleT, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};

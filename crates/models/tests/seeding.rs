@@ -1,7 +1,7 @@
 //! Seeded initialisation of stacked replicas. Alone in its test binary: it relies on the
 //! global RNG, which tests running in parallel threads would share.
 
-use models::{extract_replica, init_replicas_from_seeds, NetConfig, ShortcutKind};
+use models::{extract_replica, init_replicas_from_seeds, NetConfig, NetConfigExt, ShortcutKind};
 use tch::nn::VarStore;
 use tch::Device;
 

@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use crate::experiment::ExperimentSpec;
 use crate::results::{GradientResults, VariantGradients, VariantNorms};
 use crate::table::{markdown_header, Provenance};
+use spec::Experiment;
 
 /// ‖∂E/∂x_l‖ over the units at one iteration (mean over seeds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +101,7 @@ impl GradientRow {
         let (init, trained) = norms.map_or((None, None), ends);
         Self {
             variant: variant.name.clone(),
-            depth: variant.record.as_ref().and_then(|r| r.depth()),
+            depth: variant.record.as_ref().map(|r| r.model.depth),
             units: norms.and_then(|n| {
                 n.by_iteration
                     .values()
@@ -172,7 +172,7 @@ pub struct GradientTable {
 impl GradientTable {
     /// One row per variant of the experiment file, in file order.
     pub fn new(
-        experiment: &ExperimentSpec,
+        experiment: &Experiment,
         profile: &str,
         seeds: &[u64],
         results: &GradientResults,
@@ -185,17 +185,16 @@ impl GradientTable {
                 continue;
             };
             provenance.add(
-                record.data.as_ref(),
-                record.device.as_deref(),
-                record.git_revision.as_deref(),
-                record.libtorch.as_deref(),
+                &record.data,
+                &record.device,
+                &record.git_revision,
+                &record.libtorch,
             );
-            wall_s += record.wall_s.unwrap_or(0.0);
-            if record.profile.as_deref().is_some_and(|p| p != profile) {
+            wall_s += record.wall_s;
+            if record.profile != profile {
                 notes.push(format!(
                     "{}: provenance.json names profile `{}`",
-                    variant.name,
-                    record.profile.as_deref().unwrap_or_default()
+                    variant.name, record.profile
                 ));
             }
         }

@@ -4,9 +4,10 @@
 //! `results/<exp>/<profile>/table.{csv,md}` and `plots/<exp>/<profile>/*.{svg,png}`: test
 //! errors against the papers for training experiments, per-unit gradient norms for
 //! `kind = "gradients"` (see [`gradients`]).
-//! Never touches tensors: it links neither tch nor libtorch.
+//! Never touches tensors: it links neither tch nor libtorch. What it reads (experiment files,
+//! run records, the results layout) is defined in the `spec` crate, which the runner writes
+//! through, so a file the runner refuses is refused here with the same message.
 
-pub mod experiment;
 pub mod gradients;
 pub mod plots;
 pub mod png;
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::experiment::{ExperimentKind, ExperimentSpec};
+use spec::{profile_dir, write_atomic, Experiment, ExperimentKind};
+
 use crate::gradients::GradientTable;
 use crate::plots::Caption;
 use crate::table::Table;
@@ -28,12 +30,6 @@ use crate::table::Table;
 pub enum ReportError {
     #[error("no experiment file at {0}")]
     NoExperimentFile(PathBuf),
-    #[error("{file} has no profile `{profile}` (it has: {known})")]
-    UnknownProfile {
-        profile: String,
-        file: PathBuf,
-        known: String,
-    },
     #[error("no results folder at {0}: train first (`just ablate {1} {2}`)")]
     NoResults(PathBuf, String, String),
 }
@@ -115,10 +111,14 @@ pub struct Written {
 /// to a `.toml` file) for `profile`: test-error tables and training figures for a training
 /// experiment, the gradient-norm table and figure for `kind = "gradients"`.
 pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written> {
-    let (file, name) = experiment::locate(experiment, &paths.experiments);
-    let spec = ExperimentSpec::load(&file)?;
-    let seeds = spec.profile(profile, &file)?.seeds.clone();
-    let results_dir = paths.results.join(&name).join(profile);
+    let file = locate(experiment, &paths.experiments);
+    if !file.is_file() {
+        return Err(ReportError::NoExperimentFile(file).into());
+    }
+    let spec = Experiment::load(&file)?;
+    let seeds = spec.profile(profile)?.seeds.clone();
+    let name = spec.name.clone();
+    let results_dir = profile_dir(&paths.results, &name, profile);
     if !results_dir.is_dir() {
         return Err(ReportError::NoResults(results_dir, name, profile.to_string()).into());
     }
@@ -135,7 +135,7 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
 
 /// `table.{csv,md}`, `curves` and `final` of a training experiment.
 fn render_training(
-    spec: &ExperimentSpec,
+    spec: &Experiment,
     profile: &str,
     seeds: &[u64],
     results_dir: &Path,
@@ -166,7 +166,7 @@ fn render_training(
 /// Where the profile trained other depths than the experiment file names (a `smoke`
 /// profile's 8-layer nets under a ResNet-110 title), a line under the figures' title saying
 /// what it trained.
-fn depth_note(spec: &ExperimentSpec, profile: &str, trained: &[usize]) -> Option<String> {
+fn depth_note(spec: &Experiment, profile: &str, trained: &[usize]) -> Option<String> {
     if trained.is_empty() || spec.declared_depths().as_deref() == Some(trained) {
         return None;
     }
@@ -180,7 +180,7 @@ fn depth_note(spec: &ExperimentSpec, profile: &str, trained: &[usize]) -> Option
 
 /// `table.{csv,md}` and `norms` of a gradients experiment.
 fn render_gradients(
-    spec: &ExperimentSpec,
+    spec: &Experiment,
     profile: &str,
     seeds: &[u64],
     results_dir: &Path,
@@ -216,13 +216,12 @@ fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .context("an output path names a file")?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+/// Where the experiment file of `experiment` lies: `experiment` itself when it names an
+/// existing `.toml` file, else `<experiments>/<experiment>.toml`.
+pub fn locate(experiment: &str, experiments_dir: &Path) -> PathBuf {
+    let as_path = Path::new(experiment);
+    if as_path.extension().is_some_and(|ext| ext == "toml") && as_path.is_file() {
+        return as_path.to_path_buf();
+    }
+    experiments_dir.join(format!("{experiment}.toml"))
 }

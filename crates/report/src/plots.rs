@@ -23,10 +23,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, FontTransform};
 
-use crate::experiment::PaperNumber;
 use crate::png::PngBackend;
 use crate::results::{GradientResults, ProfileResults, VariantGradients, VariantRuns};
 use crate::stats::Summary;
+use spec::PaperNumber;
 
 /// The family name every text style uses; the embedded fonts are registered under it.
 const FONT: &str = "sans-serif";
@@ -213,7 +213,7 @@ impl CurveSeries {
         for run in runs.runs.iter().filter(|r| !r.epochs.is_empty()) {
             seeds += 1;
             for row in &run.epochs {
-                if let Some(e) = row.train_error.filter(|e| e.is_finite()) {
+                if let Some(e) = Some(row.train_error).filter(|e| e.is_finite()) {
                     let t = train.entry(row.iteration).or_default();
                     t.0 += e;
                     t.1 += 1;
@@ -653,7 +653,7 @@ impl NormCurve {
             name: norms.name.clone(),
             colour_index,
             seeds: norms.seeds,
-            depth: variant.record.as_ref().and_then(|r| r.depth()),
+            depth: variant.record.as_ref().map(|r| r.model.depth),
             units,
             init,
             trained,

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use crate::experiment::{ExperimentSpec, PaperNumber};
-use crate::results::{DataInfo, ProfileResults, VariantRuns};
+use crate::results::{ProfileResults, VariantRuns};
 use crate::stats::Summary;
+use spec::{Experiment, Fingerprint, PaperNumber};
 
 /// Identity Mappings' threshold, used when no finished run says otherwise.
 pub const DEFAULT_FAIL_ABOVE_PERCENT: f64 = 20.0;
@@ -76,7 +76,8 @@ impl Row {
             summary: Summary::of(&errors),
             fail_above: runs
                 .finished()
-                .find_map(|r| r.fail_above_percent)
+                .map(|r| r.fail_above_percent)
+                .next()
                 .unwrap_or(default_fail_above),
         }
     }
@@ -206,10 +207,10 @@ impl Provenance {
         let mut p = Self::default();
         for record in results.finished() {
             p.add(
-                record.data.as_ref(),
-                record.device.as_deref(),
-                record.git_revision.as_deref(),
-                record.libtorch.as_deref(),
+                &record.data,
+                &record.device,
+                &record.git_revision,
+                &record.libtorch,
             );
             p.diverged += usize::from(record.diverged());
         }
@@ -225,19 +226,12 @@ impl Provenance {
     }
 
     /// Counts one finished run (or one gradients measurement) with what it recorded.
-    pub fn add(
-        &mut self,
-        data: Option<&DataInfo>,
-        device: Option<&str>,
-        revision: Option<&str>,
-        libtorch: Option<&str>,
-    ) {
-        let data = data.cloned().unwrap_or_default();
-        self.data_sources.add(data.source.as_deref());
-        self.data_digests.add(data.digest.as_deref());
-        self.devices.add(device);
-        self.revisions.add(revision);
-        self.libtorch.add(libtorch);
+    pub fn add(&mut self, data: &Fingerprint, device: &str, revision: &str, libtorch: &str) {
+        self.data_sources.add(Some(&data.source));
+        self.data_digests.add(Some(&data.digest));
+        self.devices.add(Some(device));
+        self.revisions.add(Some(revision));
+        self.libtorch.add(Some(libtorch));
         self.finished += 1;
     }
 
@@ -302,14 +296,15 @@ pub struct Table {
 impl Table {
     /// One row per variant of the experiment file, in file order.
     pub fn new(
-        experiment: &ExperimentSpec,
+        experiment: &Experiment,
         profile: &str,
         seeds: &[u64],
         results: &ProfileResults,
     ) -> Self {
         let fail_above = results
             .finished()
-            .find_map(|r| r.fail_above_percent)
+            .map(|r| r.fail_above_percent)
+            .next()
             .unwrap_or(DEFAULT_FAIL_ABOVE_PERCENT);
         Self {
             title: experiment.title.clone(),
@@ -478,7 +473,7 @@ pub fn markdown_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::FailMarker;
+    use spec::FailMarker;
 
     fn row(finished: usize, diverged: usize, errors: &[f64]) -> Row {
         Row {

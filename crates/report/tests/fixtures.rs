@@ -78,14 +78,21 @@ impl Fixture {
         fs::write(dir.join("final.json"), json).unwrap();
     }
 
-    /// The run's `config.toml`, as the runner writes it (only what the report reads).
+    /// The run's `config.toml`, as the runner writes it.
     fn config(&self, variant: &str, seed: u64, depth: usize) {
         let dir = self.seed_dir("shortcuts", variant, seed);
-        let toml = format!(
-            "experiment = \"shortcuts\"\nvariant = \"{variant}\"\nseed = {seed}\n\n\
-             [model]\nfamily = \"cifar\"\ndepth = {depth}\nreplicas = 1\n"
-        );
-        fs::write(dir.join("config.toml"), toml).unwrap();
+        let config = spec::RunConfig {
+            experiment: "shortcuts".into(),
+            profile: "paper".into(),
+            variant: variant.into(),
+            seed,
+            model: spec::NetConfig::cifar(depth),
+            protocol: toml::from_str(
+                "batch_size = 128\niterations = 64000\nlr = 0.1\nlr_drops = [32000, 48000]",
+            )
+            .unwrap(),
+        };
+        fs::write(dir.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
     }
 
     /// A run whose loss became NaN at iteration 450.

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::Split;
-use crate::protocol::{Augmentation, Normalization, Protocol, SplitKind};
+use spec::protocol::{Augmentation, Normalization, Protocol, SplitKind};
 
 /// Independent random streams of one seed.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use models::{per_replica_loss, MemoryFormat, Net, NetConfig};
+use models::{per_replica_loss, MemoryFormat, Net, NetConfig, NetConfigExt};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};

@@ -169,17 +169,7 @@ impl Cifar10 {
     }
 }
 
-/// What the data is: the MD5 of each file, one digest over them, and where it came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Fingerprint {
-    /// MD5 over the `MD5SUMS`-style listing of the six files (`<md5>  <name>\n` each, in order).
-    pub digest: String,
-    pub files: BTreeMap<String, String>,
-    /// `original CIFAR-10 (archive MD5 verified)`, the name of a known copy, or `unverified copy`.
-    pub source: String,
-    /// True only for files unpacked from the official archive whose MD5 was checked.
-    pub original: bool,
-}
+pub use spec::Fingerprint;
 
 fn md5_file(path: &Path) -> Result<String> {
     let mut file =

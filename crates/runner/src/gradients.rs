@@ -13,26 +13,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
-use crate::experiment::{Experiment, Profile, Variant};
 use crate::optim::Sgd;
-use crate::results::write_atomic;
 use crate::train::{build_stacked, Provenance, TrainOptions};
-
-/// `provenance.json` of a gradients measurement.
-#[derive(serde::Serialize)]
-struct Record<'a> {
-    experiment: &'a str,
-    profile: &'a str,
-    variant: &'a str,
-    seeds: &'a [u64],
-    model: &'a models::NetConfig,
-    protocol: &'a crate::protocol::Protocol,
-    data: &'a crate::data::Fingerprint,
-    git_revision: &'a str,
-    libtorch: &'a str,
-    device: &'a str,
-    wall_s: f64,
-}
+use spec::{write_atomic, Experiment, GradientRecord, Profile, Variant, VariantDir};
 
 /// Measures every selected variant that has no `norms.csv` yet.
 pub fn run(
@@ -46,12 +29,13 @@ pub fn run(
 ) -> Result<()> {
     for variant in variants {
         let variant_started = std::time::Instant::now();
-        let dir = options
-            .results
-            .join(&experiment.name)
-            .join(&profile.name)
-            .join(&variant.name);
-        let out = dir.join("norms.csv");
+        let files = VariantDir::new(
+            &options.results,
+            &experiment.name,
+            &profile.name,
+            &variant.name,
+        );
+        let (dir, out) = (&files.dir, files.norms_path());
         if out.exists() {
             eprintln!("{}: {} exists, skipped", variant.name, out.display());
             continue;
@@ -118,23 +102,22 @@ pub fn run(
                 started.elapsed().as_secs_f64()
             );
         }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let record = Record {
-            experiment: &experiment.name,
-            profile: &profile.name,
-            variant: &variant.name,
-            seeds,
-            model: &config,
-            protocol: &protocol,
-            data: &data.fingerprint,
-            git_revision: &provenance.git_revision,
-            libtorch: &provenance.libtorch,
-            device: &provenance.device,
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let record = GradientRecord {
+            experiment: experiment.name.clone(),
+            profile: profile.name.clone(),
+            variant: variant.name.clone(),
+            seeds: seeds.to_vec(),
+            model: config.clone(),
+            protocol: protocol.clone(),
+            data: data.fingerprint.clone(),
+            git_revision: provenance.git_revision.clone(),
+            libtorch: provenance.libtorch.clone(),
+            device: provenance.device.clone(),
             wall_s: variant_started.elapsed().as_secs_f64(),
         };
         write_atomic(
-            &dir.join("provenance.json"),
+            &files.provenance_path(),
             &serde_json::to_vec_pretty(&record)?,
         )?;
         // norms.csv last: its presence marks the measurement done.

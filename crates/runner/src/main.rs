@@ -4,19 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use models::NetConfigExt;
 
 mod batches;
 mod bench;
 mod data;
 mod device;
 mod doctor;
-mod experiment;
 mod gradients;
 mod libtorch;
 mod optim;
 mod plan;
-mod protocol;
-mod results;
 #[allow(dead_code)] // not yet called from the training loop
 mod tensorboard;
 mod train;
@@ -269,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    let experiment = experiment::Experiment::load(&args.experiment)?;
+    let experiment = spec::Experiment::load(&args.experiment)?;
     train::install_signal_handlers()?;
     let profile = experiment.profile(&args.profile)?;
     let mut args = args;
@@ -349,7 +347,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         stop_after_steps: None,
     };
     let provenance = train::Provenance {
-        git_revision: results::git_revision(),
+        git_revision: train::git_revision(),
         libtorch: format!(
             "{} ({})",
             torch.version.as_deref().unwrap_or("unknown"),
@@ -358,7 +356,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         device: doctor::describe_device(resolved.device),
     };
     match experiment.kind {
-        experiment::ExperimentKind::Training => train::train_experiment(
+        spec::ExperimentKind::Training => train::train_experiment(
             &experiment,
             profile,
             &variants,
@@ -367,7 +365,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &provenance,
             &options,
         ),
-        experiment::ExperimentKind::Gradients => gradients::run(
+        spec::ExperimentKind::Gradients => gradients::run(
             &experiment,
             profile,
             &variants,
@@ -491,7 +489,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
 }
 
 fn plan_command(args: PlanArgs) -> Result<()> {
-    let experiment = experiment::Experiment::load(&args.experiment)?;
+    let experiment = spec::Experiment::load(&args.experiment)?;
     let profile = experiment.profile(&args.profile)?;
     let variants = experiment.select_variants(&args.variants)?;
     let seeds = profile.select_seeds(&args.seeds)?;

@@ -238,17 +238,7 @@ impl Sgd {
     }
 }
 
-/// Numeric precision of training.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// Float32 throughout, as the papers.
-    Fp32,
-    /// Forward passes under CUDA fp16 autocast, with dynamic loss scaling. CUDA only.
-    Fp16,
-}
+pub use spec::Precision;
 
 /// The loss scales of fp16 training and their growth counters, one per model of a stack
 /// (PyTorch's `GradScaler` defaults: initial scale 2^16, ×2 after 2000 clean steps, ×0.5 after

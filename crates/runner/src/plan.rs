@@ -12,8 +12,7 @@ use std::process::{Child, Command};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::experiment::{Experiment, Profile, Variant};
-use crate::results::{write_atomic, RunDir};
+use spec::{write_atomic, Experiment, Profile, RunDir, Variant};
 
 /// One unit of work: seeds of one variant, trained together.
 #[derive(Debug, Clone, PartialEq, Eq)]

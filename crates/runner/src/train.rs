@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig};
-use serde::Serialize;
+use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig, NetConfigExt};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
-use crate::experiment::{Experiment, Profile, Variant};
 use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
-use crate::protocol::Protocol;
-use crate::results::{EpochRow, FinalRecord, RunDir, RunLock, Status};
+use spec::{
+    write_atomic, EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock,
+    Status, Variant,
+};
 
 /// How to train, beyond what the experiment file says.
 #[derive(Debug, Clone)]
@@ -99,6 +99,29 @@ pub struct Provenance {
     pub git_revision: String,
     pub libtorch: String,
     pub device: String,
+}
+
+/// The source revision of this binary: `git describe` of the tree it was built from, with
+/// `-dirty` when that tree had uncommitted changes; `unknown` where there is no git tree.
+pub fn git_revision() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("{rev}-dirty"),
+            _ => rev,
+        },
+        None => "unknown".into(),
+    }
 }
 
 /// Trains every selected (variant, seed) of `profile` that has no `final.json` yet.
@@ -219,17 +242,6 @@ impl Checkpoint {
     }
 }
 
-/// The resolved configuration of a run, saved as its `config.toml`.
-#[derive(Serialize)]
-struct RunConfig<'a> {
-    experiment: &'a str,
-    profile: &'a str,
-    variant: &'a str,
-    seed: u64,
-    model: &'a NetConfig,
-    protocol: &'a Protocol,
-}
-
 struct Job<'a> {
     experiment: &'a Experiment,
     profile: &'a Profile,
@@ -290,14 +302,14 @@ impl Job<'_> {
             let mut rows = pending.run.read_epochs()?;
             rows.retain(|r| r.epoch <= start_epoch);
             let run_config = RunConfig {
-                experiment: &self.experiment.name,
-                profile: &self.profile.name,
-                variant: &self.variant.name,
+                experiment: self.experiment.name.clone(),
+                profile: self.profile.name.clone(),
+                variant: self.variant.name.clone(),
                 seed: pending.seed,
-                model: self.config,
-                protocol,
+                model: self.config.clone(),
+                protocol: protocol.clone(),
             };
-            crate::results::write_atomic(
+            write_atomic(
                 &pending.run.config_path(),
                 toml::to_string(&run_config)?.as_bytes(),
             )?;

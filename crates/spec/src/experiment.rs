@@ -5,7 +5,7 @@
 //! title = "Identity Mappings, Table 1: shortcut variants on ResNet-110"
 //! source = "He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"
 //!
-//! [model]                       # the base network (models::NetConfig fields)
+//! [model]                       # the base network (NetConfig fields)
 //! depth = 110
 //!
 //! [[variants]]
@@ -33,10 +33,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use models::{BlockKind, NetConfig};
+
 use serde::{Deserialize, Serialize};
 use toml::{Spanned, Table, Value};
 
+use crate::net::{BlockKind, NetConfig};
 use crate::protocol::Protocol;
 
 /// A paper's reference number for a variant.
@@ -54,6 +55,21 @@ pub enum PaperNumber {
 #[serde(rename_all = "lowercase")]
 pub enum FailMarker {
     Fail,
+}
+
+impl PaperNumber {
+    /// The paper's test error, when it is a number.
+    pub fn error(&self) -> Option<f64> {
+        match self {
+            PaperNumber::Error(e) => Some(*e),
+            PaperNumber::Fail(_) => None,
+        }
+    }
+
+    /// True for the paper's `"fail"`.
+    pub fn is_fail(&self) -> bool {
+        matches!(self, PaperNumber::Fail(_))
+    }
 }
 
 impl fmt::Display for PaperNumber {
@@ -353,11 +369,27 @@ impl Experiment {
         Ok(experiment)
     }
 
+    /// The depths the file names for its variants (a variant's own, else the experiment's),
+    /// before any profile changes them, ascending; `None` when one of them names none.
+    pub fn declared_depths(&self) -> Option<Vec<usize>> {
+        let mut depths = self
+            .variants
+            .iter()
+            .map(|v| {
+                let depth = v.model.get("depth").or(self.base_model.get("depth"))?;
+                usize::try_from(depth.as_integer()?).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        depths.sort_unstable();
+        depths.dedup();
+        Some(depths)
+    }
+
     /// The profile called `name`, or an error listing the profiles there are.
     pub fn profile(&self, name: &str) -> Result<&Profile> {
         self.profiles.get(name).with_context(|| {
             format!(
-                "{} has no profile `{name}`; it has: {}",
+                "{} has no profile `{name}` (it has: {})",
                 self.path.display(),
                 self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
             )
@@ -507,7 +539,7 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
         let half = e.net_config(&e.variants[1], paper).unwrap();
         assert_eq!(
             half.shortcut,
-            models::ShortcutKind::Scaling {
+            crate::net::ShortcutKind::Scaling {
                 lambda_s: 0.5,
                 lambda_f: 0.5
             }
@@ -592,6 +624,106 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
         let err = error_after("depth = 20\n", "depth = 20\nreplicas = 4\n");
         assert!(
             err.contains("replicas") && err.contains("--replicas"),
+            "{err}"
+        );
+    }
+}
+
+/// What the report reads of a file: the variants in file order with the papers' numbers,
+/// the kind, the seeds and the depths of the title.
+#[cfg(test)]
+mod read_by_report {
+    use super::*;
+
+    const FILE: &str = r#"
+title = "Identity Mappings, Table 1: shortcut variants on ResNet-110"
+source = "He et al. 2016, Identity Mappings in Deep Residual Networks, Table 1"
+[model]
+depth = 110
+[[variants]]
+name = "original"
+paper = 6.61
+[[variants]]
+name = "scaling-0-1"
+paper = "fail"
+model = { shortcut = { scaling = { lambda_s = 0.0, lambda_f = 1.0 } } }
+[[variants]]
+name = "integer-paper"
+paper = 7
+[[variants]]
+name = "no-paper"
+[profiles.paper]
+seeds = [0, 1, 2, 3, 4]
+model = {}
+protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 48000], warmup = { lr = 0.01, iterations = 400 } }
+[profiles.smoke]
+seeds = [0]
+protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
+"#;
+
+    fn parse(text: &str) -> Result<Experiment> {
+        Experiment::parse(Path::new("x.toml"), text)
+    }
+
+    #[test]
+    fn reads_variants_in_file_order_and_the_depth_of_model_tables() {
+        let e = parse(FILE).unwrap();
+        let names: Vec<_> = e.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["original", "scaling-0-1", "integer-paper", "no-paper"]
+        );
+        assert_eq!(e.variants[0].paper, Some(PaperNumber::Error(6.61)));
+        assert!(e.variants[1].paper.unwrap().is_fail());
+        assert_eq!(e.variants[2].paper.unwrap().error(), Some(7.0));
+        assert_eq!(e.variants[3].paper, None);
+        assert_eq!(e.profiles["paper"].seeds, [0, 1, 2, 3, 4]);
+        assert_eq!(e.profiles["smoke"].seeds, [0]);
+        assert_eq!(e.kind, ExperimentKind::Training);
+        assert_eq!(e.declared_depths(), Some(vec![110]));
+        let deeper = FILE.replace(
+            "name = \"no-paper\"",
+            "name = \"no-paper\"\nmodel = { depth = 164 }",
+        );
+        assert_eq!(
+            parse(&deeper).unwrap().declared_depths(),
+            Some(vec![110, 164])
+        );
+        // A profile that sets the depth for every variant: the file itself names none.
+        let unsaid = FILE
+            .replace("depth = 110\n", "")
+            .replace("model = {}", "model = { units_per_stage = 18 }")
+            .replace(
+                "[profiles.smoke]\nseeds = [0]\n",
+                "[profiles.smoke]\nseeds = [0]\nmodel = { units_per_stage = 1 }\n",
+            );
+        assert_eq!(parse(&unsaid).unwrap().declared_depths(), None);
+    }
+
+    #[test]
+    fn reads_the_kind_and_refuses_an_unknown_one() {
+        let gradients = format!("kind = \"gradients\"\n{FILE}");
+        let e = parse(&gradients).unwrap();
+        assert_eq!(e.kind, ExperimentKind::Gradients);
+        let err = parse(&format!("kind = \"hessians\"\n{FILE}")).unwrap_err();
+        assert!(err.to_string().contains("hessians"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_gradients_file_parses_as_gradients() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/gradients.toml");
+        let e = Experiment::load(&path).unwrap();
+        assert_eq!(e.kind, ExperimentKind::Gradients);
+        assert!(e.variants.iter().any(|v| v.name == "identity-1202"));
+        assert!(e.variants.iter().all(|v| v.paper.is_none()));
+    }
+
+    #[test]
+    fn unknown_profile_names_the_known_ones() {
+        let e = parse(FILE).unwrap();
+        let err = e.profile("short").unwrap_err().to_string();
+        assert!(
+            err.contains("short") && err.contains("paper, smoke"),
             "{err}"
         );
     }

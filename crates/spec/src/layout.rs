@@ -1,23 +1,25 @@
-//! The results folder of a run: `results/<experiment>/<profile>/<variant>/seed-<n>/`.
+//! Where the files of a sweep live, and how they are written:
 //!
-//! - `config.toml`: the resolved network and protocol of the run;
-//! - `epochs.csv`: one row per evaluated epoch;
-//! - `checkpoint.ot`: weights, momentum and progress after the last finished epoch;
-//! - `final.json`: written once, last: status, final errors and provenance. Its presence marks
-//!   the run finished, and a finished run is never trained again.
+//! ```text
+//! results/<experiment>/<profile>/
+//!     <variant>/seed-<n>/         one run (RunDir): config.toml, epochs.csv, final.json,
+//!                                 checkpoint.ot while it is unfinished, lock while it trains
+//!     <variant>/norms.csv         gradients experiments (VariantDir), with provenance.json
+//!     table.csv, table.md         written by `report`
+//! ```
 //!
-//! Every file is written to a temporary name in the same folder and renamed into place, so a
-//! crash leaves either the old or the new file, never half of one. A `lock` file (created
-//! exclusively) keeps two processes off the same run.
+//! `final.json` is written once, last: its presence marks the run finished, and a finished run
+//! is never trained again. Every file is written to a temporary name in the same folder and
+//! renamed into place, so a crash leaves either the old or the new file, never half of one. A
+//! `lock` file (created exclusively) keeps two processes off the same run.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
-use crate::data::Fingerprint;
+use crate::records::{csv_bytes, read_csv, EpochRow, FinalRecord, RunConfig, EPOCH_COLUMNS};
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -38,64 +40,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// One row of `epochs.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRow {
-    pub epoch: i64,
-    /// SGD steps done when the row was written.
-    pub iteration: i64,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Mean loss and error (%) over the epoch's training batches, as trained (augmented).
-    pub train_loss: f64,
-    pub train_error: f64,
-    /// Loss and error (%) on the evaluation images; empty on epochs not evaluated.
-    pub test_loss: Option<f64>,
-    pub test_error: Option<f64>,
-    /// Seconds since the run started (across resumptions).
-    pub wall_s: f64,
-    /// Training images per second over the epoch, for this model alone.
-    pub images_per_s: f64,
+/// `results/<experiment>/<profile>`: the runs of one sweep and its table.
+pub fn profile_dir(results: &Path, experiment: &str, profile: &str) -> PathBuf {
+    results.join(experiment).join(profile)
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Trained to the end with a final test error at or below the fail threshold.
-    Ok,
-    /// Trained to the end, final test error above the threshold (Identity Mappings: 20%).
-    Fail,
-    /// The loss became NaN or infinite; training of this model stopped there.
-    Diverged,
+/// The files of one variant of a gradients experiment: `norms.csv` (written last: its
+/// presence marks the measurement done) and `provenance.json`.
+#[derive(Debug, Clone)]
+pub struct VariantDir {
+    pub dir: PathBuf,
 }
 
-/// `final.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FinalRecord {
-    pub status: Status,
-    pub experiment: String,
-    pub profile: String,
-    pub variant: String,
-    pub seed: u64,
-    /// Steps trained (at divergence: the step whose loss was not finite).
-    pub iterations: i64,
-    pub diverged_at_iteration: Option<i64>,
-    pub final_test_error: Option<f64>,
-    pub final_test_loss: Option<f64>,
-    pub final_train_error: Option<f64>,
-    pub final_train_loss: Option<f64>,
-    pub fail_above_percent: f64,
-    pub wall_s: f64,
-    pub data: Fingerprint,
-    pub git_revision: String,
-    pub libtorch: String,
-    pub device: String,
-    /// Models trained together as one stacked network (1: alone).
-    pub stacked_with: usize,
-    /// `fp32`, or `fp16` (CUDA autocast with dynamic loss scaling).
-    pub precision: crate::optim::Precision,
-    pub finished_at_unix_s: u64,
+impl VariantDir {
+    pub fn new(results: &Path, experiment: &str, profile: &str, variant: &str) -> Self {
+        Self {
+            dir: profile_dir(results, experiment, profile).join(variant),
+        }
+    }
+    pub fn norms_path(&self) -> PathBuf {
+        self.dir.join("norms.csv")
+    }
+    pub fn provenance_path(&self) -> PathBuf {
+        self.dir.join("provenance.json")
+    }
 }
 
 /// The folder of one (experiment, profile, variant, seed).
@@ -106,12 +74,16 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn new(results: &Path, experiment: &str, profile: &str, variant: &str, seed: u64) -> Self {
+        Self::in_variant(
+            &profile_dir(results, experiment, profile).join(variant),
+            seed,
+        )
+    }
+
+    /// The run of `seed` in the folder of its variant.
+    pub fn in_variant(variant_dir: &Path, seed: u64) -> Self {
         Self {
-            dir: results
-                .join(experiment)
-                .join(profile)
-                .join(variant)
-                .join(format!("seed-{seed}")),
+            dir: variant_dir.join(format!("seed-{seed}")),
         }
     }
 
@@ -183,37 +155,31 @@ impl RunDir {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let mut reader = csv::Reader::from_path(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        reader
-            .deserialize()
-            .collect::<Result<Vec<EpochRow>, _>>()
-            .with_context(|| format!("{} is damaged", path.display()))
+        read_csv(&path)
     }
 
     /// Rewrites `epochs.csv` with `rows`, atomically.
     pub fn write_epochs(&self, rows: &[EpochRow]) -> Result<()> {
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        if rows.is_empty() {
-            writer.write_record([
-                "epoch",
-                "iteration",
-                "lr",
-                "train_loss",
-                "train_error",
-                "test_loss",
-                "test_error",
-                "wall_s",
-                "images_per_s",
-            ])?;
+        write_atomic(&self.epochs_path(), &csv_bytes(&EPOCH_COLUMNS, rows)?)
+    }
+
+    /// The run's `config.toml`, if it has one.
+    pub fn read_config(&self) -> Result<Option<RunConfig>> {
+        let path = self.config_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                Ok(Some(toml::from_str(&text).with_context(|| {
+                    format!("{} is damaged", path.display())
+                })?))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
         }
-        for row in rows {
-            writer.serialize(row)?;
-        }
-        write_atomic(
-            &self.epochs_path(),
-            &writer.into_inner().context("csv buffer")?,
-        )
+    }
+
+    /// Writes `config.toml`, atomically.
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        write_atomic(&self.config_path(), toml::to_string(config)?.as_bytes())
     }
 
     pub fn write_final(&self, record: &FinalRecord) -> Result<()> {
@@ -249,29 +215,6 @@ fn is_stale(holder: &str) -> bool {
         return false;
     };
     host == hostname() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The source revision of this binary: `git describe` of the tree it was built from, with
-/// `-dirty` when that tree had uncommitted changes; `unknown` where there is no git tree.
-pub fn git_revision() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
-            Some(changes) if !changes.is_empty() => format!("{rev}-dirty"),
-            _ => rev,
-        },
-        None => "unknown".into(),
-    }
 }
 
 #[cfg(test)]

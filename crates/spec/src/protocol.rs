@@ -51,6 +51,18 @@ pub struct Protocol {
     pub eval_every_epochs: i64,
 }
 
+/// Numeric precision of training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Float32 throughout, as the papers.
+    #[default]
+    Fp32,
+    /// Forward passes under CUDA fp16 autocast, with dynamic loss scaling. CUDA only.
+    Fp16,
+}
+
 fn default_drop_factor() -> f64 {
     0.1
 }

@@ -1,0 +1,233 @@
+//! The records of a run, as `runner train` writes them and `report` reads them:
+//!
+//! - `config.toml` ([`RunConfig`]): the resolved network and protocol of the run;
+//! - `epochs.csv` ([`EpochRow`]): one row per epoch;
+//! - `final.json` ([`FinalRecord`]): written once, last: status, final errors and provenance;
+//! - for experiments of kind `gradients`, per variant: `norms.csv` ([`NormRow`]) and
+//!   `provenance.json` ([`GradientRecord`]).
+//!
+//! One definition of each, read with the same strictness by every reader: a field the
+//! record needs and cannot default is required; fields a later version adds are ignored.
+//! Where the files live is [`crate::layout`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::net::NetConfig;
+use crate::protocol::{Precision, Protocol};
+
+/// What the data of a run was: the MD5 of each file, one digest over them, and where it came
+/// from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fingerprint {
+    /// MD5 over the `MD5SUMS`-style listing of the six files (`<md5>  <name>\n` each, in order).
+    pub digest: String,
+    pub files: BTreeMap<String, String>,
+    /// `original CIFAR-10 (archive MD5 verified)`, the name of a known copy, or `unverified copy`.
+    pub source: String,
+    /// True only for files unpacked from the official archive whose MD5 was checked.
+    pub original: bool,
+}
+
+/// `config.toml`: the resolved configuration of a run, written before it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub experiment: String,
+    pub profile: String,
+    pub variant: String,
+    pub seed: u64,
+    /// One replica's network (stacking is a choice of the runner, not of the run).
+    pub model: NetConfig,
+    pub protocol: Protocol,
+}
+
+/// One row of `epochs.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: i64,
+    /// SGD steps done when the row was written.
+    pub iteration: i64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean loss and error (%) over the epoch's training batches, as trained (augmented).
+    pub train_loss: f64,
+    pub train_error: f64,
+    /// Loss and error (%) on the evaluation images; empty on epochs not evaluated.
+    pub test_loss: Option<f64>,
+    pub test_error: Option<f64>,
+    /// Seconds since the run started (across resumptions).
+    pub wall_s: f64,
+    /// Training images per second over the epoch, for this model alone.
+    pub images_per_s: f64,
+}
+
+/// The columns of `epochs.csv`, in order (the header of a file with no rows yet).
+pub const EPOCH_COLUMNS: [&str; 9] = [
+    "epoch",
+    "iteration",
+    "lr",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+    "wall_s",
+    "images_per_s",
+];
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Trained to the end with a final test error at or below the fail threshold.
+    Ok,
+    /// Trained to the end, final test error above the threshold (Identity Mappings: 20%).
+    Fail,
+    /// The loss became NaN or infinite; training of this model stopped there.
+    Diverged,
+}
+
+/// `final.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalRecord {
+    pub status: Status,
+    pub experiment: String,
+    pub profile: String,
+    pub variant: String,
+    pub seed: u64,
+    /// Steps trained (at divergence: the step whose loss was not finite).
+    pub iterations: i64,
+    pub diverged_at_iteration: Option<i64>,
+    pub final_test_error: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    pub final_train_error: Option<f64>,
+    pub final_train_loss: Option<f64>,
+    pub fail_above_percent: f64,
+    pub wall_s: f64,
+    pub data: Fingerprint,
+    pub git_revision: String,
+    pub libtorch: String,
+    pub device: String,
+    /// Models trained together as one stacked network (1: alone).
+    pub stacked_with: usize,
+    /// The numeric precision of training (records written before it was recorded: fp32,
+    /// the only precision there was).
+    #[serde(default)]
+    pub precision: Precision,
+    pub finished_at_unix_s: u64,
+}
+
+impl FinalRecord {
+    /// True when the run diverged.
+    pub fn diverged(&self) -> bool {
+        self.status == Status::Diverged || self.diverged_at_iteration.is_some()
+    }
+
+    /// The final test error of a run that did not diverge, when finite.
+    pub fn test_error(&self) -> Option<f64> {
+        if self.diverged() {
+            return None;
+        }
+        self.final_test_error.filter(|e| e.is_finite())
+    }
+}
+
+/// One row of a gradients experiment's `norms.csv`: ‖∂E/∂x_l‖ of residual unit `unit`
+/// (l, from 1 at the input side) at `iteration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormRow {
+    pub seed: u64,
+    pub iteration: i64,
+    pub unit: u32,
+    pub norm: f64,
+}
+
+/// `provenance.json` beside a gradients experiment's `norms.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradientRecord {
+    pub experiment: String,
+    pub profile: String,
+    pub variant: String,
+    pub seeds: Vec<u64>,
+    pub model: NetConfig,
+    pub protocol: Protocol,
+    pub data: Fingerprint,
+    pub git_revision: String,
+    pub libtorch: String,
+    pub device: String,
+    pub wall_s: f64,
+}
+
+/// Reads every row of a CSV file with a header; a row that does not parse is an error naming
+/// the file and the row.
+pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| {
+            row.with_context(|| format!("{}: row {} is damaged", path.display(), i + 2))
+        })
+        .collect()
+}
+
+/// The bytes of a CSV file holding `rows` under `header` (written even when there are none).
+pub fn csv_bytes<T: Serialize>(header: &[&str], rows: &[T]) -> Result<Vec<u8>> {
+    // serde writes the header before the first row; with no rows, write it here
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    if rows.is_empty() {
+        writer.write_record(header)?;
+    }
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    writer.into_inner().context("csv buffer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FINAL: &str = r#"{"status": "diverged", "experiment": "shortcuts", "profile": "paper",
+        "variant": "dropout-0.5", "seed": 3, "iterations": 812, "diverged_at_iteration": 812,
+        "final_test_error": null, "final_test_loss": null, "final_train_error": 51.0,
+        "final_train_loss": 1.5, "fail_above_percent": 20.0, "wall_s": 30.0,
+        "data": {"digest": "ab", "files": {}, "source": "CIFAR-10, JPEG-75 copy", "original": false},
+        "git_revision": "5f672cc", "libtorch": "2.11.0", "device": "cpu x", "stacked_with": 1,
+        "finished_at_unix_s": 1700000000, "a_field_added_later": [1, 2]}"#;
+
+    #[test]
+    fn final_json_ignores_fields_added_later_and_needs_the_rest() {
+        let record: FinalRecord = serde_json::from_str(FINAL).unwrap();
+        assert!(record.diverged());
+        assert_eq!(record.test_error(), None);
+        assert_eq!(record.device, "cpu x");
+        // written before precision was recorded: fp32, the only precision there was
+        assert_eq!(record.precision, Precision::Fp32);
+        let without_status = FINAL.replace(r#""status": "diverged", "#, "");
+        let err = serde_json::from_str::<FinalRecord>(&without_status).unwrap_err();
+        assert!(err.to_string().contains("status"), "{err}");
+        let unknown = FINAL.replace(r#""status": "diverged""#, r#""status": "stopped""#);
+        assert!(serde_json::from_str::<FinalRecord>(&unknown).is_err());
+    }
+
+    #[test]
+    fn gradient_provenance_reads_depth_iterations_and_data() {
+        let json = r#"{"experiment": "gradients", "profile": "paper", "variant": "scaling-0.5-110",
+            "seeds": [0], "model": {"family": "cifar", "depth": 110, "block": "basic",
+            "shortcut": {"scaling": {"lambda_s": 0.5, "lambda_f": 1.0}}, "replicas": 1},
+            "protocol": {"batch_size": 16, "iterations": 200, "lr": 0.1, "lr_drops": []},
+            "data": {"digest": "ab", "files": {}, "source": "CIFAR-10, JPEG-75 copy", "original": false},
+            "git_revision": "abc", "libtorch": "2.11.0", "device": "cpu", "wall_s": 12.3}"#;
+        let record: GradientRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(record.model.depth, 110);
+        assert_eq!(record.protocol.iterations, 200);
+        assert_eq!(record.data.source, "CIFAR-10, JPEG-75 copy");
+        assert!(serde_json::from_str::<GradientRecord>("{}").is_err());
+    }
+}
