@@ -8,6 +8,7 @@ use models::NetConfigExt;
 
 mod batches;
 mod bench;
+mod checkpoint;
 mod data;
 mod device;
 mod doctor;
@@ -15,7 +16,6 @@ mod gradients;
 mod libtorch;
 mod optim;
 mod plan;
-#[allow(dead_code)] // not yet called from the training loop
 mod tensorboard;
 mod train;
 

@@ -146,6 +146,7 @@ impl EventFile {
     }
 
     /// The file this process writes.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -313,8 +314,7 @@ fn create_unique_file(dir: &Path, unix_secs: u64) -> Result<(PathBuf, File)> {
 
 /// This machine's name, reduced to characters that are safe in a file name.
 fn hostname() -> String {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = name
+    let name: String = spec::layout::hostname()
         .trim()
         .chars()
         .map(|c| {

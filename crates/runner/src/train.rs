@@ -1,7 +1,11 @@
 //! Training: every (variant, seed) of an experiment's profile, seeds of one variant stacked as
 //! replicas of one network, each run resumable and never redone once finished.
 //!
-//! The loop is plain: epoch → batches → step → evaluate → append a CSV row → checkpoint.
+//! The loop reads as the protocol does: for each epoch, the steps ([`Job::train_epoch`]),
+//! then the epoch's accounting, evaluation and records ([`Job::record_epoch`]), then the
+//! checkpoint. A stop request (a signal) finishes the step it lands in; inside an epoch it
+//! writes a mid-epoch checkpoint, in an epoch's last step it lets the epoch end as usual first.
+//! Either way the run resumes to the numbers an uninterrupted run would have given.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,15 +17,18 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig, NetConfigExt};
+use spec::layout::{Damaged, RunState};
+use spec::{
+    EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock, Status,
+    Variant,
+};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
+use crate::checkpoint::{self, Checkpoint, TrainedWith};
 use crate::data::Cifar10;
 use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
-use spec::{
-    write_atomic, EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock,
-    Status, Variant,
-};
+use crate::tensorboard::{unix_now_s, EventFile};
 
 /// How to train, beyond what the experiment file says.
 #[derive(Debug, Clone)]
@@ -35,7 +42,7 @@ pub struct TrainOptions {
     pub precision: Precision,
     /// No progress bars: one log line per epoch instead.
     pub quiet: bool,
-    /// No progress bars: one log line per epoch instead.    /// Stop (as if signalled) after this many steps in this process; for tests.
+    /// Stop (as if signalled) after this many steps in this process; for tests.
     pub stop_after_steps: Option<i64>,
 }
 
@@ -124,7 +131,56 @@ pub fn git_revision() -> String {
     }
 }
 
-/// Trains every selected (variant, seed) of `profile` that has no `final.json` yet.
+/// What a sweep did, run by run, for the summary at its end.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// `variant/seed-n` and how it ended, for runs finished by this sweep.
+    finished: Vec<(String, FinalRecord)>,
+    /// Runs found finished and skipped.
+    skipped: usize,
+    /// Runs left out because their records are damaged.
+    damaged: Vec<Damaged>,
+}
+
+impl Sweep {
+    /// The end-of-sweep summary; damaged runs make the sweep fail (after training the rest).
+    fn conclude(self) -> Result<()> {
+        let count = |status| {
+            self.finished
+                .iter()
+                .filter(|(_, r)| r.status == status)
+                .count()
+        };
+        log(&format!(
+            "sweep: {} trained to the end ({} ok, {} fail, {} diverged), {} already finished, \
+             {} damaged",
+            self.finished.len(),
+            count(Status::Ok),
+            count(Status::Fail),
+            count(Status::Diverged),
+            self.skipped,
+            self.damaged.len()
+        ));
+        for (name, record) in self.finished.iter().filter(|(_, r)| r.diverged()) {
+            log(&format!(
+                "  {name}: diverged at iteration {} (recorded as a result, not an error)",
+                record.iterations
+            ));
+        }
+        for damaged in &self.damaged {
+            log(&format!("  {damaged}"));
+        }
+        if !self.damaged.is_empty() {
+            bail!(
+                "{} run(s) left out: their records are damaged (see above)",
+                self.damaged.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Trains every selected (variant, seed) of `profile` that has not finished yet.
 pub fn train_experiment(
     experiment: &Experiment,
     profile: &Profile,
@@ -138,6 +194,7 @@ pub fn train_experiment(
         "{}: {} ({}), profile {}",
         experiment.name, experiment.title, experiment.source, profile.name
     ));
+    let mut sweep = Sweep::default();
     for variant in variants {
         if let Some(paper) = variant.paper {
             log(&format!("{}: the paper reports {paper}", variant.name));
@@ -145,103 +202,57 @@ pub fn train_experiment(
         let config = experiment.net_config(variant, profile)?;
         let protocol = experiment.protocol(variant, profile)?;
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
+        let job = Job {
+            experiment,
+            profile,
+            variant,
+            config: &config,
+            protocol: &protocol,
+            data: &device_data,
+            fingerprint: data,
+            provenance,
+            options,
+        };
         let mut pending = Vec::new();
         for &seed in seeds {
-            let run = RunDir::new(
-                &options.results,
-                &experiment.name,
-                &profile.name,
-                &variant.name,
-                seed,
-            );
-            if let Some(done) = run.finished()? {
-                log(&format!(
-                    "{}/seed-{seed}: finished ({:?}), skipped",
-                    variant.name, done.status
-                ));
-                continue;
+            if let Some(p) = job.claim(seed, &mut sweep)? {
+                pending.push(p);
             }
-            let lock = run.lock()?;
-            let checkpoint = Checkpoint::load(&run)?;
-            pending.push(Pending {
-                seed,
-                run,
-                _lock: lock,
-                checkpoint,
-            });
         }
         // Seeds resume together only from the same point; each group trains as one stack.
         // Interrupted runs first (the furthest along first): finish what was started.
-        pending.sort_by_key(|p| {
-            (
-                std::cmp::Reverse(p.checkpoint.as_ref().map(|c| c.iteration)),
-                p.seed,
-            )
-        });
+        pending.sort_by_key(|p| (std::cmp::Reverse(p.start_iteration()), p.seed));
         while !pending.is_empty() {
-            let start = pending[0].checkpoint.as_ref().map(|c| c.iteration);
+            let start = pending[0].start_iteration();
             let take = pending
                 .iter()
                 .take(options.max_replicas.max(1))
-                .take_while(|p| p.checkpoint.as_ref().map(|c| c.iteration) == start)
+                .take_while(|p| p.start_iteration() == start)
                 .count();
             let group: Vec<Pending> = pending.drain(..take).collect();
-            let job = Job {
-                experiment,
-                profile,
-                variant,
-                config: &config,
-                protocol: &protocol,
-                data: &device_data,
-                fingerprint: data,
-                provenance,
-                options,
-            };
-            job.run(group)?;
+            job.run(group, &mut sweep)?;
         }
     }
-    Ok(())
+    sweep.conclude()
 }
 
-/// A seed to train: its folder, its lock, and where it left off.
+/// A seed to train: its folder, its lock, where it left off and its rows so far.
 struct Pending {
     seed: u64,
     run: RunDir,
     _lock: RunLock,
     checkpoint: Option<Checkpoint>,
+    /// The rows of the epochs the checkpoint has passed (none on a fresh start).
+    rows: Vec<EpochRow>,
 }
 
-/// Weights, momentum and progress of one model after an epoch.
-struct Checkpoint {
-    iteration: i64,
-    wall_s: f64,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl Checkpoint {
-    fn load(run: &RunDir) -> Result<Option<Self>> {
-        let path = run.checkpoint_path();
-        if !path.exists() {
-            return Ok(None);
-        }
-        let tensors: HashMap<String, Tensor> = Tensor::load_multi(&path)
-            .with_context(|| format!("cannot read the checkpoint {}", path.display()))?
-            .into_iter()
-            .collect();
-        let scalar = |name: &str| {
-            tensors
-                .get(name)
-                .map(|t| t.double_value(&[]))
-                .with_context(|| format!("{} lacks {name}", path.display()))
-        };
-        Ok(Some(Self {
-            iteration: scalar("meta/iteration")? as i64,
-            wall_s: scalar("meta/wall_s")?,
-            tensors,
-        }))
+impl Pending {
+    fn start_iteration(&self) -> i64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.iteration)
     }
 }
 
+/// One variant of a sweep: its network, protocol and data.
 struct Job<'a> {
     experiment: &'a Experiment,
     profile: &'a Profile,
@@ -254,239 +265,234 @@ struct Job<'a> {
     options: &'a TrainOptions,
 }
 
+/// The stacked network of a group and what trains it.
+struct Stack {
+    seeds: Vec<u64>,
+    vs: VarStore,
+    net: Net,
+    sgd: Sgd,
+    scaler: Option<LossScaler>,
+}
+
+impl Stack {
+    fn k(&self) -> i64 {
+        self.seeds.len() as i64
+    }
+}
+
 /// Per-model state of a stack during training.
 struct Member {
     pending: Pending,
     rows: Vec<EpochRow>,
+    /// This process's event file (`None` once writing it failed: the run goes on without).
+    events: Option<EventFile>,
     /// Set when this model's loss stopped being finite.
     diverged_at: Option<i64>,
 }
 
-impl Job<'_> {
-    fn run(&self, group: Vec<Pending>) -> Result<()> {
-        let protocol = self.protocol;
-        let k = group.len();
-        let device = self.options.device;
-        let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
-        let (vs, net) = build_stacked(self.config, &seeds, device)?;
-        let mut sgd = Sgd::new(
-            &vs,
-            protocol.momentum,
-            protocol.weight_decay,
-            self.options.layout,
-        );
-        let fp16 = self.options.precision == Precision::Fp16;
-        let mut scaler = fp16.then(|| LossScaler::new(device, k as i64));
+/// An epoch's training so far: per step the [K] losses, per model the error count.
+struct Tally {
+    losses: Vec<Tensor>,
+    errors: Tensor,
+    /// Steps of these trained by this process (a resumed epoch's earlier ones are not timed).
+    timed_steps: i64,
+}
 
-        let steps_per_epoch = self.data.steps_per_epoch(protocol.batch_size);
+/// How the steps of an epoch ended.
+enum Steps {
+    /// Every step of the epoch trained; `stop` when a stop was requested in its last step.
+    Done { stop: bool },
+    /// A stop request inside the epoch, after this many steps in all.
+    StoppedAt(i64),
+}
+
+/// Seconds of training across resumptions.
+struct Clock {
+    before: f64,
+    started: Instant,
+}
+
+impl Clock {
+    fn wall_s(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+}
+
+impl Job<'_> {
+    /// The run's configuration, as `config.toml` records it.
+    fn run_config(&self, seed: u64) -> RunConfig {
+        RunConfig {
+            experiment: self.experiment.name.clone(),
+            profile: self.profile.name.clone(),
+            variant: self.variant.name.clone(),
+            seed,
+            model: self.config.clone(),
+            protocol: self.protocol.clone(),
+        }
+    }
+
+    /// What a checkpoint of this run must have been trained with to resume.
+    fn trained_with(&self, seed: u64) -> TrainedWith {
+        TrainedWith {
+            run: self.run_config(seed),
+            data: self.fingerprint.fingerprint.digest.clone(),
+            precision: self.options.precision,
+        }
+    }
+
+    fn steps_per_epoch(&self) -> i64 {
+        self.data.steps_per_epoch(self.protocol.batch_size)
+    }
+
+    /// Takes the run of `seed` if it is to be trained: not finished, not damaged (both said
+    /// and counted in `sweep`), locked by this process, and resumable from its checkpoint.
+    fn claim(&self, seed: u64, sweep: &mut Sweep) -> Result<Option<Pending>> {
+        let run = RunDir::new(
+            &self.options.results,
+            &self.experiment.name,
+            &self.profile.name,
+            &self.variant.name,
+            seed,
+        );
+        let name = format!("{}/seed-{seed}", self.variant.name);
+        // A look without the lock skips finished runs without touching them; the same look
+        // again under the lock, since another process may have finished it meanwhile.
+        for locked in [None, Some(())] {
+            let lock = match locked {
+                None => None,
+                Some(()) => Some(run.lock()?),
+            };
+            match run.state() {
+                Ok(RunState::Finished { record, .. }) => {
+                    log(&format!("{name}: finished ({:?}), skipped", record.status));
+                    sweep.skipped += 1;
+                    return Ok(None);
+                }
+                Err(damaged) => {
+                    log(&format!("{name}: {damaged}"));
+                    sweep.damaged.push(damaged);
+                    return Ok(None);
+                }
+                Ok(RunState::Unfinished { epochs, config, .. }) => {
+                    let Some(lock) = lock else { continue };
+                    return self.resumable(seed, run, lock, epochs, config.as_ref(), sweep);
+                }
+            }
+        }
+        unreachable!("the second look holds the lock")
+    }
+
+    /// The pending run, from its checkpoint if it has one that matches this setup and its
+    /// records.
+    fn resumable(
+        &self,
+        seed: u64,
+        run: RunDir,
+        lock: RunLock,
+        epochs: Vec<EpochRow>,
+        config: Option<&RunConfig>,
+        sweep: &mut Sweep,
+    ) -> Result<Option<Pending>> {
+        let damaged = |problem: String| Damaged {
+            dir: run.dir.clone(),
+            problem,
+        };
+        let checkpoint = match Checkpoint::load(&run) {
+            Ok(c) => c,
+            Err(err) => {
+                let damaged = damaged(format!("{err:#}"));
+                log(&format!("{}/seed-{seed}: {damaged}", self.variant.name));
+                sweep.damaged.push(damaged);
+                return Ok(None);
+            }
+        };
+        let rows = match &checkpoint {
+            None => Vec::new(), // a fresh start: rows without a checkpoint are trained again
+            Some(c) => {
+                c.check_resumable(&run, config, &self.trained_with(seed))?;
+                let rows = c.rows_before(
+                    epochs,
+                    self.steps_per_epoch(),
+                    self.protocol.iterations,
+                    &run.epochs_path(),
+                );
+                match rows {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let damaged = damaged(format!("{err:#}"));
+                        log(&format!("{}/seed-{seed}: {damaged}", self.variant.name));
+                        sweep.damaged.push(damaged);
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        Ok(Some(Pending {
+            seed,
+            run,
+            _lock: lock,
+            checkpoint,
+            rows,
+        }))
+    }
+
+    /// Trains a group of seeds that start at the same iteration, as one stacked network.
+    fn run(&self, group: Vec<Pending>, sweep: &mut Sweep) -> Result<()> {
+        let protocol = self.protocol;
+        let steps_per_epoch = self.steps_per_epoch();
         if steps_per_epoch < 1 {
             bail!(
                 "the training set is smaller than one batch of {}",
                 protocol.batch_size
             );
         }
-        // Where the group starts: all members share the checkpoint iteration (or none). A
-        // checkpoint may fall inside an epoch (written on a stop request); it then carries
-        // that epoch's per-step losses and error counts so far.
-        let (start_iteration, prior_wall) = match &group[0].checkpoint {
-            Some(c) => (c.iteration, c.wall_s),
-            None => (0, 0.0),
+        let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
+        let mut stack = self.build(&seeds)?;
+        let start = group[0].start_iteration();
+        let clock = Clock {
+            before: group[0].checkpoint.as_ref().map_or(0.0, |c| c.wall_s),
+            started: Instant::now(),
         };
-        let start_epoch = start_iteration / steps_per_epoch;
-        let mut partial = None;
-        if start_iteration > 0 {
-            partial = self.restore(&vs, &mut sgd, scaler.as_mut(), &group)?;
-        }
-        let mut members = Vec::with_capacity(k);
-        for pending in group {
-            let mut rows = pending.run.read_epochs()?;
-            rows.retain(|r| r.epoch <= start_epoch);
-            let run_config = RunConfig {
-                experiment: self.experiment.name.clone(),
-                profile: self.profile.name.clone(),
-                variant: self.variant.name.clone(),
-                seed: pending.seed,
-                model: self.config.clone(),
-                protocol: protocol.clone(),
-            };
-            write_atomic(
-                &pending.run.config_path(),
-                toml::to_string(&run_config)?.as_bytes(),
-            )?;
-            members.push(Member {
-                pending,
-                rows,
-                diverged_at: None,
-            });
-        }
+        let mut partial = if start > 0 {
+            self.restore(&mut stack, &group)?
+        } else {
+            None
+        };
+        let mut members = self.members(group, start)?;
 
         let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
         let label = format!(
             "{}/{} seeds {:?}",
             self.profile.name, self.variant.name, seeds
         );
-        let bar = self.progress_bar(&label, protocol.iterations, start_iteration);
-        let started = Instant::now();
-        let mut steps_here = 0;
-        for epoch in start_epoch..total_epochs {
-            let epoch_start = Instant::now();
-            let first = epoch * steps_per_epoch;
+        let bar = self.progress_bar(&label, protocol.iterations, start);
+        let mut budget = self.options.stop_after_steps;
+        for epoch in start / steps_per_epoch..total_epochs {
+            let started = Instant::now();
+            let (tally, steps) =
+                self.train_epoch(&mut stack, epoch, partial.take(), &bar, &mut budget)?;
+            if let Steps::StoppedAt(iteration) = steps {
+                self.checkpoint(&stack, Some(&tally), &members, iteration, clock.wall_s())?;
+                bar.finish_and_clear();
+                return Err(Interrupted { iteration }.into());
+            }
             let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
-            let orders: Vec<Tensor> = seeds
-                .iter()
-                .map(|&s| self.data.epoch_order(s, epoch))
-                .collect();
-            // Per step [K] losses and per model error counts of this epoch (so far).
-            let (mut step_losses, mut errors): (Vec<Tensor>, Tensor) = match partial.take() {
-                Some((losses, errors)) => (losses, errors),
-                None => (Vec::new(), Tensor::zeros([k as i64], (Kind::Int64, device))),
-            };
-            let resume_at = first + step_losses.len() as i64;
-            for iteration in resume_at..last {
-                let offset = (iteration - first) * protocol.batch_size;
-                let (images, labels): (Vec<Tensor>, Vec<Tensor>) = seeds
-                    .iter()
-                    .zip(&orders)
-                    .map(|(&seed, order)| {
-                        self.data.batch(
-                            &order.narrow(0, offset, protocol.batch_size),
-                            seed,
-                            iteration,
-                        )
-                    })
-                    .unzip();
-                let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
-                let ys = Tensor::stack(&labels, 0); // [K, B]
-                                                    // each model's dropout masks from its own seed, as in a lone run
-                let forward_seeds: Vec<i64> = seeds
-                    .iter()
-                    .map(|&s| derived_seed(s, Stream::Forward, iteration as u64))
-                    .collect();
-                let logits = seeded(forward_seeds[0], || {
-                    tch::autocast(fp16, || {
-                        net.forward_stacked_seeded(&xs, true, &forward_seeds)
-                    })
-                })?
-                .to_kind(Kind::Float); // [K, B, 10]
-                let losses = per_replica_loss(&logits, &ys)?; // [K]
-                sgd.step_with(&losses, protocol.lr_at(iteration), scaler.as_mut())?;
-                step_losses.push(losses.detach());
-                errors += stacked_errors(&logits.detach(), &ys)?;
-                bar.inc(1);
-                steps_here += 1;
-                let stop = STOP.load(Ordering::Relaxed)
-                    || self
-                        .options
-                        .stop_after_steps
-                        .is_some_and(|n| steps_here >= n);
-                if stop && iteration + 1 < protocol.iterations {
-                    let wall_s = prior_wall + started.elapsed().as_secs_f64();
-                    // [K, s] so that each model's slice is a row.
-                    let partial = [
-                        ("partial/losses".to_string(), Tensor::stack(&step_losses, 1)),
-                        ("partial/errors".to_string(), errors.shallow_clone()),
-                    ];
-                    self.checkpoint(
-                        &vs,
-                        &sgd,
-                        scaler.as_ref(),
-                        &partial,
-                        &members,
-                        iteration + 1,
-                        wall_s,
-                    )?;
-                    bar.finish_and_clear();
-                    return Err(Interrupted {
-                        iteration: iteration + 1,
-                    }
-                    .into());
-                }
-            }
-
-            // Per model: mean training loss and error, and the first non-finite loss if any.
-            let steps = step_losses.len();
-            let losses = Vec::<f64>::try_from(
-                Tensor::stack(&step_losses, 0)
-                    .to_kind(Kind::Double)
-                    .to_device(Device::Cpu)
-                    .view([-1]),
+            let done = self.record_epoch(
+                &stack,
+                &mut members,
+                epoch,
+                tally,
+                started,
+                &clock,
+                &bar,
+                &label,
+                sweep,
             )?;
-            let errors = Vec::<i64>::try_from(errors.to_device(Device::Cpu))?;
-            // the copies above waited for the device: training time only, before evaluation
-            let images_per_s = ((last - resume_at) * protocol.batch_size) as f64
-                / epoch_start.elapsed().as_secs_f64();
-            let evaluate =
-                (epoch + 1) % protocol.eval_every_epochs == 0 || last == protocol.iterations;
-            let test = if evaluate {
-                Some(self.evaluate(&net, k)?)
-            } else {
-                None
-            };
-            let wall_s = prior_wall + started.elapsed().as_secs_f64();
-            for (i, member) in members.iter_mut().enumerate() {
-                if member.diverged_at.is_some() {
-                    continue;
-                }
-                let own: Vec<f64> = (0..steps).map(|s| losses[s * k + i]).collect();
-                if let Some(bad) = own.iter().position(|l| !l.is_finite()) {
-                    member.diverged_at = Some(first + bad as i64 + 1);
-                }
-                let (test_loss, test_error) = match &test {
-                    Some(t) => (Some(t[i].0), Some(t[i].1)),
-                    None => (None, None),
-                };
-                member.rows.push(EpochRow {
-                    epoch: epoch + 1,
-                    iteration: last,
-                    lr: protocol.lr_at(last - 1),
-                    train_loss: own.iter().sum::<f64>() / steps as f64,
-                    train_error: 100.0 * errors[i] as f64
-                        / (steps as i64 * protocol.batch_size) as f64,
-                    test_loss,
-                    test_error,
-                    wall_s,
-                    images_per_s,
-                });
-                member.pending.run.write_epochs(&member.rows)?;
-                if let Some(at) = member.diverged_at {
-                    self.finish(member, Status::Diverged, at, wall_s, k)?;
-                }
-            }
-            let live: Vec<&Member> = members.iter().filter(|m| m.diverged_at.is_none()).collect();
-            if let Some(row) = live.first().and_then(|m| m.rows.last()) {
-                let msg = format!(
-                    "epoch {}/{total_epochs} loss {:.3} train {:.2}% test {} {:.0} img/s",
-                    epoch + 1,
-                    row.train_loss,
-                    row.train_error,
-                    row.test_error
-                        .map(|e| format!("{e:.2}%"))
-                        .unwrap_or_else(|| "-".into()),
-                    images_per_s * k as f64
-                );
-                self.report(&bar, &label, &msg);
-            }
-            if live.is_empty() {
+            if done {
                 break;
             }
-            if last == protocol.iterations {
-                for member in members.iter_mut().filter(|m| m.diverged_at.is_none()) {
-                    let error = member
-                        .rows
-                        .last()
-                        .and_then(|r| r.test_error)
-                        .unwrap_or(f64::NAN);
-                    let status = if error > protocol.fail_above_percent {
-                        Status::Fail
-                    } else {
-                        Status::Ok
-                    };
-                    self.finish(member, status, last, wall_s, k)?;
-                }
-                break;
-            }
-            self.checkpoint(&vs, &sgd, scaler.as_ref(), &[], &members, last, wall_s)?;
-            if STOP.load(Ordering::Relaxed) {
+            self.checkpoint(&stack, None, &members, last, clock.wall_s())?;
+            if matches!(steps, Steps::Done { stop: true }) || stop_requested() {
                 bar.finish_and_clear();
                 return Err(Interrupted { iteration: last }.into());
             }
@@ -495,16 +501,291 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Loads each member's checkpoint into its slice of the stacked weights and momentum, and
-    /// returns the interrupted epoch's per-step losses ([K] each) and error counts ([K]) when
-    /// the checkpoint fell inside an epoch.
-    fn restore(
+    /// The stacked network and its optimizer, initialised from the seeds.
+    fn build(&self, seeds: &[u64]) -> Result<Stack> {
+        let device = self.options.device;
+        let (vs, net) = build_stacked(self.config, seeds, device)?;
+        let sgd = Sgd::new(
+            &vs,
+            self.protocol.momentum,
+            self.protocol.weight_decay,
+            self.options.layout,
+        );
+        let scaler = (self.options.precision == Precision::Fp16)
+            .then(|| LossScaler::new(device, seeds.len() as i64));
+        Ok(Stack {
+            seeds: seeds.to_vec(),
+            vs,
+            net,
+            sgd,
+            scaler,
+        })
+    }
+
+    /// Each member's records: the rows so far, `config.toml` on a fresh start, and this
+    /// process's event file (events past `start` are dropped from earlier ones).
+    fn members(&self, group: Vec<Pending>, start: i64) -> Result<Vec<Member>> {
+        group
+            .into_iter()
+            .map(|mut pending| {
+                if start == 0 {
+                    pending.run.write_config(&self.run_config(pending.seed))?;
+                }
+                let rows = std::mem::take(&mut pending.rows);
+                let resume_from = if start == 0 { -1 } else { start };
+                let events = match EventFile::create(&pending.run.dir, resume_from) {
+                    Ok(events) => {
+                        let dropped = events.pruned().events_dropped;
+                        if dropped > 0 {
+                            log(&format!(
+                                "{}/seed-{}: {dropped} TensorBoard events past iteration {start} \
+                                 dropped (trained again from the checkpoint)",
+                                self.variant.name, pending.seed
+                            ));
+                        }
+                        Some(events)
+                    }
+                    Err(err) => {
+                        log(&format!(
+                            "{}/seed-{}: no TensorBoard events for this run ({err:#})",
+                            self.variant.name, pending.seed
+                        ));
+                        None
+                    }
+                };
+                Ok(Member {
+                    pending,
+                    rows,
+                    events,
+                    diverged_at: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The steps of `epoch` from where `partial` left off (its start when `None`); stops
+    /// early when a stop is requested (a signal, or the test budget running out).
+    fn train_epoch(
         &self,
-        vs: &VarStore,
-        sgd: &mut Sgd,
-        scaler: Option<&mut LossScaler>,
-        group: &[Pending],
-    ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
+        stack: &mut Stack,
+        epoch: i64,
+        partial: Option<Tally>,
+        bar: &ProgressBar,
+        budget: &mut Option<i64>,
+    ) -> Result<(Tally, Steps)> {
+        let protocol = self.protocol;
+        let steps_per_epoch = self.steps_per_epoch();
+        let device = self.options.device;
+        let fp16 = self.options.precision == Precision::Fp16;
+        let first = epoch * steps_per_epoch;
+        let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
+        let orders: Vec<Tensor> = stack
+            .seeds
+            .iter()
+            .map(|&s| self.data.epoch_order(s, epoch))
+            .collect();
+        let mut tally = partial.unwrap_or_else(|| Tally {
+            losses: Vec::new(),
+            errors: Tensor::zeros([stack.k()], (Kind::Int64, device)),
+            timed_steps: 0,
+        });
+        for iteration in first + tally.losses.len() as i64..last {
+            let offset = (iteration - first) * protocol.batch_size;
+            let (images, labels): (Vec<Tensor>, Vec<Tensor>) = stack
+                .seeds
+                .iter()
+                .zip(&orders)
+                .map(|(&seed, order)| {
+                    self.data.batch(
+                        &order.narrow(0, offset, protocol.batch_size),
+                        seed,
+                        iteration,
+                    )
+                })
+                .unzip();
+            let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
+            let ys = Tensor::stack(&labels, 0); // [K, B]
+                                                // each model's dropout masks from its own seed, as in a lone run
+            let forward_seeds: Vec<i64> = stack
+                .seeds
+                .iter()
+                .map(|&s| derived_seed(s, Stream::Forward, iteration as u64))
+                .collect();
+            let logits = seeded(forward_seeds[0], || {
+                tch::autocast(fp16, || {
+                    stack.net.forward_stacked_seeded(&xs, true, &forward_seeds)
+                })
+            })?
+            .to_kind(Kind::Float); // [K, B, 10]
+            let losses = per_replica_loss(&logits, &ys)?; // [K]
+            stack
+                .sgd
+                .step_with(&losses, protocol.lr_at(iteration), stack.scaler.as_mut())?;
+            tally.losses.push(losses.detach());
+            tally.errors += stacked_errors(&logits.detach(), &ys)?;
+            tally.timed_steps += 1;
+            bar.inc(1);
+            if let Some(left) = budget.as_mut() {
+                *left -= 1;
+            }
+            if stop_requested() || budget.is_some_and(|left| left <= 0) {
+                let steps = if iteration + 1 < last {
+                    Steps::StoppedAt(iteration + 1)
+                } else {
+                    Steps::Done { stop: true }
+                };
+                return Ok((tally, steps));
+            }
+        }
+        Ok((tally, Steps::Done { stop: false }))
+    }
+
+    /// The epoch's accounting, evaluation and records: one row per live member (its mean
+    /// training loss and error, and the test loss and error when due), divergence noted and
+    /// recorded, and every member finished after the last epoch. True when training is over.
+    #[allow(clippy::too_many_arguments)]
+    fn record_epoch(
+        &self,
+        stack: &Stack,
+        members: &mut [Member],
+        epoch: i64,
+        tally: Tally,
+        started: Instant,
+        clock: &Clock,
+        bar: &ProgressBar,
+        label: &str,
+        sweep: &mut Sweep,
+    ) -> Result<bool> {
+        let protocol = self.protocol;
+        let k = stack.k() as usize;
+        let steps_per_epoch = self.steps_per_epoch();
+        let first = epoch * steps_per_epoch;
+        let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
+        let steps = tally.losses.len();
+        let losses = Vec::<f64>::try_from(
+            Tensor::stack(&tally.losses, 0)
+                .to_kind(Kind::Double)
+                .to_device(Device::Cpu)
+                .view([-1]),
+        )?;
+        let errors = Vec::<i64>::try_from(tally.errors.to_device(Device::Cpu))?;
+        // the copies above waited for the device: training time only, before evaluation
+        let images_per_s =
+            (tally.timed_steps * protocol.batch_size) as f64 / started.elapsed().as_secs_f64();
+        let evaluate = (epoch + 1) % protocol.eval_every_epochs == 0 || last == protocol.iterations;
+        let test = if evaluate {
+            Some(self.evaluate(&stack.net, k)?)
+        } else {
+            None
+        };
+        let wall_s = clock.wall_s();
+        for (i, member) in members.iter_mut().enumerate() {
+            if member.diverged_at.is_some() {
+                continue;
+            }
+            let own: Vec<f64> = (0..steps).map(|s| losses[s * k + i]).collect();
+            if let Some(bad) = own.iter().position(|l| !l.is_finite()) {
+                member.diverged_at = Some(first + bad as i64 + 1);
+            }
+            let (test_loss, test_error) = match &test {
+                Some(t) => (Some(t[i].0), Some(t[i].1)),
+                None => (None, None),
+            };
+            let row = EpochRow {
+                epoch: epoch + 1,
+                iteration: last,
+                lr: protocol.lr_at(last - 1),
+                train_loss: own.iter().sum::<f64>() / steps as f64,
+                train_error: 100.0 * errors[i] as f64 / (steps as i64 * protocol.batch_size) as f64,
+                test_loss,
+                test_error,
+                wall_s,
+                images_per_s,
+            };
+            member.rows.push(row);
+            member.pending.run.write_epochs(&member.rows)?;
+            self.log_events(member);
+            if let Some(at) = member.diverged_at {
+                self.save_weights(stack, i, member)?;
+                let line = format!(
+                    "{}/seed-{}: diverged at iteration {at} (the loss is not finite); \
+                     recorded as `diverged`",
+                    self.variant.name, member.pending.seed
+                );
+                bar.suspend(|| log(&line));
+                self.finish(member, Status::Diverged, at, wall_s, k, sweep)?;
+            }
+        }
+        let live: Vec<&Member> = members.iter().filter(|m| m.diverged_at.is_none()).collect();
+        if let Some(row) = live.first().and_then(|m| m.rows.last()) {
+            let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
+            let msg = format!(
+                "epoch {}/{total_epochs} loss {:.3} train {:.2}% test {} {:.0} img/s",
+                epoch + 1,
+                row.train_loss,
+                row.train_error,
+                row.test_error
+                    .map(|e| format!("{e:.2}%"))
+                    .unwrap_or_else(|| "-".into()),
+                images_per_s * k as f64
+            );
+            self.report(bar, label, &msg);
+        }
+        if live.is_empty() {
+            return Ok(true);
+        }
+        if last < protocol.iterations {
+            return Ok(false);
+        }
+        for (i, member) in members.iter_mut().enumerate() {
+            if member.diverged_at.is_some() {
+                continue;
+            }
+            self.save_weights(stack, i, member)?;
+            let error = member
+                .rows
+                .last()
+                .and_then(|r| r.test_error)
+                .unwrap_or(f64::NAN);
+            let status = if error > protocol.fail_above_percent {
+                Status::Fail
+            } else {
+                Status::Ok
+            };
+            self.finish(member, status, last, wall_s, k, sweep)?;
+        }
+        Ok(true)
+    }
+
+    /// The member's last row as TensorBoard scalars, at its iteration and the real time.
+    fn log_events(&self, member: &mut Member) {
+        let Some(events) = member.events.as_mut() else {
+            return;
+        };
+        let Some(row) = member.rows.last() else {
+            return;
+        };
+        let mut scalars = vec![
+            ("train/loss", row.train_loss),
+            ("train/error", row.train_error),
+            ("train/lr", row.lr),
+            ("train/images_per_s", row.images_per_s),
+        ];
+        if let (Some(loss), Some(error)) = (row.test_loss, row.test_error) {
+            scalars.extend([("test/loss", loss), ("test/error", error)]);
+        }
+        if let Err(err) = events.append(row.iteration, unix_now_s(), &scalars) {
+            log(&format!(
+                "{}/seed-{}: TensorBoard events stop here ({err:#})",
+                self.variant.name, member.pending.seed
+            ));
+            member.events = None;
+        }
+    }
+
+    /// Loads each member's checkpoint into its slice of the stacked weights and momentum, and
+    /// returns the interrupted epoch's tally when the checkpoint fell inside an epoch.
+    fn restore(&self, stack: &mut Stack, group: &[Pending]) -> Result<Option<Tally>> {
         let parts: Vec<&HashMap<String, Tensor>> = group
             .iter()
             .map(|p| {
@@ -526,7 +807,7 @@ impl Job<'_> {
             Ok(Tensor::cat(&pieces, 0))
         };
         tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vs.variables() {
+            for (name, mut var) in stack.vs.variables() {
                 let saved = joined(&format!("model/{name}"))?;
                 if saved.size() != var.size() {
                     bail!(
@@ -540,7 +821,7 @@ impl Job<'_> {
             Ok(())
         })?;
         let mut state = HashMap::new();
-        for (name, _) in sgd.state() {
+        for (name, _) in stack.sgd.state() {
             let tensor = if name.starts_with("momentum/") {
                 joined(&name)?
             } else {
@@ -548,9 +829,9 @@ impl Job<'_> {
             };
             state.insert(name, tensor);
         }
-        sgd.load_state(&state)?;
+        stack.sgd.load_state(&state)?;
         // each model's own loss scale (a run checkpointed in fp32 keeps the initial scales)
-        if let Some(scaler) = scaler {
+        if let Some(scaler) = stack.scaler.as_mut() {
             if parts.iter().all(|t| t.contains_key("amp/scale")) {
                 let state: HashMap<String, Tensor> = ["amp/scale", "amp/growth_tracker"]
                     .into_iter()
@@ -559,38 +840,67 @@ impl Job<'_> {
                 scaler.load_state(&state)?;
             }
         }
+        let start = group[0].start_iteration();
+        let into_epoch = start % self.steps_per_epoch();
         if !parts[0].contains_key("partial/losses") {
+            if into_epoch != 0 {
+                bail!("the checkpoint at iteration {start} falls inside an epoch but holds no partial epoch");
+            }
             return Ok(None);
         }
         let losses = joined("partial/losses")?; // [K, s]
-        let errors = joined("partial/errors")?; // [K]
-        Ok(Some((losses.unbind(1), errors)))
+        if losses.size()[1] != into_epoch {
+            bail!(
+                "the checkpoint at iteration {start} holds {} steps of its epoch, not {into_epoch}",
+                losses.size()[1]
+            );
+        }
+        Ok(Some(Tally {
+            losses: losses.unbind(1),
+            errors: joined("partial/errors")?, // [K]
+            timed_steps: 0,
+        }))
     }
 
-    /// Writes each live member's slice of the weights, momentum and `partial` (tensors with the
-    /// models along dim 0), with the shared optimizer state and the progress.
-    #[allow(clippy::too_many_arguments)]
+    /// Model `i`'s trained weights as `model.ot`, written before `final.json`.
+    fn save_weights(&self, stack: &Stack, i: usize, member: &Member) -> Result<()> {
+        let k = stack.k();
+        let named: Vec<(String, Tensor)> = stack
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.chunk(k, 0)[i].to_device(Device::Cpu)))
+            .collect();
+        let path = member.pending.run.weights_path();
+        let tmp = path.with_extension("ot.tmp");
+        Tensor::save_multi(&named, &tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Writes each live member's checkpoint: its slice of the weights, momentum and (inside
+    /// an epoch) the epoch's tally so far, with the shared optimizer state and the progress.
     fn checkpoint(
         &self,
-        vs: &VarStore,
-        sgd: &Sgd,
-        scaler: Option<&LossScaler>,
-        partial: &[(String, Tensor)],
+        stack: &Stack,
+        partial: Option<&Tally>,
         members: &[Member],
         iteration: i64,
         wall_s: f64,
     ) -> Result<()> {
-        let k = members.len() as i64;
-        let variables = vs.variables();
+        let k = stack.k();
         let mut shared: Vec<(String, Tensor)> = Vec::new();
-        let mut per_model: Vec<(String, Tensor)> = variables
+        let mut per_model: Vec<(String, Tensor)> = stack
+            .vs
+            .variables()
             .iter()
             .map(|(n, t)| (format!("model/{n}"), t.shallow_clone()))
             .collect();
-        for (name, tensor) in sgd
+        for (name, tensor) in stack
+            .sgd
             .state()
             .into_iter()
-            .chain(scaler.into_iter().flat_map(LossScaler::state))
+            .chain(stack.scaler.iter().flat_map(LossScaler::state))
         {
             // Momentum and loss scales are per model like the weights; the step marker is shared.
             if name.starts_with("momentum/") || name.starts_with("amp/") {
@@ -599,7 +909,11 @@ impl Job<'_> {
                 shared.push((name, tensor));
             }
         }
-        per_model.extend(partial.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        if let Some(tally) = partial {
+            // [K, s] so that each model's slice is a row.
+            per_model.push(("partial/losses".into(), Tensor::stack(&tally.losses, 1)));
+            per_model.push(("partial/errors".into(), tally.errors.shallow_clone()));
+        }
         for (i, member) in members.iter().enumerate() {
             if member.diverged_at.is_some() {
                 continue;
@@ -613,13 +927,13 @@ impl Job<'_> {
                     .iter()
                     .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu))),
             );
-            named.push(("meta/iteration".into(), Tensor::from(iteration)));
-            named.push(("meta/wall_s".into(), Tensor::from(wall_s)));
-            let path = member.pending.run.checkpoint_path();
-            let tmp = path.with_extension("ot.tmp");
-            Tensor::save_multi(&named, &tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path)?;
+            checkpoint::save(
+                &member.pending.run,
+                &mut named,
+                iteration,
+                wall_s,
+                &self.trained_with(member.pending.seed),
+            )?;
         }
         Ok(())
     }
@@ -666,6 +980,7 @@ impl Job<'_> {
         iterations: i64,
         wall_s: f64,
         stacked_with: usize,
+        sweep: &mut Sweep,
     ) -> Result<()> {
         let last = member.rows.last();
         let tested = member.rows.iter().rev().find(|r| r.test_error.is_some());
@@ -704,6 +1019,8 @@ impl Job<'_> {
         };
         member.pending.run.write_final(&record)?;
         let _ = std::fs::remove_file(member.pending.run.checkpoint_path());
+        let name = format!("{}/seed-{}", self.variant.name, member.pending.seed);
+        sweep.finished.push((name, record));
         Ok(())
     }
 
@@ -762,6 +1079,12 @@ protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_
 [profiles.gentle]
 seeds = [0, 1]
 protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_subset = 128, test_subset = 64 }
+[profiles.steps]
+seeds = [0, 1]
+protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_subset = 128, test_subset = 64 }
+[profiles.sparse]
+seeds = [0, 1]
+protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_subset = 128, test_subset = 64, eval_every_epochs = 2 }
 "#;
 
     /// Random images whose class shifts the mean, so that there is something to learn.
@@ -1014,5 +1337,69 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
             std::fs::read(run(results.path(), "original", 1).final_path()).unwrap()
         );
         assert!(started.elapsed().as_secs_f64() < 5.0);
+    }
+
+    /// The trained weights of a finished run, by name.
+    fn weights(run: &RunDir) -> Vec<(String, Tensor)> {
+        let mut named = Tensor::load_multi(run.weights_path()).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    }
+
+    /// Everything a run leaves that must not depend on interruptions: the numbers of
+    /// epochs.csv, final.json without its timings, and the weights.
+    fn outcome(run: &RunDir) -> (Vec<Numbers>, serde_json::Value, Vec<(String, Tensor)>) {
+        let mut record = serde_json::to_value(run.finished().unwrap().unwrap()).unwrap();
+        for timing in ["wall_s", "finished_at_unix_s"] {
+            record.as_object_mut().unwrap().remove(timing);
+        }
+        (numbers(&run.read_epochs().unwrap()), record, weights(run))
+    }
+
+    fn assert_same_outcome(a: &RunDir, b: &RunDir, what: &str) {
+        let (rows_a, record_a, weights_a) = outcome(a);
+        let (rows_b, record_b, weights_b) = outcome(b);
+        assert_eq!(rows_a, rows_b, "{what}: epochs.csv");
+        assert_eq!(record_a, record_b, "{what}: final.json");
+        assert_eq!(weights_a.len(), weights_b.len());
+        for ((name, x), (_, y)) in weights_a.iter().zip(&weights_b) {
+            assert!(x.equal(y), "{what}: weights {name} differ");
+        }
+    }
+
+    /// Stops a run after every single step in turn (the stop request signals make), resumes
+    /// it, and compares everything with the uninterrupted run: 4 steps per epoch, 11 in all
+    /// (the last epoch is short), the lr drop inside epoch 2; evaluation every epoch and every
+    /// second epoch; lone and stacked seeds.
+    #[test]
+    fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_numbers_and_weights() {
+        for (profile, replicas) in [("steps", 1), ("sparse", 1), ("steps", 2)] {
+            let whole = tempfile::tempdir().unwrap();
+            train(whole.path(), profile, replicas, None).unwrap();
+            let at = |results: &Path, seed| RunDir::new(results, "test", profile, "original", seed);
+            assert_eq!(at(whole.path(), 0).read_epochs().unwrap().len(), 3);
+            for stop in 1..11 {
+                let what = format!("{profile}, {replicas} stacked, stopped after step {stop}");
+                let broken = tempfile::tempdir().unwrap();
+                let err = train(broken.path(), profile, replicas, Some(stop)).unwrap_err();
+                assert_eq!(
+                    err.downcast_ref::<Interrupted>().map(|i| i.iteration),
+                    Some(stop),
+                    "{what}: {err:#}"
+                );
+                let stopped = at(broken.path(), 0);
+                let rows = stopped.read_epochs().unwrap();
+                assert_eq!(
+                    rows.len() as i64,
+                    stop / 4,
+                    "{what}: rows of whole epochs only"
+                );
+                train(broken.path(), profile, replicas, None).unwrap();
+                for seed in [0, 1] {
+                    assert_same_outcome(&at(whole.path(), seed), &at(broken.path(), seed), &what);
+                    assert!(!at(broken.path(), seed).checkpoint_path().exists());
+                }
+            }
+        }
     }
 }
