@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use spec::{profile_dir, write_atomic, Experiment, ExperimentKind};
+use spec::{profile_dir, write_atomic, Experiment, ExperimentKind, Variant};
 
 use crate::gradients::GradientTable;
 use crate::plots::Caption;
@@ -117,6 +117,7 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
     }
     let spec = Experiment::load(&file)?;
     let seeds = spec.profile(profile)?.seeds.clone();
+    let variants = spec.select_variants(spec.profile(profile)?, &[])?;
     let name = spec.name.clone();
     let results_dir = profile_dir(&paths.results, &name, profile);
     if !results_dir.is_dir() {
@@ -125,10 +126,10 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
     let plots_dir = paths.plots.join(&name).join(profile);
     match spec.kind {
         ExperimentKind::Training => {
-            render_training(&spec, profile, &seeds, &results_dir, &plots_dir)
+            render_training(&spec, &variants, profile, &seeds, &results_dir, &plots_dir)
         }
         ExperimentKind::Gradients => {
-            render_gradients(&spec, profile, &seeds, &results_dir, &plots_dir)
+            render_gradients(&spec, &variants, profile, &seeds, &results_dir, &plots_dir)
         }
     }
 }
@@ -136,12 +137,13 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
 /// `table.{csv,md}`, `curves` and `final` of a training experiment.
 fn render_training(
     spec: &Experiment,
+    variants: &[&Variant],
     profile: &str,
     seeds: &[u64],
     results_dir: &Path,
     plots_dir: &Path,
 ) -> Result<Written> {
-    let results = results::load(results_dir, spec, seeds)?;
+    let results = results::load(results_dir, variants, seeds)?;
     let table = Table::new(spec, profile, seeds, &results);
     let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     create_dir(plots_dir)?;
@@ -181,12 +183,13 @@ fn depth_note(spec: &Experiment, profile: &str, trained: &[usize]) -> Option<Str
 /// `table.{csv,md}` and `norms` of a gradients experiment.
 fn render_gradients(
     spec: &Experiment,
+    variants: &[&Variant],
     profile: &str,
     seeds: &[u64],
     results_dir: &Path,
     plots_dir: &Path,
 ) -> Result<Written> {
-    let results = results::load_gradients(results_dir, spec)?;
+    let results = results::load_gradients(results_dir, variants)?;
     let table = GradientTable::new(spec, profile, seeds, &results);
     let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     create_dir(plots_dir)?;

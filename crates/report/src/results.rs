@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use spec::records::read_csv;
 use spec::{
-    EpochRow, Experiment, FinalRecord, GradientRecord, NormRow, PaperNumber, RunConfig, RunDir,
+    EpochRow, FinalRecord, GradientRecord, NormRow, PaperNumber, RunConfig, RunDir, Variant,
     VariantDir,
 };
 
@@ -79,10 +79,10 @@ impl ProfileResults {
 /// Reads `dir` (= `results/<exp>/<profile>`) for every variant and seed of the profile.
 /// A damaged file is reported in `notes` and its run counted as not there, so that one bad
 /// file does not hide the rest of a sweep.
-pub fn load(dir: &Path, experiment: &Experiment, seeds: &[u64]) -> Result<ProfileResults> {
+pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults> {
     let mut notes = Vec::new();
     let mut variants = Vec::new();
-    for spec in &experiment.variants {
+    for spec in of {
         let variant_dir = dir.join(&spec.name);
         let mut runs = Vec::new();
         for &seed in seeds {
@@ -187,10 +187,10 @@ pub struct GradientResults {
 /// Reads `<dir>/<variant>/{norms.csv, provenance.json}` for every variant of the file (in
 /// file order). A variant without `norms.csv` is not measured yet (the runner writes it
 /// last); a damaged file is reported in `notes` and the variant counted as not measured.
-pub fn load_gradients(dir: &Path, experiment: &Experiment) -> Result<GradientResults> {
+pub fn load_gradients(dir: &Path, of: &[&Variant]) -> Result<GradientResults> {
     let mut notes = Vec::new();
     let mut variants = Vec::new();
-    for spec in &experiment.variants {
+    for spec in of {
         let files = VariantDir {
             dir: dir.join(&spec.name),
         };

@@ -13,16 +13,16 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use spec::{EpochRow, Precision, RunConfig, RunDir};
+use spec::{EpochRow, RunConfig, RunDir};
 use tch::{Kind, Tensor};
 
-/// What a run is trained with; a checkpoint resumes only under the same.
+/// What a run is trained with (its precision is in the protocol); a checkpoint resumes only
+/// under the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainedWith {
     pub run: RunConfig,
     /// The data fingerprint's digest.
     pub data: String,
-    pub precision: Precision,
 }
 
 impl TrainedWith {

@@ -101,9 +101,11 @@ struct TrainArgs {
     /// Parameter layout of the optimizer (default: flat on CUDA, per tensor on the CPU).
     #[arg(long, value_enum)]
     sgd_layout: Option<optim::SgdLayout>,
-    /// fp32 (the papers'), or fp16 autocast with dynamic loss scaling (CUDA only).
-    #[arg(long, value_enum, default_value = "fp32")]
-    precision: optim::Precision,
+    /// Numeric precision, instead of the profile's (`precision` in its protocol; fp32, the
+    /// papers', unless the file says otherwise): fp16 is CUDA autocast with dynamic loss
+    /// scaling. Recorded in each run's config.toml and final.json.
+    #[arg(long, value_enum)]
+    precision: Option<optim::Precision>,
     /// Where results go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
@@ -279,7 +281,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         args.variants = vec![task.variant];
         args.seeds = task.seeds;
     }
-    let variants = experiment.select_variants(&args.variants)?;
+    let variants = experiment.select_variants(profile, &args.variants)?;
     let seeds = profile.select_seeds(&args.seeds)?;
     if !args.devices.is_empty() {
         let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
@@ -301,14 +303,18 @@ fn train_command(args: TrainArgs) -> Result<()> {
                 task.seeds.len().to_string(),
                 "--device".into(),
                 format!("{:?}", args.device).to_lowercase(),
-                "--precision".into(),
-                format!("{:?}", args.precision).to_lowercase(),
                 "--results".into(),
                 args.results.display().to_string(),
                 "--quiet".into(),
             ];
             if let Some(dir) = &args.data_dir {
                 a.extend(["--data-dir".into(), dir.display().to_string()]);
+            }
+            if let Some(precision) = args.precision {
+                a.extend([
+                    "--precision".into(),
+                    format!("{precision:?}").to_lowercase(),
+                ]);
             }
             a
         };
@@ -318,9 +324,6 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let resolved = device::resolve(args.device)?;
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
-    }
-    if args.precision == optim::Precision::Fp16 && !resolved.device.is_cuda() {
-        anyhow::bail!("--precision fp16 uses CUDA autocast; it needs --device cuda");
     }
     let dir = data::resolve_dir(args.data_dir.as_deref());
     if !dir.exists() {
@@ -491,7 +494,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
 fn plan_command(args: PlanArgs) -> Result<()> {
     let experiment = spec::Experiment::load(&args.experiment)?;
     let profile = experiment.profile(&args.profile)?;
-    let variants = experiment.select_variants(&args.variants)?;
+    let variants = experiment.select_variants(profile, &args.variants)?;
     let seeds = profile.select_seeds(&args.seeds)?;
     let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
     println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");

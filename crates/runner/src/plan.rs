@@ -324,8 +324,9 @@ mod tests {
     #[test]
     fn tasks_chunk_each_variants_seeds_and_round_trip_through_the_list() {
         let e = experiment();
+        let paper = e.profile("paper").unwrap();
         let variants = e
-            .select_variants(&["original".into(), "conv1x1".into()])
+            .select_variants(paper, &["original".into(), "conv1x1".into()])
             .unwrap();
         let tasks = tasks(&variants, &[0, 1, 2, 3, 4], 2);
         let shape: Vec<(usize, &str, Vec<u64>)> = tasks
@@ -359,7 +360,7 @@ mod tests {
     fn the_array_script_asks_for_the_warning_signal_and_requeues_on_exit_75() {
         let e = experiment();
         let profile = e.profile("paper").unwrap();
-        let variants = e.select_variants(&[]).unwrap();
+        let variants = e.select_variants(profile, &[]).unwrap();
         let tasks = tasks(&variants, &profile.seeds, 5);
         let paths = SlurmPaths {
             runner: "/opt/it's here/runner".into(),

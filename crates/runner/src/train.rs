@@ -38,8 +38,8 @@ pub struct TrainOptions {
     /// At most this many seeds of one variant in one stacked network.
     pub max_replicas: usize,
     pub layout: SgdLayout,
-    /// fp32, or fp16 autocast with loss scaling (CUDA only).
-    pub precision: Precision,
+    /// A precision instead of the profile's (fp16: CUDA autocast with loss scaling).
+    pub precision: Option<Precision>,
     /// No progress bars: one log line per epoch instead.
     pub quiet: bool,
     /// Stop (as if signalled) after this many steps in this process; for tests.
@@ -200,7 +200,13 @@ pub fn train_experiment(
             log(&format!("{}: the paper reports {paper}", variant.name));
         }
         let config = experiment.net_config(variant, profile)?;
-        let protocol = experiment.protocol(variant, profile)?;
+        let mut protocol = experiment.protocol(variant, profile)?;
+        if let Some(precision) = options.precision {
+            protocol.precision = precision;
+        }
+        if protocol.precision == Precision::Fp16 && !options.device.is_cuda() {
+            bail!("precision fp16 uses CUDA autocast; it needs --device cuda");
+        }
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
         let job = Job {
             experiment,
@@ -336,7 +342,6 @@ impl Job<'_> {
         TrainedWith {
             run: self.run_config(seed),
             data: self.fingerprint.fingerprint.digest.clone(),
-            precision: self.options.precision,
         }
     }
 
@@ -511,7 +516,7 @@ impl Job<'_> {
             self.protocol.weight_decay,
             self.options.layout,
         );
-        let scaler = (self.options.precision == Precision::Fp16)
+        let scaler = (self.protocol.precision == Precision::Fp16)
             .then(|| LossScaler::new(device, seeds.len() as i64));
         Ok(Stack {
             seeds: seeds.to_vec(),
@@ -576,7 +581,7 @@ impl Job<'_> {
         let protocol = self.protocol;
         let steps_per_epoch = self.steps_per_epoch();
         let device = self.options.device;
-        let fp16 = self.options.precision == Precision::Fp16;
+        let fp16 = self.protocol.precision == Precision::Fp16;
         let first = epoch * steps_per_epoch;
         let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
         let orders: Vec<Tensor> = stack
@@ -1011,7 +1016,7 @@ impl Job<'_> {
             libtorch: self.provenance.libtorch.clone(),
             device: self.provenance.device.clone(),
             stacked_with,
-            precision: self.options.precision,
+            precision: self.protocol.precision,
             finished_at_unix_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -1129,13 +1134,15 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
     ) -> Result<()> {
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
         let profile = experiment.profile(profile).unwrap();
-        let variants = experiment.select_variants(&[variant.to_string()]).unwrap();
+        let variants = experiment
+            .select_variants(profile, &[variant.to_string()])
+            .unwrap();
         let options = TrainOptions {
             results: results.to_path_buf(),
             device: Device::Cpu,
             max_replicas,
             layout: SgdLayout::PerTensor,
-            precision: Precision::Fp32,
+            precision: None,
             quiet: true,
             stop_after_steps,
         };
@@ -1277,13 +1284,13 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         let results = tempfile::tempdir().unwrap();
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
         let profile = experiment.profile("tiny").unwrap();
-        let variants = experiment.select_variants(&[]).unwrap();
+        let variants = experiment.select_variants(profile, &[]).unwrap();
         let options = TrainOptions {
             results: results.path().to_path_buf(),
             device: Device::Cpu,
             max_replicas: 2,
             layout: SgdLayout::Flat,
-            precision: Precision::Fp32,
+            precision: None,
             quiet: true,
             stop_after_steps: None,
         };

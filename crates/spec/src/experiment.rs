@@ -122,6 +122,9 @@ struct VariantFile {
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
     seeds: Vec<u64>,
+    /// The variants this profile trains, by name (all when absent).
+    #[serde(default)]
+    variants: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     model: Option<Spanned<Table>>,
     protocol: Spanned<Table>,
@@ -173,6 +176,8 @@ impl Profile {
 pub struct Profile {
     pub name: String,
     pub seeds: Vec<u64>,
+    /// The variants it trains, by name, in file order of the profile (all when `None`).
+    pub variants: Option<Vec<String>>,
     /// The profile's protocol (a variant may change parts of it: [`Experiment::protocol`]).
     pub protocol: Protocol,
     protocol_table: Table,
@@ -303,11 +308,46 @@ impl Experiment {
                     ),
                 ));
             }
+            if let Some(names) = &p.variants {
+                let mut listed = HashSet::new();
+                for name in names {
+                    if !seen.contains(name.get_ref()) {
+                        return Err(at(
+                            name.span().start,
+                            format!(
+                                "profile `{}`: no variant `{}` in this file",
+                                pname.get_ref(),
+                                name.get_ref()
+                            ),
+                        ));
+                    }
+                    if !listed.insert(name.get_ref().clone()) {
+                        return Err(at(
+                            name.span().start,
+                            format!(
+                                "profile `{}`: variant `{}` listed twice",
+                                pname.get_ref(),
+                                name.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                if names.is_empty() {
+                    return Err(at(
+                        profile.span().start,
+                        format!("profile `{}`: variants must not be empty", pname.get_ref()),
+                    ));
+                }
+            }
             profiles.insert(
                 pname.get_ref().clone(),
                 Profile {
                     name: pname.get_ref().clone(),
                     seeds: p.seeds.clone(),
+                    variants: p
+                        .variants
+                        .as_ref()
+                        .map(|names| names.iter().map(|n| n.get_ref().clone()).collect()),
                     protocol,
                     protocol_table: p.protocol.get_ref().clone(),
                     model: p
@@ -396,26 +436,52 @@ impl Experiment {
         })
     }
 
-    /// The variants called `names` (all when empty), or an error naming an unknown one.
-    pub fn select_variants(&self, names: &[String]) -> Result<Vec<&Variant>> {
+    /// The variants `profile` trains, in the order of the file.
+    pub fn variants_of(&self, profile: &Profile) -> Vec<&Variant> {
+        self.variants
+            .iter()
+            .filter(|v| {
+                profile
+                    .variants
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&v.name))
+            })
+            .collect()
+    }
+
+    /// The variants called `names` (all of the profile's when empty), or an error naming an
+    /// unknown one or one the profile does not train.
+    pub fn select_variants(&self, profile: &Profile, names: &[String]) -> Result<Vec<&Variant>> {
+        let trained = self.variants_of(profile);
         if names.is_empty() {
-            return Ok(self.variants.iter().collect());
+            return Ok(trained);
         }
+        let listing = |variants: &[&Variant]| {
+            variants
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         names
             .iter()
             .map(|n| {
-                self.variants
-                    .iter()
-                    .find(|v| &v.name == n)
-                    .with_context(|| {
-                        let known: Vec<&str> =
-                            self.variants.iter().map(|v| v.name.as_str()).collect();
-                        format!(
-                            "{} has no variant `{n}`; it has: {}",
-                            self.path.display(),
-                            known.join(", ")
-                        )
-                    })
+                if let Some(v) = trained.iter().find(|v| &v.name == n) {
+                    return Ok(*v);
+                }
+                if self.variants.iter().any(|v| &v.name == n) {
+                    bail!(
+                        "profile `{}` of {} does not train variant `{n}`; it trains: {}",
+                        profile.name,
+                        self.path.display(),
+                        listing(&trained)
+                    );
+                }
+                bail!(
+                    "{} has no variant `{n}`; it has: {}",
+                    self.path.display(),
+                    listing(&self.variants.iter().collect::<Vec<_>>())
+                )
             })
             .collect()
     }
@@ -551,7 +617,7 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             .to_string()
             .contains("smoke"));
         assert!(e
-            .select_variants(&["nope".into()])
+            .select_variants(smoke, &["nope".into()])
             .unwrap_err()
             .to_string()
             .contains("original"));
@@ -617,6 +683,38 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             );
             assert!(err.contains(words), "{from} -> {to}: {err}");
         }
+    }
+
+    #[test]
+    fn a_profile_may_train_some_variants_only() {
+        let text = GOOD.replace(
+            "[profiles.smoke]\nseeds = [0]\n",
+            "[profiles.smoke]\nseeds = [0]\nvariants = [\"half\", \"original\"]\n",
+        );
+        let e = parse(&text).unwrap();
+        let smoke = e.profile("smoke").unwrap();
+        let names = |vs: Vec<&Variant>| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        // in the order of the file
+        assert_eq!(
+            names(e.select_variants(smoke, &[]).unwrap()),
+            ["original", "half"]
+        );
+        let paper = e.profile("paper").unwrap();
+        assert_eq!(e.select_variants(paper, &[]).unwrap().len(), 3);
+        let err = e
+            .select_variants(smoke, &["bottleneck".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not train") && err.contains("original, half"),
+            "{err}"
+        );
+        let unknown = text.replace("[\"half\", \"original\"]", "[\"halve\"]");
+        let err = format!("{:#}", parse(&unknown).unwrap_err());
+        assert!(
+            err.starts_with("experiments/t.toml:24:") && err.contains("no variant `halve`"),
+            "{err}"
+        );
     }
 
     #[test]

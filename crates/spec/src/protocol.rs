@@ -49,6 +49,10 @@ pub struct Protocol {
     /// Evaluate on the test set every this many epochs (and always after the last step).
     #[serde(default = "default_eval_every")]
     pub eval_every_epochs: i64,
+    /// Numeric precision of training (fp32 as in the papers; `runner train --precision`
+    /// overrides it, and a run records the one it trained with).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Numeric precision of training.
