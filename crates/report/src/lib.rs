@@ -30,8 +30,9 @@ use crate::table::Table;
 pub enum ReportError {
     #[error("no experiment file at {0}")]
     NoExperimentFile(PathBuf),
-    #[error("no results folder at {0}: train first (`just ablate {1} {2}`)")]
-    NoResults(PathBuf, String, String),
+    /// No results yet; the command that trains them.
+    #[error("no results folder at {0}: train first (`{1}`)")]
+    NoResults(PathBuf, String),
 }
 
 /// Where to read and write.
@@ -121,7 +122,13 @@ pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written>
     let name = spec.name.clone();
     let results_dir = profile_dir(&paths.results, &name, profile);
     if !results_dir.is_dir() {
-        return Err(ReportError::NoResults(results_dir, name, profile.to_string()).into());
+        // `just ablate` knows only the project's own experiments/ folder
+        let command = if file == Path::new("experiments").join(format!("{name}.toml")) {
+            format!("just ablate {name} {profile}")
+        } else {
+            format!("runner train {} --profile {profile}", file.display())
+        };
+        return Err(ReportError::NoResults(results_dir, command).into());
     }
     let plots_dir = paths.plots.join(&name).join(profile);
     match spec.kind {

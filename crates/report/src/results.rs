@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use spec::layout::{Damaged, RunState};
 use spec::records::read_csv;
 use spec::{
-    EpochRow, FinalRecord, GradientRecord, NormRow, PaperNumber, RunConfig, RunDir, Variant,
-    VariantDir,
+    EpochRow, FinalRecord, GradientRecord, NormRow, PaperNumber, RunDir, Variant, VariantDir,
 };
 
 /// One seed's folder.
@@ -25,6 +25,8 @@ pub struct SeedRun {
     pub epochs: Vec<EpochRow>,
     /// The depth the run trained, from its `config.toml` (`None` if that does not say).
     pub depth: Option<usize>,
+    /// Unfinished and held by a live process (its lock): being trained now.
+    pub running: bool,
 }
 
 impl SeedRun {
@@ -51,11 +53,17 @@ impl VariantRuns {
         self.runs.iter().filter_map(|run| run.final_record.as_ref())
     }
 
-    /// Runs with epochs but no `final.json` yet.
+    /// Unfinished runs that a live process is training now.
     pub fn running(&self) -> usize {
+        self.runs.iter().filter(|run| run.running).count()
+    }
+
+    /// Unfinished runs with epochs that nothing is training: stopped or crashed, waiting
+    /// for `runner train` to resume them.
+    pub fn interrupted(&self) -> usize {
         self.runs
             .iter()
-            .filter(|run| run.final_record.is_none() && !run.epochs.is_empty())
+            .filter(|run| run.final_record.is_none() && !run.running && !run.epochs.is_empty())
             .count()
     }
 }
@@ -92,7 +100,7 @@ pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults
             }
             match load_seed(&variant_dir, seed) {
                 Ok(run) => runs.push(run),
-                Err(err) => notes.push(format!("{}: skipped ({err:#})", seed_dir.display())),
+                Err(damaged) => notes.push(damaged.to_string()),
             }
         }
         notes.extend(extra_seed_folders(&variant_dir, seeds)?);
@@ -110,23 +118,24 @@ pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults
     })
 }
 
-fn load_seed(variant_dir: &Path, seed: u64) -> Result<SeedRun> {
+/// One run by the rule `runner train` applies too ([`RunDir::state`]): a run whose records
+/// are damaged is left out, with the same message and advice.
+fn load_seed(variant_dir: &Path, seed: u64) -> Result<SeedRun, Damaged> {
     let run = RunDir::in_variant(variant_dir, seed);
+    let state = run.state()?;
+    let running = state.is_running();
+    let (final_record, epochs) = match state {
+        RunState::Finished { record, epochs } => (Some(record), epochs),
+        RunState::Unfinished { epochs, .. } => (None, epochs),
+    };
     Ok(SeedRun {
         seed,
-        final_record: run.finished()?,
-        epochs: run.read_epochs()?,
-        depth: trained_depth(&run),
+        final_record,
+        epochs,
+        // a caption only: a config.toml that does not say leaves it unsaid
+        depth: run.read_config().ok().flatten().map(|c| c.model.depth),
+        running,
     })
-}
-
-/// `[model] depth` of the run's `config.toml` (written by the runner before training): a
-/// caption, not a reason to skip a run, so a missing or damaged file only leaves it unsaid.
-fn trained_depth(run: &RunDir) -> Option<usize> {
-    run.read_config()
-        .ok()
-        .flatten()
-        .map(|c: RunConfig| c.model.depth)
 }
 
 /// Notes for `seed-<n>` folders of seeds the profile does not list (ignored in the table).

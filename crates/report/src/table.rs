@@ -52,8 +52,10 @@ pub struct Row {
     pub finished: usize,
     /// Finished seeds that diverged.
     pub diverged: usize,
-    /// Seeds with epochs but no `final.json`.
+    /// Unfinished seeds a live process is training now.
     pub running: usize,
+    /// Unfinished seeds with epochs that nothing is training (to be resumed).
+    pub interrupted: usize,
     /// Final test errors of the finished seeds that did not diverge.
     pub summary: Option<Summary>,
     pub fail_above: f64,
@@ -73,6 +75,7 @@ impl Row {
             finished: runs.finished().count(),
             diverged: runs.finished().filter(|r| r.diverged()).count(),
             running: runs.running(),
+            interrupted: runs.interrupted(),
             summary: Summary::of(&errors),
             fail_above: runs
                 .finished()
@@ -123,6 +126,9 @@ impl Row {
             }
             if self.running > 0 {
                 extra.push(format!("{} running", self.running));
+            }
+            if self.interrupted > 0 {
+                extra.push(format!("{} interrupted", self.interrupted));
             }
         }
         if self.above_threshold() {
@@ -198,6 +204,7 @@ pub struct Provenance {
     pub finished: usize,
     pub expected: usize,
     pub running: usize,
+    pub interrupted: usize,
     pub diverged: usize,
 }
 
@@ -222,6 +229,7 @@ impl Provenance {
         }
         p.expected = results.variants.iter().map(|v| v.expected_seeds).sum();
         p.running = results.variants.iter().map(VariantRuns::running).sum();
+        p.interrupted = results.variants.iter().map(VariantRuns::interrupted).sum();
         p
     }
 
@@ -385,6 +393,13 @@ impl Table {
         if p.running > 0 {
             let _ = write!(runs, ", {} in progress", p.running);
         }
+        if p.interrupted > 0 {
+            let _ = write!(
+                runs,
+                ", {} interrupted (nothing is training them; `runner train` resumes them)",
+                p.interrupted
+            );
+        }
         if p.diverged > 0 {
             let _ = write!(runs, ", {} diverged", p.diverged);
         }
@@ -483,6 +498,7 @@ mod tests {
             finished,
             diverged,
             running: 0,
+            interrupted: 0,
             summary: Summary::of(errors),
             fail_above: 20.0,
         }

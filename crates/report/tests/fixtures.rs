@@ -105,8 +105,17 @@ impl Fixture {
         fs::write(dir.join("final.json"), json).unwrap();
     }
 
-    /// A run in progress: epochs.csv and no final.json.
+    /// A run in progress: epochs.csv, no final.json, and the lock of a live process (this
+    /// test's, as the runner writes it).
     fn running(&self, variant: &str, seed: u64) {
+        self.interrupted(variant, seed);
+        let dir = self.seed_dir("shortcuts", variant, seed);
+        let holder = format!("{} {}\n", spec::layout::hostname(), std::process::id());
+        fs::write(dir.join("lock"), holder).unwrap();
+    }
+
+    /// A run that stopped and that nothing trains: epochs.csv, no final.json, no lock.
+    fn interrupted(&self, variant: &str, seed: u64) {
         let dir = self.seed_dir("shortcuts", variant, seed);
         fs::write(dir.join("epochs.csv"), epochs(14.0, 6)).unwrap();
     }
@@ -462,6 +471,33 @@ fn partial_results_render() {
 }
 
 #[test]
+fn an_interrupted_run_is_told_apart_from_a_running_one() {
+    let f = Fixture::new();
+    f.running("original", 0);
+    f.interrupted("original", 1);
+    // a lock whose process is gone counts as nobody's
+    f.interrupted("conv1x1", 0);
+    let dead = format!("{} 4194304\n", spec::layout::hostname());
+    fs::write(f.seed_dir("shortcuts", "conv1x1", 0).join("lock"), dead).unwrap();
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    let rows = &written.table.training().unwrap().rows;
+    assert_eq!(
+        rows[0].status_text(),
+        "incomplete 0/5 (1 running, 1 interrupted)"
+    );
+    assert_eq!(rows[5].status_text(), "incomplete 0/5 (1 interrupted)");
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(
+        md.contains("1 in progress, 2 interrupted (nothing is training them"),
+        "{md}"
+    );
+    let csv = csv_rows(&f.table_dir("shortcuts").join("table.csv"));
+    // table.csv keeps its columns: seeds_running counts the live runs only
+    assert_eq!(csv[0]["seeds_running"], "1");
+    assert_eq!(csv[5]["seeds_running"], "0");
+}
+
+#[test]
 fn seeds_outside_the_profile_and_damaged_files_are_noted() {
     let f = sweep();
     f.finished("original", 9, 1.0, H100, JPEG);
@@ -475,6 +511,14 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
         "{notes}"
     );
     assert!(notes.contains("final.json is damaged"), "{notes}");
+    // the runner's words for the same file: left out, and what to do
+    assert!(
+        notes.contains(&format!(
+            "the run is left out: delete {} to train it again",
+            broken.display()
+        )),
+        "{notes}"
+    );
     // The outsider does not count; the damaged seed is missing.
     assert_eq!(table.rows[0].summary.unwrap().min, 6.2);
     assert_eq!(table.rows[5].finished, 4);
@@ -578,6 +622,20 @@ fn cli_writes_files_and_fails_clearly() {
     assert!(!ok);
     assert!(
         out.contains("no results folder at results/shortcuts/smoke"),
+        "{out}"
+    );
+    assert!(out.contains("`just ablate shortcuts smoke`"), "{out}");
+    // `just ablate` only knows experiments/: for another file, the runner's command
+    fs::create_dir_all(root.join("elsewhere")).unwrap();
+    fs::copy(
+        root.join("experiments/shortcuts.toml"),
+        root.join("elsewhere/mine.toml"),
+    )
+    .unwrap();
+    let (ok, out) = run_cli(&["elsewhere/mine.toml", "--profile", "smoke"], &root);
+    assert!(!ok);
+    assert!(
+        out.contains("`runner train elsewhere/mine.toml --profile smoke`"),
         "{out}"
     );
 

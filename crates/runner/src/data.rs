@@ -66,6 +66,32 @@ pub fn resolve_dir(cli: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The folder to train from: as [`resolve_dir`] says, and there. Only the default folder
+/// is downloaded into when missing (`runner data fetch` can fetch anywhere): a folder named
+/// by `--data-dir` or `CIFAR10_DIR` that does not exist is more likely a typo than a wish to
+/// download 160 MB into it.
+pub fn training_dir(cli: Option<&Path>, quiet: bool) -> Result<PathBuf> {
+    let dir = resolve_dir(cli);
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let named_by = if cli.is_some() {
+        "--data-dir"
+    } else if std::env::var_os("CIFAR10_DIR").is_some_and(|d| !d.is_empty()) {
+        "CIFAR10_DIR"
+    } else {
+        fetch(&dir, quiet)?;
+        return Ok(dir);
+    };
+    bail!(
+        "no CIFAR-10 folder at {} (named by {named_by}); point --data-dir or CIFAR10_DIR at a \
+         folder holding the six binary files, or run `runner data fetch` to download the \
+         original archive into {}",
+        dir.display(),
+        Path::new("data").join(ARCHIVE_FOLDER).display()
+    )
+}
+
 /// Checks that the folder holds the six files with the sizes of the official layout.
 pub fn check_dir(dir: &Path) -> Result<()> {
     ensure!(dir.is_dir(), "no folder {}", dir.display());
@@ -537,6 +563,23 @@ pub mod tests {
             err.contains("test_batch.bin") && err.contains("record 7") && err.contains("200"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_mistyped_data_dir_is_an_error_not_a_download() {
+        let tmp = tempfile::tempdir().unwrap();
+        let typo = tmp.path().join("cifar-10-batchs-bin");
+        let err = format!("{:#}", training_dir(Some(&typo), true).unwrap_err());
+        for words in [
+            typo.display().to_string(),
+            "--data-dir".into(),
+            "CIFAR10_DIR".into(),
+            "runner data fetch".into(),
+        ] {
+            assert!(err.contains(&words), "{words}: {err}");
+        }
+        assert!(!typo.exists(), "nothing is created");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -325,10 +325,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
-    let dir = data::resolve_dir(args.data_dir.as_deref());
-    if !dir.exists() {
-        data::fetch(&dir, args.quiet)?;
-    }
+    let dir = data::training_dir(args.data_dir.as_deref(), args.quiet)?;
     let data = data::Cifar10::load(&dir)?;
     eprintln!(
         "data: {} ({}), fingerprint {}",

@@ -207,6 +207,14 @@ pub fn train_experiment(
         if protocol.precision == Precision::Fp16 && !options.device.is_cuda() {
             bail!("precision fp16 uses CUDA autocast; it needs --device cuda");
         }
+        check_subsets(&protocol, data).with_context(|| {
+            format!(
+                "{}: variant `{}`, profile `{}`",
+                experiment.path.display(),
+                variant.name,
+                profile.name
+            )
+        })?;
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
         let job = Job {
             experiment,
@@ -240,6 +248,24 @@ pub fn train_experiment(
         }
     }
     sweep.conclude()
+}
+
+/// Refuses a `train_subset` or `test_subset` larger than the images there are: the run
+/// would record a subset it did not use.
+fn check_subsets(protocol: &Protocol, data: &Cifar10) -> Result<()> {
+    let (train, eval) = match protocol.split {
+        spec::protocol::SplitKind::Full => (data.train.len(), data.test.len()),
+        spec::protocol::SplitKind::Holdout5k => (data.train.len() - 5_000, 5_000),
+    };
+    for (name, subset, available) in [
+        ("train_subset", protocol.train_subset, train),
+        ("test_subset", protocol.test_subset, eval),
+    ] {
+        if let Some(n) = subset.filter(|&n| n > available) {
+            bail!("{name} = {n}, but the data has only {available} such images");
+        }
+    }
+    Ok(())
 }
 
 /// A seed to train: its folder, its lock, where it left off and its rows so far.
@@ -1132,34 +1158,63 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         max_replicas: usize,
         stop_after_steps: Option<i64>,
     ) -> Result<()> {
-        let experiment = Experiment::parse(Path::new("experiments/test.toml"), EXPERIMENT).unwrap();
-        let profile = experiment.profile(profile).unwrap();
-        let variants = experiment
-            .select_variants(profile, &[variant.to_string()])
-            .unwrap();
-        let options = TrainOptions {
-            results: results.to_path_buf(),
-            device: Device::Cpu,
-            max_replicas,
-            layout: SgdLayout::PerTensor,
-            precision: None,
-            quiet: true,
-            stop_after_steps,
-        };
-        let provenance = Provenance {
-            git_revision: "test".into(),
-            libtorch: "test".into(),
-            device: "cpu".into(),
-        };
-        train_experiment(
-            &experiment,
+        let run = Sweep1 {
+            text: EXPERIMENT,
+            data: &synthetic(),
             profile,
-            &variants,
-            &[0, 1],
-            &synthetic(),
-            &provenance,
-            &options,
-        )
+            variant,
+            max_replicas,
+        };
+        run.train(results, stop_after_steps)
+    }
+
+    /// One variant's seeds 0 and 1 from an experiment file's text, on given data.
+    struct Sweep1<'a> {
+        text: &'a str,
+        data: &'a Cifar10,
+        profile: &'a str,
+        variant: &'a str,
+        max_replicas: usize,
+    }
+
+    impl Sweep1<'_> {
+        fn train(&self, results: &Path, stop_after_steps: Option<i64>) -> Result<()> {
+            let Sweep1 {
+                text,
+                data,
+                profile,
+                variant,
+                max_replicas,
+            } = *self;
+            let experiment = Experiment::parse(Path::new("experiments/test.toml"), text)?;
+            let profile = experiment.profile(profile).unwrap();
+            let variants = experiment
+                .select_variants(profile, &[variant.to_string()])
+                .unwrap();
+            let options = TrainOptions {
+                results: results.to_path_buf(),
+                device: Device::Cpu,
+                max_replicas,
+                layout: SgdLayout::PerTensor,
+                precision: None,
+                quiet: true,
+                stop_after_steps,
+            };
+            let provenance = Provenance {
+                git_revision: "test".into(),
+                libtorch: "test".into(),
+                device: "cpu".into(),
+            };
+            train_experiment(
+                &experiment,
+                profile,
+                &variants,
+                &[0, 1],
+                data,
+                &provenance,
+                &options,
+            )
+        }
     }
 
     fn run(results: &Path, variant: &str, seed: u64) -> RunDir {
@@ -1408,5 +1463,116 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_resume_under_another_protocol_or_data_is_refused_naming_the_differences() {
+        let data = synthetic();
+        let sweep = |text, data| Sweep1 {
+            text,
+            data,
+            profile: "steps",
+            variant: "original",
+            max_replicas: 1,
+        };
+        let results = tempfile::tempdir().unwrap();
+        sweep(EXPERIMENT, &data)
+            .train(results.path(), Some(5))
+            .unwrap_err();
+        let stopped = RunDir::new(results.path(), "test", "steps", "original", 0);
+        let config_before = std::fs::read(stopped.config_path()).unwrap();
+        let changed = EXPERIMENT.replace(
+            "iterations = 11, lr = 0.05, lr_drops = [6], train_subset = 128, test_subset = 64 }",
+            "iterations = 11, lr = 0.07, lr_drops = [6], train_subset = 128, test_subset = 64 }",
+        );
+        assert_ne!(changed, EXPERIMENT);
+        let err = format!(
+            "{:#}",
+            sweep(&changed, &data)
+                .train(results.path(), None)
+                .unwrap_err()
+        );
+        assert!(err.contains("protocol.lr: 0.05 → 0.07"), "{err}");
+        assert!(
+            err.contains(&format!("delete {}", stopped.dir.display())),
+            "{err}"
+        );
+        assert!(
+            !err.contains("protocol.iterations"),
+            "only what differs: {err}"
+        );
+        // nothing was trained or rewritten
+        assert_eq!(std::fs::read(stopped.config_path()).unwrap(), config_before);
+        assert!(stopped.finished().unwrap().is_none());
+        let mut other = synthetic();
+        other.fingerprint.digest = "other".into();
+        let err = format!(
+            "{:#}",
+            sweep(EXPERIMENT, &other)
+                .train(results.path(), None)
+                .unwrap_err()
+        );
+        assert!(err.contains("data: \"synthetic\" → \"other\""), "{err}");
+        // the same setup resumes
+        sweep(EXPERIMENT, &data)
+            .train(results.path(), None)
+            .unwrap();
+        assert!(stopped.finished().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_checkpoint_without_its_rows_is_left_out_and_the_sweep_goes_on() {
+        let results = tempfile::tempdir().unwrap();
+        train(results.path(), "steps", 1, Some(6)).unwrap_err();
+        let stopped = RunDir::new(results.path(), "test", "steps", "original", 0);
+        std::fs::remove_file(stopped.epochs_path()).unwrap();
+        let err = format!("{:#}", train(results.path(), "steps", 1, None).unwrap_err());
+        assert!(err.contains("1 run(s) left out"), "{err}");
+        // seed 0 is not finished (let alone `ok`), seed 1 trained regardless
+        assert!(stopped.finished().unwrap().is_none());
+        assert!(stopped.checkpoint_path().exists());
+        let other = RunDir::new(results.path(), "test", "steps", "original", 1);
+        assert!(other.finished().unwrap().is_some());
+    }
+
+    #[test]
+    fn damaged_records_of_a_finished_run_are_left_out_not_retrained() {
+        let results = tempfile::tempdir().unwrap();
+        train(results.path(), "steps", 1, None).unwrap();
+        let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+        let seed1 = RunDir::new(results.path(), "test", "steps", "original", 1);
+        let final0 = std::fs::read(seed0.final_path()).unwrap();
+        std::fs::write(seed0.epochs_path(), "epoch,iteration\n1,oops\n").unwrap();
+        std::fs::write(seed1.final_path(), "{ not json").unwrap();
+        let err = format!("{:#}", train(results.path(), "steps", 1, None).unwrap_err());
+        assert!(err.contains("2 run(s) left out"), "{err}");
+        // neither was trained again: the damaged files are as they were
+        assert_eq!(std::fs::read(seed0.final_path()).unwrap(), final0);
+        assert_eq!(std::fs::read(seed1.final_path()).unwrap(), b"{ not json");
+        assert!(!seed0.checkpoint_path().exists() && !seed1.checkpoint_path().exists());
+    }
+
+    #[test]
+    fn subsets_larger_than_the_data_are_refused() {
+        let text = EXPERIMENT.replace(
+            "train_subset = 128, test_subset = 64 }\n[profiles.sparse]",
+            "train_subset = 129, test_subset = 64 }\n[profiles.sparse]",
+        );
+        assert_ne!(text, EXPERIMENT);
+        let data = synthetic();
+        let sweep = Sweep1 {
+            text: &text,
+            data: &data,
+            profile: "steps",
+            variant: "original",
+            max_replicas: 1,
+        };
+        let results = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", sweep.train(results.path(), None).unwrap_err());
+        assert!(
+            err.contains("train_subset = 129, but the data has only 128"),
+            "{err}"
+        );
+        assert!(err.contains("profile `steps`"), "{err}");
     }
 }

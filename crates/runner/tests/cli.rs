@@ -24,6 +24,22 @@ seeds = [0]
 protocol = { batch_size = 16, iterations = 160, lr = 0.05, lr_drops = [120], train_subset = 256, test_subset = 100 }
 "#;
 
+/// Tiny nets that diverge (λ = 1e30) or train, 8 steps per epoch.
+const DIVERGING: &str = r#"
+title = "cli test"
+source = "test"
+[model]
+depth = 8
+[[variants]]
+name = "explode"
+model = { shortcut = { scaling = { lambda_s = 1e30, lambda_f = 1.0 } } }
+[[variants]]
+name = "original"
+[profiles.tiny]
+seeds = [0]
+protocol = { batch_size = 32, iterations = 40, lr = 0.05, lr_drops = [32], train_subset = 256, test_subset = 100 }
+"#;
+
 struct Setup {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -31,9 +47,14 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
+        Self::with(EXPERIMENT)
+    }
+
+    /// A folder with synthetic data and `experiment` as `cli.toml`.
+    fn with(experiment: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        std::fs::write(root.join("cli.toml"), EXPERIMENT).unwrap();
+        std::fs::write(root.join("cli.toml"), experiment).unwrap();
         let status = runner()
             .args(["data", "synthetic", "--data-dir"])
             .arg(root.join("data"))
@@ -238,5 +259,129 @@ fn doctor_fails_when_the_device_asked_for_cannot_train() {
         assert!(String::from_utf8_lossy(&cuda.stderr).contains("--device Cuda cannot train"));
     } else {
         assert!(cuda.status.success(), "{report}");
+    }
+}
+
+#[test]
+fn a_divergence_is_said_as_it_happens_and_in_the_summary_and_is_not_an_error() {
+    let s = Setup::with(DIVERGING);
+    let out = s.train("results", &["--profile", "tiny"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("explode/seed-0: diverged at iteration 1 (the loss is not finite)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sweep: 2 trained to the end (1 ok, 0 fail, 1 diverged)")
+            || log.contains("sweep: 2 trained to the end (0 ok, 1 fail, 1 diverged)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("  explode/seed-0: diverged at iteration 1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_damaged_checkpoint_is_one_line_naming_it_and_the_sweep_goes_on() {
+    let s = Setup::with(DIVERGING);
+    let args = ["--profile", "tiny", "--variant", "original"];
+    let stopped = s.run_dir("results", "tiny", "original", 0);
+    std::fs::create_dir_all(&stopped).unwrap();
+    std::fs::write(
+        stopped.join("checkpoint.ot"),
+        b"PK\x03\x04 not a checkpoint",
+    )
+    .unwrap();
+    let out = s
+        .train("results", &args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("checkpoint.ot cannot be read"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(&format!("delete {}", stopped.display())),
+        "{line}"
+    );
+    assert!(!log.contains("frame #"), "no C++ stack: {log}");
+    assert!(log.lines().count() < 10, "{log}");
+    assert!(!stopped.join("final.json").exists());
+}
+
+/// Kills a training process with SIGKILL at random moments (no chance to checkpoint): each
+/// time once it has written a new epoch, after a random part of another epoch's time, so
+/// that kills land in steps, evaluations and writes alike. Every process resumes from what
+/// the last one left; the result must be the uninterrupted run's.
+#[test]
+fn kill_9_at_random_moments_resumes_to_the_uninterrupted_numbers() {
+    let s = Setup::new();
+    let args = ["--profile", "long", "--variant", "original"];
+    let started = Instant::now();
+    let whole = s.train("whole", &args).output().unwrap();
+    let epoch_s = started.elapsed().as_secs_f64() / 10.0; // 10 epochs (and the start-up)
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let run = s.run_dir("killed", "long", "original", 0);
+    let rows = || {
+        std::fs::read_to_string(run.join("epochs.csv"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // a fixed sequence of pseudo-random delays (xorshift), so that a failure reproduces
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut kills = 0;
+    for _ in 0..40 {
+        if run.join("final.json").exists() {
+            break;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_secs_f64(epoch_s * 1.2 * (state % 1000) as f64 / 1000.0);
+        let before = rows();
+        let mut child = s
+            .train("killed", &args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while rows() <= before && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let new_row = Instant::now();
+        while new_row.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(run.join("final.json").exists(), "never finished");
+    assert!(kills >= 3, "killed only {kills} times");
+    let whole_run = s.run_dir("whole", "long", "original", 0);
+    assert_eq!(
+        numbers(&run.join("epochs.csv")),
+        numbers(&whole_run.join("epochs.csv"))
+    );
+    // the tensors, not the file's bytes (each file carries its own serialization id)
+    let weights = |dir: &Path| {
+        let mut named = tch::Tensor::load_multi(dir.join("model.ot")).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let (a, b) = (weights(&run), weights(&whole_run));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "trained weights {name} differ");
     }
 }

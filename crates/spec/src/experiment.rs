@@ -40,8 +40,8 @@ use toml::{Spanned, Table, Value};
 use crate::net::{BlockKind, NetConfig};
 use crate::protocol::Protocol;
 
-/// A paper's reference number for a variant.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A paper's reference number for a variant: `paper = 6.61` or `paper = "fail"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PaperNumber {
     /// Test error in percent.
@@ -55,6 +55,42 @@ pub enum PaperNumber {
 #[serde(rename_all = "lowercase")]
 pub enum FailMarker {
     Fail,
+}
+
+impl<'de> Deserialize<'de> for PaperNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = PaperNumber;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a test error in percent (a number) or \"fail\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PaperNumber, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(PaperNumber::Error(v))
+                } else {
+                    Err(E::custom(format!(
+                        "paper = {v}: a test error in percent is a number from 0 up"
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PaperNumber, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PaperNumber, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PaperNumber, E> {
+                match v {
+                    "fail" => Ok(PaperNumber::Fail(FailMarker::Fail)),
+                    other => Err(E::custom(format!(
+                        "paper = \"{other}\": expected a number or \"fail\""
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl PaperNumber {
@@ -674,6 +710,20 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
                 20,
                 "momentom",
             ),
+            (
+                ("paper = 8.75", "paper = \"good\""),
+                10,
+                "expected a number or \"fail\"",
+            ),
+            (("paper = 8.75", "paper = -1"), 10, "from 0 up"),
+            (
+                (
+                    "lambda_s = 0.5, lambda_f = 0.5",
+                    "lambda_s = -0.5, lambda_f = 0.5",
+                ),
+                15,
+                "lambda_s = -0.5 must not be negative",
+            ),
         ];
         for ((from, to), line, words) in cases {
             let err = error_after(from, to);
@@ -842,6 +892,15 @@ mod shipped {
                 let e = Experiment::load(&path).unwrap_or_else(|err| panic!("{err:#}"));
                 for profile in ["paper", "short", "smoke"] {
                     e.profile(profile).unwrap();
+                }
+                // the CPU-scale reproductions train whole epochs of 390 steps on all 50k images
+                if e.kind == ExperimentKind::Training {
+                    let cpu = e.profile("cpu").unwrap();
+                    for v in e.variants_of(cpu) {
+                        let p = e.protocol(v, cpu).unwrap();
+                        assert_eq!(p.train_subset, None, "{}", e.name);
+                        assert_eq!(p.iterations % (50_000 / p.batch_size), 0, "{}", e.name);
+                    }
                 }
                 names.push(e.name);
             }

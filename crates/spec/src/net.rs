@@ -175,7 +175,8 @@ impl ShortcutKind {
         }
     }
 
-    /// Checks the numeric parameters (finite factors, dropout ratio in [0, 1)).
+    /// Checks the numeric parameters (finite factors, scalings not negative, dropout ratio
+    /// in [0, 1)).
     pub fn validate(&self) -> Result<()> {
         let finite = |name: &str, v: f64| {
             if v.is_finite() {
@@ -186,11 +187,22 @@ impl ShortcutKind {
                 )))
             }
         };
+        // 2016 Fig. 2b scales by λ ≥ 0 (λ_s = 0 removes the shortcut); a negative factor
+        // flips the sign of a path, which neither paper studies
+        let scale = |name: &str, v: f64| {
+            finite(name, v)?;
+            if v < 0.0 {
+                return Err(ConfigError::InvalidSetting(format!(
+                    "{name} = {v} must not be negative (2016 Fig. 2b scales by λ ≥ 0)"
+                )));
+            }
+            Ok(())
+        };
         match *self {
             Self::Identity | Self::Plain | Self::Conv1x1 => Ok(()),
             Self::Scaling { lambda_s, lambda_f } => {
-                finite("lambda_s", lambda_s)?;
-                finite("lambda_f", lambda_f)
+                scale("lambda_s", lambda_s)?;
+                scale("lambda_f", lambda_f)
             }
             Self::ExclusiveGating { gate_bias } | Self::ShortcutOnlyGating { gate_bias } => {
                 finite("gate_bias", gate_bias)
