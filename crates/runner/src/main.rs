@@ -1,4 +1,9 @@
 //! `runner`: trains plain networks and ResNets on CIFAR-10 (He et al. 2015, 2016).
+//!
+//! Networks come from `models`; experiment files, run records and the results layout from
+//! `spec`, which `report` reads through too. Here: the data (`data`, `batches`), the device
+//! and libtorch (`device`, `libtorch`, `doctor`), training (`train`, `checkpoint`, `optim`,
+//! `tensorboard`), the gradients measurement, `bench` and `plan`.
 
 use std::path::PathBuf;
 
