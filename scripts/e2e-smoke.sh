@@ -43,5 +43,16 @@ runner train "experiments/$exp.toml" --profile smoke --device cpu --quiet \
 skipped=$(grep -c 'skipped' "$tmp/again.log" || true)
 [ "$skipped" -eq "$variants" ] || fail "second sweep skipped $skipped of $variants runs"
 
+# A broken experiment file: train and report refuse it with the same file:line message.
+{ echo 'colour = 1'; cat "experiments/$exp.toml"; } >"$tmp/broken.toml"
+runner train "$tmp/broken.toml" --profile smoke --device cpu --data-dir "$data" 2>"$tmp/broken-train.log" &&
+  fail "runner train accepted a broken experiment file"
+cargo run --quiet -p report -- "$tmp/broken.toml" --profile smoke 2>"$tmp/broken-report.log" >/dev/null &&
+  fail "report accepted a broken experiment file"
+said() { grep -m1 -o 'broken.toml:[0-9]*: .*' "$1" || true; }
+[ -n "$(said "$tmp/broken-train.log")" ] || fail "runner train did not name broken.toml:LINE: $(cat "$tmp/broken-train.log")"
+[ "$(said "$tmp/broken-train.log")" = "$(said "$tmp/broken-report.log")" ] ||
+  fail "train and report disagree on a broken file: '$(said "$tmp/broken-train.log")' vs '$(said "$tmp/broken-report.log")'"
+
 echo "e2e: $exp smoke: $variants variants trained and reported in $((SECONDS - start)) s ($(grep -m1 '^- \*\*Data' "$tmp/results/$exp/smoke/table.md" | cut -c1-80))"
 echo "e2e: 1 passed, 0 failed"
