@@ -1575,4 +1575,112 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         );
         assert!(err.contains("profile `steps`"), "{err}");
     }
+
+    /// (step, tag, value) of every scalar in `dir`'s event files, as the independent reader
+    /// (scripts/read-tfevents.py, written from the format's description) finds them.
+    fn events(dir: &Path) -> Vec<(i64, String, f64)> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/read-tfevents.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["scalars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["step"].as_i64().unwrap(),
+                    s["tag"].as_str().unwrap().to_string(),
+                    s["value"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every epoch's scalars, once each, at its iteration: after an uninterrupted run and
+    /// after stops inside an epoch, at an epoch's end, and a crash that left an event past
+    /// the checkpoint.
+    #[test]
+    fn tensorboard_events_hold_every_epoch_once_also_after_stops_and_resumes() {
+        let expected = |run: &RunDir| {
+            let mut want = Vec::new();
+            for row in run.read_epochs().unwrap() {
+                let mut scalars = vec![
+                    ("train/loss", row.train_loss),
+                    ("train/error", row.train_error),
+                    ("train/lr", row.lr),
+                ];
+                if let (Some(l), Some(e)) = (row.test_loss, row.test_error) {
+                    scalars.extend([("test/loss", l), ("test/error", e)]);
+                }
+                want.extend(
+                    scalars
+                        .into_iter()
+                        .map(|(t, v)| (row.iteration, t.to_string(), v)),
+                );
+            }
+            want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            want
+        };
+        let check = |run: &RunDir, what: &str| {
+            // images/s is a timing: present once per epoch, its value not compared
+            let found: Vec<_> = events(&run.dir)
+                .into_iter()
+                .filter(|(_, tag, _)| tag != "train/images_per_s")
+                .collect();
+            let want = expected(run);
+            assert_eq!(found.len(), want.len(), "{what}: {found:?}");
+            for (f, w) in found.iter().zip(&want) {
+                assert_eq!((f.0, &f.1), (w.0, &w.1), "{what}");
+                assert!(
+                    (f.2 - w.2).abs() <= 1e-6 * w.2.abs().max(1.0),
+                    "{what}: {f:?} vs {w:?}"
+                );
+            }
+            let speeds = events(&run.dir)
+                .iter()
+                .filter(|(_, tag, _)| tag == "train/images_per_s")
+                .count();
+            assert_eq!(speeds, run.read_epochs().unwrap().len(), "{what}");
+        };
+        let whole = tempfile::tempdir().unwrap();
+        train(whole.path(), "sparse", 1, None).unwrap();
+        let at = |results: &Path| RunDir::new(results, "test", "sparse", "original", 0);
+        check(&at(whole.path()), "uninterrupted");
+        assert_eq!(
+            expected(&at(whole.path())).len(),
+            3 * 3 + 2 * 2,
+            "3 epochs, 2 evaluated"
+        );
+
+        // stops inside epoch 2 (step 6) and at the end of epoch 2 (step 8)
+        let broken = tempfile::tempdir().unwrap();
+        train(broken.path(), "sparse", 1, Some(6)).unwrap_err();
+        train(broken.path(), "sparse", 1, Some(2)).unwrap_err();
+        train(broken.path(), "sparse", 1, None).unwrap();
+        check(&at(broken.path()), "stopped twice");
+
+        // a crash after epoch 2's row and event, before its checkpoint: the resume trains
+        // epoch 2 again from the checkpoint of epoch 1 and must not log it twice
+        let crashed = tempfile::tempdir().unwrap();
+        train(crashed.path(), "sparse", 1, Some(4)).unwrap_err(); // checkpoint after epoch 1
+        let run = at(crashed.path());
+        let checkpoint = std::fs::read(run.checkpoint_path()).unwrap();
+        train(crashed.path(), "sparse", 1, Some(4)).unwrap_err(); // epoch 2: row, event, checkpoint
+        std::fs::write(run.checkpoint_path(), checkpoint).unwrap(); // as if killed before it
+        train(crashed.path(), "sparse", 1, None).unwrap();
+        check(&run, "crashed before a checkpoint");
+        assert_eq!(
+            numbers(&run.read_epochs().unwrap()),
+            numbers(&at(whole.path()).read_epochs().unwrap())
+        );
+    }
 }
