@@ -13,30 +13,34 @@ import json
 import re
 import sys
 
-# bench-pytorch.py's result lines: "resnet20     batch  128 contiguous        18800 img/s (...)"
-EAGER_LINE = re.compile(r"^(resnet\d+)\s+batch\s+(\d+)\s+(\S+)\s+([\d.]+) img/s")
+# bench-pytorch.py's result lines: "resnet20     batch  128 contiguous     fp32     18800 img/s (...)"
+EAGER_LINE = re.compile(r"^(resnet\d+)\s+batch\s+(\d+)\s+(\S+)\s+(fp32|bf16|fp16)\s+([\d.]+) img/s")
 
 
 def main() -> None:
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
-    eager = {}  # (model, batch, memory format) -> img/s
+    eager = {}  # (model, batch, memory format, precision) -> img/s
     with open(sys.argv[1]) as f:
         for line in f:
             if m := EAGER_LINE.match(line):
-                eager[m[1], int(m[2]), m[3].replace("-", "_")] = float(m[4])
+                eager[m[1], int(m[2]), m[3].replace("-", "_"), m[4]] = float(m[5])
     print(
         f"{'model':<10} {'precision':<9} {'replicas':>8} {'sgd':<10} {'memory format':<13} "
-        f"{'img/s':>8} {'/ PyTorch':>9}"
+        f"{'img/s':>8} {'/ PyTorch same':>14} {'/ PyTorch fp32':>14}"
     )
+
+    def ratio(r, precision):
+        key = (r["model"], r["batch_per_model"], r["memory_format"], precision)
+        return f"{r['images_per_s'] / eager[key]:.2f}" if key in eager else "-"
+
     for path in sys.argv[2:]:
         with open(path) as f:
             for r in map(json.loads, f):
-                base = eager.get((r["model"], r["batch_per_model"], r["memory_format"]))
-                ratio = f"{r['images_per_s'] / base:.2f}" if base else "-"
                 print(
                     f"{r['model']:<10} {r['precision']:<9} {r['replicas']:>8} {r['layout']:<10} "
-                    f"{r['memory_format']:<13} {r['images_per_s']:>8.0f} {ratio:>9}"
+                    f"{r['memory_format']:<13} {r['images_per_s']:>8.0f} "
+                    f"{ratio(r, r['precision']):>14} {ratio(r, 'fp32'):>14}"
                 )
 
 

@@ -13,11 +13,11 @@
 # and OUT_DIR/pytorch-fp32.txt.
 #
 #   1. doctor --device cuda: libtorch_cuda loads, the GPU and cuDNN are seen.
-#   2. bench: PyTorch eager first (scripts/bench-pytorch.py, ResNet-20 and ResNet-110, fp32:
-#      it has no other precision), where python3 has PyTorch with CUDA, else it says it was
+#   2. bench: PyTorch eager first (scripts/bench-pytorch.py, ResNet-20 and ResNet-110, fp32
+#      and autocast fp16 and bf16), where python3 has PyTorch with CUDA, else it says it was
 #      skipped; then the runner, fp32: ResNet-20 and ResNet-110, 1/8/16 stacked, libtorch's
-#      SGD against the flat buffer, side by side; then fp16 autocast; then every runner figure
-#      as a ratio to PyTorch eager's on the same GPU in the same call.
+#      SGD against the flat buffer, side by side; then fp16 and bf16; then every runner figure
+#      as a ratio to PyTorch eager's (same precision, and fp32) on the same GPU in the same call.
 #   3. train: ResNet-20 for 3 epochs (experiments/depth.toml, profile quick), seeds 0,1
 #      stacked, then seed 1 alone: the test errors and the stacked-equals-lone agreement.
 set -euo pipefail
@@ -38,10 +38,10 @@ step "doctor"
 runner doctor --device cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-step "bench: PyTorch eager, fp32"
+step "bench: PyTorch eager, fp32, fp16, bf16"
 if why=$(python3 -c 'import torch; assert torch.cuda.is_available(), f"torch {torch.__version__} sees no CUDA device"' 2>&1); then
   for model in resnet20 resnet110; do
-    python3 scripts/bench-pytorch.py --device cuda --model "$model"
+    python3 scripts/bench-pytorch.py --device cuda --model "$model" --precision fp32,fp16,bf16
   done | tee "$out/pytorch-fp32.txt"
 else
   echo "gpu-check: PyTorch eager skipped (python3 has no PyTorch with CUDA: ${why##*$'\n'})"
@@ -49,9 +49,9 @@ fi
 step "bench fp32"
 runner bench --device cuda --sgd-layout per-tensor,flat --json | tee "$out/bench-fp32.jsonl"
 step "bench fp16"
-runner bench --device cuda --precision fp16 --replicas 1,8,16 --json | tee "$out/bench-fp16.jsonl"
+runner bench --device cuda --precision fp16,bf16 --replicas 1,8,16 --json | tee "$out/bench-fp16.jsonl"
 if [ -s "$out/pytorch-fp32.txt" ]; then
-  step "bench: runner / PyTorch eager (fp32, one model, contiguous, torch.optim.SGD)"
+  step "bench: runner / PyTorch eager (one model, contiguous, torch.optim.SGD)"
   python3 scripts/bench-ratios.py "$out/pytorch-fp32.txt" "$out"/bench-fp32.jsonl "$out"/bench-fp16.jsonl |
     tee "$out/bench-ratios.txt"
 fi

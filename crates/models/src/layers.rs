@@ -59,6 +59,18 @@ pub fn is_channels_last(xs: &Tensor) -> bool {
     stride[1] == 1 && stride[3] == c && stride[2] == c * w && c > 1
 }
 
+/// `t` in the element type of the activations `xs` (itself when it already is). Weights stay
+/// fp32 in the store; under bf16 activations a convolution or the fc casts them per use, as
+/// autocast does, so their gradients arrive in fp32.
+fn in_kind_of(t: &Tensor, xs: &Tensor) -> Tensor {
+    let kind = xs.kind();
+    if t.kind() == kind {
+        t.shallow_clone()
+    } else {
+        t.to_kind(kind)
+    }
+}
+
 /// A square convolution of K replicas (`groups = K`), padding `kernel / 2`, He init.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ConvConfig {
@@ -166,11 +178,13 @@ impl Conv {
 
 impl ModuleT for Conv {
     /// `[B, K·C_in, H, W]` → `[B, K·C_out, H/stride, W/stride]`.
+    /// In the element type of `xs` (fp32, or bf16 with the weights cast per use).
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let c = &self.config;
+        let bias = self.bias.as_ref().map(|b| in_kind_of(b, xs));
         xs.conv2d(
-            &self.weight,
-            self.bias.as_ref(),
+            &in_kind_of(&self.weight, xs),
+            bias.as_ref(),
             [c.stride],
             [c.kernel / 2],
             [1],
@@ -244,7 +258,9 @@ pub struct BatchNorm {
 
 impl ModuleT for BatchNorm {
     /// `[B, K·C, H, W]` → same shape; batch statistics when `train` (and the running
-    /// averages updated), running averages otherwise.
+    /// averages updated), running averages otherwise. On fp32 or bf16 activations; γ, β and
+    /// the running statistics stay fp32 either way (libtorch's mixed-type batch norm
+    /// accumulates its statistics in fp32).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         xs.batch_norm(
             Some(&self.weight),
@@ -320,12 +336,11 @@ impl ModuleT for Linear {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let c = &self.config;
         // [K, out, in] → [K, in, out]
-        let weight = self
-            .weight
+        let weight = in_kind_of(&self.weight, xs)
             .view([c.replicas, c.out_features, c.in_features])
             .transpose(1, 2);
         // [K, 1, out] broadcast over the batch
-        let bias = self.bias.view([c.replicas, 1, c.out_features]);
+        let bias = in_kind_of(&self.bias, xs).view([c.replicas, 1, c.out_features]);
         bias.baddbmm(xs, &weight, 1.0, 1.0)
     }
 }

@@ -261,6 +261,8 @@ pub struct Net {
     stages: Vec<Vec<ResidualUnit>>,
     head: Head,
     memory_format: MemoryFormat,
+    /// The element type of the activations: fp32, or bf16 (see [`Net::set_activation_kind`]).
+    activation_kind: tch::Kind,
 }
 
 /// What to collect at each residual unit's input during a forward pass.
@@ -309,7 +311,22 @@ impl Net {
             stages,
             head,
             memory_format: MemoryFormat::preferred(p.device()),
+            activation_kind: tch::Kind::Float,
         })
+    }
+
+    /// The element type the activations take (fp32 unless set).
+    pub fn activation_kind(&self) -> tch::Kind {
+        self.activation_kind
+    }
+
+    /// Runs the activations in `kind` from the next forward pass on: `Kind::Float`, or
+    /// `Kind::BFloat16`, the semantics of bf16 autocast — convolutions and the fc compute in
+    /// bf16 (their fp32 weights cast per use, so gradients and the optimizer stay fp32), BN
+    /// takes bf16 activations with fp32 γ, β and statistics, and the logits come out in bf16
+    /// (the loss is the caller's, in fp32). No loss scaling is needed: bf16 has fp32's range.
+    pub fn set_activation_kind(&mut self, kind: tch::Kind) {
+        self.activation_kind = kind;
     }
 
     /// The layout the activations take ([`MemoryFormat::preferred`] for the store's device
@@ -382,6 +399,11 @@ impl Net {
         let xs = self
             .memory_format
             .apply(&xs.transpose(0, 1).reshape([b, k * 3, h, w]));
+        let xs = if xs.kind() == self.activation_kind {
+            xs
+        } else {
+            xs.to_kind(self.activation_kind)
+        };
         // CIFAR [B, K·16, H, W]; ImageNet [B, K·64, H/4, W/4]
         let mut xs = self.stem.forward_t(&xs, train);
         let mut tapped = Vec::new();

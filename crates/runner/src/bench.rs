@@ -68,6 +68,7 @@ impl Trial {
         let vs = VarStore::new(device);
         let mut net = config.with_replicas(case.replicas).build(&vs.root())?;
         net.set_memory_format(case.memory_format);
+        crate::optim::set_precision(&mut net, case.precision);
         let sgd = Sgd::new(&vs, 0.9, 1e-4, case.layout);
         let (h, w) = config.default_input_size();
         Ok(Self {
@@ -89,7 +90,7 @@ impl Trial {
     }
 
     fn step(&mut self) -> Result<()> {
-        let fp16 = self.case.precision == Precision::Fp16;
+        let fp16 = crate::optim::autocast_fp16(self.case.precision);
         let logits =
             tch::autocast(fp16, || self.net.forward_stacked(&self.xs, true))?.to_kind(Kind::Float);
         let losses = per_replica_loss(&logits, &self.ys)?;

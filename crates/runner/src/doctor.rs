@@ -27,6 +27,18 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         tch::get_num_threads(),
         cpu_model().unwrap_or_else(|| "unknown CPU".into())
     );
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let (amx, avx512) = cpu_bf16();
+    println!(
+        "cpu bf16      AMX-BF16 {}, AVX512-BF16 {}: {}",
+        yes(amx),
+        yes(avx512),
+        if amx || avx512 {
+            "--precision bf16 is expected to be faster than fp32 here"
+        } else {
+            "--precision bf16 works but is likely slower than fp32 here"
+        }
+    );
 
     if choice == DeviceChoice::Cpu {
         println!("cuda          not probed (--device cpu)");
@@ -123,6 +135,28 @@ pub fn describe_device(device: tch::Device) -> String {
             tch::get_num_threads()
         ),
     }
+}
+
+/// Whether this CPU computes bf16 in hardware: (AMX-BF16, AVX512-BF16) from `/proc/cpuinfo`.
+pub fn cpu_bf16() -> (bool, bool) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .unwrap_or_default();
+    (flags.contains(&"amx_bf16"), flags.contains(&"avx512_bf16"))
+}
+
+/// A warning when bf16 on `device` is likely slower than fp32 (a CPU without bf16 units).
+pub fn bf16_warning(device: tch::Device) -> Option<String> {
+    let (amx, avx512) = cpu_bf16();
+    (device == tch::Device::Cpu && !amx && !avx512).then(|| {
+        "precision bf16 on a CPU without AMX-BF16 or AVX512-BF16: it works, but is likely \
+         slower than fp32 here"
+            .to_string()
+    })
 }
 
 fn cpu_model() -> Option<String> {

@@ -196,9 +196,10 @@ struct BenchArgs {
     /// preferred one).
     #[arg(long, value_enum, value_delimiter = ',')]
     memory_format: Vec<models::MemoryFormat>,
-    /// fp32, or fp16 autocast with dynamic loss scaling (CUDA only).
-    #[arg(long, value_enum, default_value = "fp32")]
-    precision: optim::Precision,
+    /// Precisions to measure, e.g. fp32,bf16: fp32, bf16 (activations in bf16, weights fp32),
+    /// fp16 (CUDA autocast with dynamic loss scaling; CUDA only).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fp32")]
+    precision: Vec<optim::Precision>,
     /// Timed steps per case and round (after 5 untimed ones).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -444,13 +445,17 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         (true, true) => vec![1, 8, 16],
         (true, false) => vec![1],
     };
-    if args.precision == optim::Precision::Fp16 && !cuda {
+    if args.precision.contains(&optim::Precision::Fp16) && !cuda {
         anyhow::bail!("--precision fp16 uses CUDA autocast; it needs --device cuda");
     }
+    if args.precision.contains(&optim::Precision::Bf16) {
+        if let Some(warning) = doctor::bf16_warning(resolved.device) {
+            eprintln!("bench: {warning}");
+        }
+    }
     eprintln!(
-        "bench on {} (synthetic data, {:?})",
-        doctor::describe_device(resolved.device),
-        args.precision
+        "bench on {} (synthetic data)",
+        doctor::describe_device(resolved.device)
     );
     let mut cases = Vec::new();
     for name in &model_names {
@@ -458,14 +463,16 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         for &replicas in &stack_sizes {
             for &layout in &layouts {
                 for &memory_format in &formats {
-                    let case = bench::BenchCase {
-                        replicas,
-                        batch: args.batch,
-                        layout,
-                        memory_format,
-                        precision: args.precision,
-                    };
-                    cases.push((name.clone(), config.clone(), case));
+                    for &precision in &args.precision {
+                        let case = bench::BenchCase {
+                            replicas,
+                            batch: args.batch,
+                            layout,
+                            memory_format,
+                            precision,
+                        };
+                        cases.push((name.clone(), config.clone(), case));
+                    }
                 }
             }
         }
@@ -475,13 +482,14 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:<13} {:>8.0} img/s \
+                "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:<13} {:<5} {:>8.0} img/s \
                  (median of {} rounds of {} steps; {:.0}–{:.0})",
                 r.model,
                 r.replicas,
                 r.batch_per_model,
                 format!("{:?}", r.layout),
                 format!("{:?}", r.memory_format),
+                format!("{:?}", r.precision).to_lowercase(),
                 r.images_per_s,
                 r.round_seconds.len(),
                 r.steps,

@@ -240,6 +240,20 @@ impl Sgd {
 
 pub use spec::Precision;
 
+/// Sets `net` up to run under `precision`: bf16 activations for bf16; fp32 for fp32 and fp16
+/// (which is CUDA autocast around the forward pass, see [`autocast_fp16`]).
+pub fn set_precision(net: &mut models::Net, precision: Precision) {
+    net.set_activation_kind(match precision {
+        Precision::Bf16 => tch::Kind::BFloat16,
+        Precision::Fp32 | Precision::Fp16 => tch::Kind::Float,
+    });
+}
+
+/// Whether the forward pass runs under CUDA fp16 autocast.
+pub fn autocast_fp16(precision: Precision) -> bool {
+    precision == Precision::Fp16
+}
+
 /// The loss scales of fp16 training and their growth counters, one per model of a stack
 /// (PyTorch's `GradScaler` defaults: initial scale 2^16, ×2 after 2000 clean steps, ×0.5 after
 /// an overflow).

@@ -207,6 +207,11 @@ pub fn train_experiment(
         if protocol.precision == Precision::Fp16 && !options.device.is_cuda() {
             bail!("precision fp16 uses CUDA autocast; it needs --device cuda");
         }
+        if protocol.precision == Precision::Bf16 {
+            if let Some(warning) = crate::doctor::bf16_warning(options.device) {
+                log(&format!("{}: {warning}", variant.name));
+            }
+        }
         check_subsets(&protocol, data).with_context(|| {
             format!(
                 "{}: variant `{}`, profile `{}`",
@@ -535,7 +540,8 @@ impl Job<'_> {
     /// The stacked network and its optimizer, initialised from the seeds.
     fn build(&self, seeds: &[u64]) -> Result<Stack> {
         let device = self.options.device;
-        let (vs, net) = build_stacked(self.config, seeds, device)?;
+        let (vs, mut net) = build_stacked(self.config, seeds, device)?;
+        crate::optim::set_precision(&mut net, self.protocol.precision);
         let sgd = Sgd::new(
             &vs,
             self.protocol.momentum,
@@ -607,7 +613,7 @@ impl Job<'_> {
         let protocol = self.protocol;
         let steps_per_epoch = self.steps_per_epoch();
         let device = self.options.device;
-        let fp16 = self.protocol.precision == Precision::Fp16;
+        let fp16 = crate::optim::autocast_fp16(self.protocol.precision);
         let first = epoch * steps_per_epoch;
         let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
         let orders: Vec<Tensor> = stack
@@ -1113,6 +1119,9 @@ protocol = { batch_size = 16, iterations = 16, lr = 0.01, lr_drops = [8], train_
 [profiles.steps]
 seeds = [0, 1]
 protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_subset = 128, test_subset = 64 }
+[profiles.bf16]
+seeds = [0, 1]
+protocol = { batch_size = 32, iterations = 4, lr = 0.05, lr_drops = [2], train_subset = 128, test_subset = 32, precision = "bf16" }
 [profiles.sparse]
 seeds = [0, 1]
 protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_subset = 128, test_subset = 64, eval_every_epochs = 2 }
@@ -1164,6 +1173,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             profile,
             variant,
             max_replicas,
+            precision: None,
         };
         run.train(results, stop_after_steps)
     }
@@ -1175,6 +1185,8 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         profile: &'a str,
         variant: &'a str,
         max_replicas: usize,
+        /// `--precision`: instead of the profile's.
+        precision: Option<Precision>,
     }
 
     impl Sweep1<'_> {
@@ -1185,6 +1197,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 profile,
                 variant,
                 max_replicas,
+                precision,
             } = *self;
             let experiment = Experiment::parse(Path::new("experiments/test.toml"), text)?;
             let profile = experiment.profile(profile).unwrap();
@@ -1196,7 +1209,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 device: Device::Cpu,
                 max_replicas,
                 layout: SgdLayout::PerTensor,
-                precision: None,
+                precision,
                 quiet: true,
                 stop_after_steps,
             };
@@ -1474,6 +1487,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             profile: "steps",
             variant: "original",
             max_replicas: 1,
+            precision: None,
         };
         let results = tempfile::tempdir().unwrap();
         sweep(EXPERIMENT, &data)
@@ -1566,6 +1580,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             profile: "steps",
             variant: "original",
             max_replicas: 1,
+            precision: None,
         };
         let results = tempfile::tempdir().unwrap();
         let err = format!("{:#}", sweep.train(results.path(), None).unwrap_err());
@@ -1682,5 +1697,39 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             numbers(&run.read_epochs().unwrap()),
             numbers(&at(whole.path()).read_epochs().unwrap())
         );
+    }
+
+    /// The precision trained with is in config.toml and final.json: the profile's, or the one
+    /// `--precision` asked for instead.
+    #[test]
+    fn the_precision_of_a_run_is_in_its_records() {
+        let data = synthetic();
+        // (bf16 is slow on a CPU without bf16 units: one short epoch)
+        for (profile, precision, expected) in [
+            ("bf16", None, Precision::Bf16),
+            ("bf16", Some(Precision::Fp32), Precision::Fp32),
+        ] {
+            let results = tempfile::tempdir().unwrap();
+            let sweep = Sweep1 {
+                text: EXPERIMENT,
+                data: &data,
+                profile,
+                variant: "original",
+                max_replicas: 2,
+                precision,
+            };
+            sweep.train(results.path(), None).unwrap();
+            for seed in [0, 1] {
+                let run = RunDir::new(results.path(), "test", profile, "original", seed);
+                let record = run.finished().unwrap().unwrap();
+                assert_eq!(record.precision, expected, "{profile} {precision:?}");
+                assert_ne!(record.status, Status::Diverged);
+                let config = run.read_config().unwrap().unwrap();
+                assert_eq!(config.protocol.precision, expected);
+                let text = std::fs::read_to_string(run.config_path()).unwrap();
+                let word = format!("precision = \"{}\"", format!("{expected:?}").to_lowercase());
+                assert!(text.contains(&word), "{text}");
+            }
+        }
     }
 }

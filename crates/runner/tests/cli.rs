@@ -385,3 +385,38 @@ fn kill_9_at_random_moments_resumes_to_the_uninterrupted_numbers() {
         assert!(x.equal(y), "trained weights {name} differ");
     }
 }
+
+/// `bench --precision fp32,bf16` measures both side by side and says which is which.
+#[test]
+fn bench_measures_fp32_and_bf16_side_by_side_on_the_cpu() {
+    let out = runner()
+        .args([
+            "bench", "--device", "cpu", "--model", "resnet8", "--batch", "8",
+        ])
+        .args([
+            "--precision",
+            "fp32,bf16",
+            "--steps",
+            "1",
+            "--rounds",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let precisions: Vec<&str> = results
+        .iter()
+        .map(|r| r["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(precisions, ["fp32", "bf16"]);
+    for r in &results {
+        assert!(r["images_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["round_seconds"].as_array().unwrap().len(), 2, "{r}");
+    }
+}

@@ -893,6 +893,12 @@ mod shipped {
                 for profile in ["paper", "short", "smoke"] {
                     e.profile(profile).unwrap();
                 }
+                // the papers' precision unless a user asks otherwise
+                let paper = e.profile("paper").unwrap();
+                for v in e.variants_of(paper) {
+                    let p = e.protocol(v, paper).unwrap();
+                    assert_eq!(p.precision, crate::Precision::Fp32, "{}", e.name);
+                }
                 // the CPU-scale reproductions train whole epochs of 390 steps on all 50k images
                 if e.kind == ExperimentKind::Training {
                     let cpu = e.profile("cpu").unwrap();

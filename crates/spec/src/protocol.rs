@@ -65,6 +65,10 @@ pub enum Precision {
     Fp32,
     /// Forward passes under CUDA fp16 autocast, with dynamic loss scaling. CUDA only.
     Fp16,
+    /// bf16 activations (autocast's semantics: convolutions and the fc in bf16, BN
+    /// statistics, the loss, the weights and the momentum in fp32); no loss scaling. CPU
+    /// (fast with AMX-BF16 or AVX512-BF16) and CUDA.
+    Bf16,
 }
 
 fn default_drop_factor() -> f64 {
