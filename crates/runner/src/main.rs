@@ -17,6 +17,7 @@ mod checkpoint;
 mod data;
 mod device;
 mod doctor;
+mod estimate;
 mod gradients;
 mod libtorch;
 mod optim;
@@ -361,6 +362,19 @@ fn train_command(args: TrainArgs) -> Result<()> {
         ),
         device: doctor::describe_device(resolved.device),
     };
+    if experiment.kind == spec::ExperimentKind::Training {
+        estimate::announce(&estimate::Sweep {
+            experiment: &experiment,
+            profile,
+            variants: &variants,
+            seeds: &seeds,
+            results: &options.results,
+            device: options.device,
+            replicas: options.max_replicas,
+            layout: options.layout,
+            precision: options.precision,
+        })?;
+    }
     match experiment.kind {
         spec::ExperimentKind::Training => train::train_experiment(
             &experiment,

@@ -281,6 +281,18 @@ fn a_divergence_is_said_as_it_happens_and_in_the_summary_and_is_not_an_error() {
         log.contains("  explode/seed-0: diverged at iteration 1"),
         "{log}"
     );
+    // before training, how long it would take here
+    assert!(
+        log.contains("estimate: 2 run(s) to train, 80 iterations; 32 depth-8 steps timed here"),
+        "{log}"
+    );
+    // a second sweep has nothing to train and nothing to estimate
+    let again = s.train("results", &["--profile", "tiny"]).output().unwrap();
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && !log.contains("estimate:"),
+        "{log}"
+    );
 }
 
 #[test]
