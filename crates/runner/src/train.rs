@@ -429,40 +429,35 @@ impl Job<'_> {
         config: Option<&RunConfig>,
         sweep: &mut Sweep,
     ) -> Result<Option<Pending>> {
-        let damaged = |problem: String| Damaged {
-            dir: run.dir.clone(),
-            problem,
-        };
-        let checkpoint = match Checkpoint::load(&run) {
-            Ok(c) => c,
+        // a checkpoint that cannot be read, or whose rows are missing, leaves the run out
+        let found = Checkpoint::load(&run).and_then(|checkpoint| {
+            let rows = match &checkpoint {
+                None => Vec::new(), // a fresh start: rows without a checkpoint are trained again
+                Some(c) => c.rows_before(
+                    epochs,
+                    self.steps_per_epoch(),
+                    self.protocol.iterations,
+                    &run.epochs_path(),
+                )?,
+            };
+            Ok((checkpoint, rows))
+        });
+        let (checkpoint, rows) = match found {
+            Ok(found) => found,
             Err(err) => {
-                let damaged = damaged(format!("{err:#}"));
+                let damaged = Damaged {
+                    dir: run.dir.clone(),
+                    problem: format!("{err:#}"),
+                };
                 log(&format!("{}/seed-{seed}: {damaged}", self.variant.name));
                 sweep.damaged.push(damaged);
                 return Ok(None);
             }
         };
-        let rows = match &checkpoint {
-            None => Vec::new(), // a fresh start: rows without a checkpoint are trained again
-            Some(c) => {
-                c.check_resumable(&run, config, &self.trained_with(seed))?;
-                let rows = c.rows_before(
-                    epochs,
-                    self.steps_per_epoch(),
-                    self.protocol.iterations,
-                    &run.epochs_path(),
-                );
-                match rows {
-                    Ok(rows) => rows,
-                    Err(err) => {
-                        let damaged = damaged(format!("{err:#}"));
-                        log(&format!("{}/seed-{seed}: {damaged}", self.variant.name));
-                        sweep.damaged.push(damaged);
-                        return Ok(None);
-                    }
-                }
-            }
-        };
+        // another setup than the checkpoint's is refused outright: the fix is the user's
+        if let Some(c) = &checkpoint {
+            c.check_resumable(&run, config, &self.trained_with(seed))?;
+        }
         Ok(Some(Pending {
             seed,
             run,
