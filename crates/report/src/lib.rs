@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use spec::{profile_dir, write_atomic, Experiment, ExperimentKind, Variant};
+use spec::{profile_dir, write_atomic, Experiment, ExperimentKind, ShortcutKind, Variant};
 
 use crate::gradients::GradientTable;
 use crate::plots::Caption;
@@ -160,10 +160,22 @@ fn render_training(
         data: table.provenance.data_label(),
         note: depth_note(spec, profile, &table.provenance.trained_depths()),
     };
+    let profile_spec = spec.profile(profile)?;
+    let nets = variants
+        .iter()
+        .map(|v| {
+            let net = spec.net_config(v, profile_spec)?;
+            Ok(plots::VariantNet {
+                plain: net.shortcut == ShortcutKind::Plain,
+                depth: net.depth,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     files.extend(plots::write_training_figures(
         plots_dir,
         &caption,
         &results,
+        &nets,
         table.fail_above,
     )?);
     Ok(Written {

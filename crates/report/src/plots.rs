@@ -1,9 +1,10 @@
 //! Figures, each written as SVG and PNG:
 //! - `curves`: training curves in the papers' style (He et al. 2015 Fig. 6; Identity
-//!   Mappings Fig. 4): thin = training error, bold = test error, one colour per variant,
-//!   error (%) against iterations;
+//!   Mappings Fig. 4): thin = training error, bold = test error, error (%) against
+//!   iterations; one colour per variant, or, where the experiment has plain nets, two panels
+//!   as in He 2015 Fig. 6 (plain nets left, ResNets right, one colour per depth);
 //! - `final`: final test error per variant, mean ± std over seeds, each seed, and the paper's
-//!   number (a `"fail"` is marked on the fail threshold);
+//!   number (a `"fail"` is marked on the fail threshold), in the curves' colours;
 //! - `norms`: ‖∂E/∂x_l‖ against the residual unit l on a log axis (the `gradients` study),
 //!   one panel per depth, dashed at initialisation and solid after training.
 //!
@@ -240,6 +241,29 @@ impl CurveSeries {
         (!series.train.is_empty() || !series.test.is_empty()).then_some(series)
     }
 
+    /// The errors plotted past the first epoch and past `after_k` thousand iterations (the
+    /// last point when none is).
+    fn settled(&self, after_k: f64) -> Vec<f64> {
+        let first = self
+            .train
+            .iter()
+            .chain(&self.test)
+            .map(|p| p.0)
+            .fold(f64::INFINITY, f64::min);
+        let later: Vec<f64> = self
+            .train
+            .iter()
+            .chain(&self.test)
+            .filter(|p| p.0 > first && p.0 > after_k)
+            .map(|p| p.1)
+            .collect();
+        if later.is_empty() {
+            self.last_error().into_iter().collect()
+        } else {
+            later
+        }
+    }
+
     fn last_error(&self) -> Option<f64> {
         self.test.last().or(self.train.last()).map(|p| p.1)
     }
@@ -253,57 +277,126 @@ impl CurveSeries {
     }
 }
 
-/// `plots/<exp>/<profile>/curves.{svg,png}`.
-pub struct CurvesFigure {
-    pub caption: Caption,
+/// What the figures need to know of a variant's network for their layout and colours (from
+/// the experiment file, as the profile resolves it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantNet {
+    /// `shortcut = "plain"`: no shortcuts at all.
+    pub plain: bool,
+    /// Weighted layers.
+    pub depth: usize,
+}
+
+/// Curves drawn on one pair of axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePanel {
+    /// `plain networks`, `ResNets`; `None` for the one panel of a figure without plain nets.
+    pub title: Option<String>,
     pub series: Vec<CurveSeries>,
 }
 
+/// `plots/<exp>/<profile>/curves.{svg,png}`: one panel with every variant, or, for an
+/// experiment with plain nets, He et al. 2015 Fig. 6's layout: plain nets left, ResNets right
+/// on the same axes, one colour per depth in both.
+pub struct CurvesFigure {
+    pub caption: Caption,
+    pub panels: Vec<CurvePanel>,
+}
+
+/// Width of one panel of the plain-vs-ResNet figure, pixels.
+const CURVE_PANEL_WIDTH: u32 = 700;
+
 impl CurvesFigure {
-    /// The variants with at least one logged epoch, in file order.
-    pub fn new(caption: Caption, results: &ProfileResults) -> Self {
-        let series = results
-            .variants
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| CurveSeries::of(v, i))
-            .collect();
-        Self { caption, series }
+    /// The variants with at least one logged epoch, in file order. `nets` (one per variant
+    /// of `results`, in its order) decides the layout: with any plain net among them, two
+    /// panels; without, one.
+    pub fn new(caption: Caption, results: &ProfileResults, nets: &[VariantNet]) -> Self {
+        let plain = |i: usize| nets.get(i).is_some_and(|n| n.plain);
+        if !has_plain(nets) {
+            let series = results
+                .variants
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| CurveSeries::of(v, i))
+                .collect();
+            let panels = vec![CurvePanel {
+                title: None,
+                series,
+            }];
+            return Self { caption, panels };
+        }
+        let colours = variant_colours(nets);
+        let panel = |title: &str, want_plain: bool| CurvePanel {
+            title: Some(title.to_string()),
+            series: results
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| plain(i) == want_plain)
+                .filter_map(|(i, v)| CurveSeries::of(v, colours[i]))
+                .collect(),
+        };
+        let panels = vec![panel("plain networks", true), panel("ResNets", false)];
+        Self { caption, panels }
     }
 
-    /// The top of the error axis: 20% as in the papers' figures, higher when the curves end
-    /// higher (small profiles), at most 100%.
+    fn series(&self) -> impl Iterator<Item = &CurveSeries> {
+        self.panels.iter().flat_map(|p| p.series.iter())
+    }
+
+    /// True when nothing has been logged yet.
+    pub fn is_empty(&self) -> bool {
+        self.series().next().is_none()
+    }
+
+    /// True for He 2015 Fig. 6's layout, plain nets beside ResNets.
+    pub fn is_plain_vs_residual(&self) -> bool {
+        self.panels.len() > 1
+    }
+
+    /// The end of the iteration axis (thousands), shared by the panels.
+    fn x_max(&self) -> f64 {
+        let x_max = self.series().map(CurveSeries::max_k).fold(0.0, f64::max);
+        if x_max > 0.0 {
+            x_max * 1.02
+        } else {
+            1.0
+        }
+    }
+
+    /// The top of the error axis, shared by the panels. One panel: 20% as in the papers'
+    /// figures, higher when the curves end higher (small profiles), at most 100%. Plain nets
+    /// beside ResNets: the next multiple of 10% above every error plotted after the first
+    /// epoch and the first tenth of training (where the curves start high and fall fast;
+    /// they enter from above the frame, as in He 2015 Fig. 6), from 20% to 100%.
     pub fn y_max(&self) -> f64 {
+        if self.is_plain_vs_residual() {
+            let x_max = self.series().map(CurveSeries::max_k).fold(0.0, f64::max);
+            let top = self
+                .series()
+                .flat_map(|s| s.settled(x_max / 10.0))
+                .fold(0.0, f64::max);
+            return (((top + 1.0) / 10.0).ceil() * 10.0).clamp(20.0, 100.0);
+        }
         let last = self
-            .series
-            .iter()
+            .series()
             .filter_map(CurveSeries::last_error)
             .fold(0.0, f64::max);
         ((last * 1.5 / 10.0).ceil() * 10.0).clamp(20.0, 100.0)
     }
-}
 
-impl Figure for CurvesFigure {
-    fn size(&self) -> (u32, u32) {
-        (1100, 700)
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let seeds = self.series.iter().map(|s| s.seeds).max().unwrap_or(0);
-        let subtitle = format!(
-            "{} · profile {} · mean over the seeds logged at each iteration (up to {seeds}) · \
-             thin: training error, bold: test error",
-            self.caption.data, self.caption.profile
-        );
-        let body = titled(root, &self.caption, &subtitle)?;
-        let x_max = self
-            .series
-            .iter()
-            .map(CurveSeries::max_k)
-            .fold(0.0, f64::max);
-        let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
-        let y_max = self.y_max();
-        let mut chart = ChartBuilder::on(&body)
+    /// One panel's axes, curves and legend.
+    fn draw_panel<DB: DrawingBackend>(
+        &self,
+        panel: &CurvePanel,
+        area: &DrawingArea<DB, Shift>,
+        (x_max, y_max): (f64, f64),
+    ) -> Result<()> {
+        let mut builder = ChartBuilder::on(area);
+        if let Some(title) = &panel.title {
+            builder.caption(title, (FONT, 18).into_font().style(FontStyle::Bold));
+        }
+        let mut chart = builder
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(60)
@@ -319,7 +412,7 @@ impl Figure for CurvesFigure {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(plot_err)?;
-        for series in &self.series {
+        for series in &panel.series {
             let c = colour(series.colour_index);
             for piece in clip_above(&series.train, y_max) {
                 chart
@@ -364,7 +457,61 @@ impl Figure for CurvesFigure {
                     PathElement::new(vec![(x, y), (x + 24, y)], GREY.stroke_width(width))
                 });
         }
-        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+}
+
+/// True when the variants include a plain net: He 2015 Fig. 6's comparison.
+fn has_plain(nets: &[VariantNet]) -> bool {
+    nets.iter().any(|n| n.plain)
+}
+
+/// The colour index of each variant (`nets` in file order): with plain nets among them, by
+/// depth (the shallowest first), so that plain-20 and ResNet-20 share one, unless plain nets
+/// or ResNets hold two nets of one depth; else by the variant's place in the file.
+pub fn variant_colours(nets: &[VariantNet]) -> Vec<usize> {
+    if !has_plain(nets) {
+        return (0..nets.len()).collect();
+    }
+    let mut depths: Vec<usize> = nets.iter().map(|n| n.depth).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let mut seen = std::collections::HashSet::new();
+    let unique = nets.iter().all(|n| seen.insert((n.plain, n.depth)));
+    nets.iter()
+        .enumerate()
+        .map(|(i, n)| match depths.binary_search(&n.depth) {
+            Ok(rank) if unique => rank,
+            _ => i,
+        })
+        .collect()
+}
+
+impl Figure for CurvesFigure {
+    fn size(&self) -> (u32, u32) {
+        if self.is_plain_vs_residual() {
+            (CURVE_PANEL_WIDTH * self.panels.len() as u32, 700)
+        } else {
+            (1100, 700)
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let seeds = self.series().map(|s| s.seeds).max().unwrap_or(0);
+        let mut subtitle = format!(
+            "{} · profile {} · mean over the seeds logged at each iteration (up to {seeds}) · \
+             thin: training error, bold: test error",
+            self.caption.data, self.caption.profile
+        );
+        if self.is_plain_vs_residual() {
+            subtitle.push_str(" · one colour per depth");
+        }
+        let body = titled(root, &self.caption, &subtitle)?;
+        let axes = (self.x_max(), self.y_max());
+        let areas = body.split_evenly((1, self.panels.len().max(1)));
+        for (panel, area) in self.panels.iter().zip(&areas) {
+            self.draw_panel(panel, area, axes)?;
+        }
         Ok(())
     }
 }
@@ -411,8 +558,15 @@ pub struct FinalFigure {
 }
 
 impl FinalFigure {
-    /// Variants with at least one finished seed, in file order.
-    pub fn new(caption: Caption, results: &ProfileResults, fail_above: f64) -> Self {
+    /// Variants with at least one finished seed, in file order, coloured as in the curves
+    /// figure (`nets`: see [`variant_colours`]).
+    pub fn new(
+        caption: Caption,
+        results: &ProfileResults,
+        nets: &[VariantNet],
+        fail_above: f64,
+    ) -> Self {
+        let colours = variant_colours(nets);
         let entries = results
             .variants
             .iter()
@@ -422,7 +576,7 @@ impl FinalFigure {
                 let errors: Vec<f64> = v.runs.iter().filter_map(|r| r.final_test_error()).collect();
                 FinalEntry {
                     name: v.name.clone(),
-                    colour_index: i,
+                    colour_index: colours.get(i).copied().unwrap_or(i),
                     summary: Summary::of(&errors),
                     errors,
                     paper: v.paper,
@@ -988,19 +1142,21 @@ impl Figure for NormsFigure {
 }
 
 /// Writes the curves and final-error figures of a profile into `dir`, skipping those with
-/// nothing to show. Returns the files written.
+/// nothing to show; `nets` holds the network of each variant of `results` (see
+/// [`CurvesFigure::new`]). Returns the files written.
 pub fn write_training_figures(
     dir: &Path,
     caption: &Caption,
     results: &ProfileResults,
+    nets: &[VariantNet],
     fail_above: f64,
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let curves = CurvesFigure::new(caption.clone(), results);
-    if !curves.series.is_empty() {
+    let curves = CurvesFigure::new(caption.clone(), results, nets);
+    if !curves.is_empty() {
         written.extend(write_figure(&curves, dir, "curves")?);
     }
-    let finals = FinalFigure::new(caption.clone(), results, fail_above);
+    let finals = FinalFigure::new(caption.clone(), results, nets, fail_above);
     if !finals.entries.is_empty() {
         written.extend(write_figure(&finals, dir, "final")?);
     }
@@ -1082,6 +1238,26 @@ mod tests {
         assert_eq!(decade_label(0.0), "10⁰");
         assert_eq!(decade_label(12.0), "10¹²");
         assert_eq!(decade_label(-1.5), "");
+    }
+
+    #[test]
+    fn plain_nets_and_resnets_share_a_colour_per_depth() {
+        let net = |plain, depth| VariantNet { plain, depth };
+        // He 2015 Fig. 6: plain-20/56, ResNet-20/56/110 → 20, 56, 110 ranked 0, 1, 2
+        let depth = [
+            net(true, 20),
+            net(true, 56),
+            net(false, 20),
+            net(false, 56),
+            net(false, 110),
+        ];
+        assert_eq!(variant_colours(&depth), [0, 1, 0, 1, 2]);
+        // two plain nets of one depth (a profile that shrinks every net): by file place
+        let shrunk = [net(true, 8), net(true, 8), net(false, 8)];
+        assert_eq!(variant_colours(&shrunk), [0, 1, 2]);
+        // no plain net: by file place, whatever the depths
+        let resnets = [net(false, 56), net(false, 20), net(false, 56)];
+        assert_eq!(variant_colours(&resnets), [0, 1, 2]);
     }
 
     #[test]

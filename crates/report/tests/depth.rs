@@ -1,0 +1,308 @@
+//! End-to-end test of an experiment with plain nets (He et al. 2015, Fig. 6): records written
+//! as `runner train` writes them (through spec's `RunDir`), and the curves figure in the
+//! paper's layout (plain nets left, ResNets right, one colour per depth).
+
+// The fixture helpers are test code too: a failed write is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::ops::Range;
+
+mod common;
+use common::*;
+use report::render;
+use spec::{EpochRow, FinalRecord, Fingerprint, NetConfig, RunConfig, RunDir, ShortcutKind};
+
+const EXPERIMENT: &str = r#"
+title = "Plain vs residual networks of growing depth (He et al. 2015, Fig. 6)"
+source = "He, Zhang, Ren, Sun 2015, Deep Residual Learning for Image Recognition, Fig. 6, Table 6"
+[model]
+depth = 20
+[[variants]]
+name = "plain-20"
+model = { shortcut = "plain" }
+[[variants]]
+name = "plain-56"
+model = { depth = 56, shortcut = "plain" }
+[[variants]]
+name = "resnet-20"
+paper = 8.75
+[[variants]]
+name = "resnet-56"
+paper = 6.97
+model = { depth = 56 }
+[profiles.cpu]
+seeds = [0, 1, 2]
+protocol = { batch_size = 128, iterations = 1000, lr = 0.1, lr_drops = [500] }
+"#;
+
+/// One variant's made-up runs.
+struct Runs {
+    variant: &'static str,
+    depth: usize,
+    plain: bool,
+    /// Test and training error from epoch 3 on.
+    test: f64,
+    train: f64,
+    /// Final test errors of seeds 0–2; they average to `test`, so that the mean curve stays
+    /// flat to the end.
+    finals: [f64; 3],
+}
+
+/// Every flat line lies apart: in the left panel at 28, 24, 22, 16 %; in the right at 16,
+/// 12, 8, 4 %.
+const RUNS: [Runs; 4] = [
+    Runs {
+        variant: "plain-20",
+        depth: 20,
+        plain: true,
+        test: 24.0,
+        train: 16.0,
+        finals: [23.0, 24.0, 25.0],
+    },
+    Runs {
+        variant: "plain-56",
+        depth: 56,
+        plain: true,
+        test: 28.0,
+        train: 22.0,
+        finals: [27.0, 28.0, 29.0],
+    },
+    Runs {
+        variant: "resnet-20",
+        depth: 20,
+        plain: false,
+        test: 16.0,
+        train: 8.0,
+        finals: [15.0, 16.0, 17.0],
+    },
+    Runs {
+        variant: "resnet-56",
+        depth: 56,
+        plain: false,
+        test: 12.0,
+        train: 4.0,
+        finals: [10.5, 11.0, 14.5],
+    },
+];
+
+/// Tableau 10's first two colours: the shallowest depth, the next.
+const BLUE: [u8; 3] = [31, 119, 180];
+const ORANGE: [u8; 3] = [255, 127, 14];
+/// The third: the colour resnet-20 would have by its place in the file.
+const GREEN: [u8; 3] = [44, 160, 44];
+
+/// Ten epochs of 100 iterations: 80% test error at the first, 52% (plain-56) or 40% at the
+/// second, then flat at the variant's levels; the last epoch ends at the seed's final error.
+fn epochs(test: f64, train: f64, plain_56: bool, last: f64) -> Vec<EpochRow> {
+    (1..=10)
+        .map(|epoch| {
+            let (test, train) = match epoch {
+                1 => (80.0, 85.0),
+                2 if plain_56 => (52.0, 50.0),
+                2 => (40.0, 38.0),
+                10 => (last, train),
+                _ => (test, train),
+            };
+            EpochRow {
+                epoch,
+                iteration: 100 * epoch,
+                lr: if epoch <= 5 { 0.1 } else { 0.01 },
+                train_loss: train / 40.0,
+                train_error: train,
+                test_loss: Some(test / 40.0),
+                test_error: Some(test),
+                wall_s: 60.0 * epoch as f64,
+                images_per_s: 200.0,
+            }
+        })
+        .collect()
+}
+
+fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
+    FinalRecord {
+        status: if error > 20.0 {
+            spec::Status::Fail
+        } else {
+            spec::Status::Ok
+        },
+        experiment: "depth".into(),
+        profile: "cpu".into(),
+        variant: variant.into(),
+        seed,
+        iterations: 1000,
+        diverged_at_iteration: None,
+        final_test_error: Some(error),
+        final_test_loss: Some(error / 40.0),
+        final_train_error: Some(error / 2.0),
+        final_train_loss: Some(error / 80.0),
+        fail_above_percent: 20.0,
+        wall_s: 600.0,
+        data: Fingerprint {
+            digest: "0123456789abcdef".into(),
+            files: BTreeMap::from([("data_batch_1".to_string(), "00".to_string())]),
+            source: JPEG.into(),
+            original: false,
+        },
+        git_revision: "5f672cc".into(),
+        libtorch: "2.11.0".into(),
+        device: CPU.into(),
+        stacked_with: 1,
+        precision: spec::Precision::Fp32,
+        finished_at_unix_s: 1_700_000_000,
+    }
+}
+
+/// The experiment and every run of `RUNS`, finished; returns the folder and its paths.
+fn depth_sweep() -> (tempfile::TempDir, report::Paths) {
+    let (dir, paths) = fixture_folder("depth.toml", EXPERIMENT);
+    for runs in RUNS {
+        let variant = runs.variant;
+        for (seed, last) in (0u64..).zip(runs.finals) {
+            let run = RunDir::new(&paths.results, "depth", "cpu", variant, seed);
+            fs::create_dir_all(&run.dir).unwrap();
+            let mut model = NetConfig::cifar(runs.depth);
+            if runs.plain {
+                model.shortcut = ShortcutKind::Plain;
+            }
+            let protocol =
+                toml::from_str("batch_size = 128\niterations = 1000\nlr = 0.1\nlr_drops = [500]")
+                    .unwrap();
+            let config = RunConfig {
+                experiment: "depth".into(),
+                profile: "cpu".into(),
+                variant: variant.into(),
+                seed,
+                model,
+                protocol,
+            };
+            run.write_config(&config).unwrap();
+            let rows = epochs(runs.test, runs.train, variant == "plain-56", last);
+            run.write_epochs(&rows).unwrap();
+            run.write_final(&final_record(variant, seed, last)).unwrap();
+        }
+    }
+    (dir, paths)
+}
+
+/// Bands of consecutive rows in which `columns` hold a horizontal run of at least
+/// `min_run` pixels of colour `rgb`: (first row, rows), top to bottom.
+fn horizontal_bands(
+    img: &image::RgbImage,
+    columns: Range<u32>,
+    rgb: [u8; 3],
+    min_run: u32,
+) -> Vec<(u32, u32)> {
+    let near = |x: u32, y: u32| {
+        let p = img.get_pixel(x, y);
+        (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= 30)
+    };
+    let mut bands: Vec<(u32, u32)> = Vec::new();
+    for y in 0..img.height() {
+        let (mut run, mut longest) = (0, 0);
+        for x in columns.clone() {
+            run = if near(x, y) { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        if longest >= min_run {
+            match bands.last_mut() {
+                Some((first, rows)) if *first + *rows == y => *rows += 1,
+                _ => bands.push((y, 1)),
+            }
+        }
+    }
+    bands
+}
+
+/// Columns whose pixels in `rows` are dark for more than `min` of them: the panels' y axes.
+fn dark_columns(img: &image::RgbImage, rows: Range<u32>, min: usize) -> Vec<u32> {
+    (0..img.width())
+        .filter(|&x| {
+            rows.clone()
+                .filter(|&y| img.get_pixel(x, y).0.iter().all(|&c| c < 60))
+                .count()
+                > min
+        })
+        .collect()
+}
+
+fn centre((first, rows): (u32, u32)) -> f64 {
+    f64::from(first) + f64::from(rows - 1) / 2.0
+}
+
+#[test]
+fn curves_are_plain_nets_beside_resnets_one_colour_per_depth() {
+    let (_dir, paths) = depth_sweep();
+    render("depth", "cpu", &paths).unwrap();
+    let plots = paths.plots.join("depth/cpu");
+    let png = decode(&plots.join("curves.png"));
+    // two panels of 700 px
+    assert_eq!(png.dimensions(), (1400, 700));
+
+    // Each panel has its own y axis, a dark vertical line over the plot's height; the two
+    // lie one panel width apart, one in each half.
+    let axes = dark_columns(&png, 150..600, 400);
+    assert_eq!(axes.len(), 2, "y axes at columns {axes:?}");
+    assert!(axes[0] < 700 && axes[1] >= 700, "{axes:?}");
+    assert_eq!(axes[1] - axes[0], 700);
+    let (left, right) = (axes[0]..700, axes[1]..1400);
+
+    // The flat part of each curve (iterations 300 to 1000, about 410 px of the 600 px
+    // plot) is a long horizontal band: 1 px for training error, at least 3 for test error.
+    let bands = |columns: Range<u32>, rgb| horizontal_bands(&png, columns, rgb, 300);
+    let (plain_20, resnet_20) = (bands(left.clone(), BLUE), bands(right.clone(), BLUE));
+    let (plain_56, resnet_56) = (bands(left.clone(), ORANGE), bands(right.clone(), ORANGE));
+    for (name, found) in [
+        ("plain-20", &plain_20),
+        ("resnet-20", &resnet_20),
+        ("plain-56", &plain_56),
+        ("resnet-56", &resnet_56),
+    ] {
+        // test error above training error: the bold band first, then the thin one
+        assert_eq!(found.len(), 2, "{name}: {found:?}");
+        let (bold, thin) = (found[0].1, found[1].1);
+        assert!(
+            (3..=5).contains(&bold),
+            "{name}: test error {bold} px thick"
+        );
+        assert!(
+            (1..=2).contains(&thin),
+            "{name}: training error {thin} px thick"
+        );
+    }
+    // The same depth has the same colour in both panels, and no variant has the colour of
+    // its place in the file (resnet-20 is the third variant).
+    assert_eq!(count_near(&png, 64..700, GREEN, 10), 0);
+
+    // Plain nets are on the left: plain-20's test error (24%) is above resnet-20's (16%).
+    assert!(centre(plain_20[0]) < centre(resnet_20[0]) - 20.0);
+    // Both panels share one y axis: plain-20's training error and resnet-20's test error
+    // are both 16% and lie on one row; so do plain-56's 28% and 24% ... spaced alike.
+    assert!((centre(plain_20[1]) - centre(resnet_20[0])).abs() <= 1.0);
+    // 0–60% over the plot: 4 points (28 − 24) are as many pixels in either panel as
+    // 4 points (16 − 12) in the other.
+    let left_4 = centre(plain_20[0]) - centre(plain_56[0]);
+    let right_4 = centre(resnet_56[0]) - centre(resnet_20[0]);
+    assert!(
+        left_4 > 20.0 && (left_4 - right_4).abs() <= 1.5,
+        "{left_4} {right_4}"
+    );
+
+    let svg = fs::read_to_string(plots.join("curves.svg")).unwrap();
+    for words in [
+        "plain networks",
+        "ResNets",
+        "plain-20 (3 seeds)",
+        "plain-56 (3 seeds)",
+        "resnet-20 (3 seeds)",
+        "resnet-56 (3 seeds)",
+        "one colour per depth",
+    ] {
+        assert!(svg.contains(words), "curves.svg lacks {words}");
+    }
+    // The error axis ends at 60%: the next ten above 52%, the highest error after the first
+    // epoch (80% at the first epoch runs off the top, as in the paper's figure).
+    let tick = |label: &str| svg.contains(&format!(">\n{label}\n</text>"));
+    assert!(tick("50") && tick("60") && !tick("70"));
+}
