@@ -3,8 +3,9 @@
 //!   Mappings Fig. 4): thin = training error, bold = test error, error (%) against
 //!   iterations; one colour per variant, or, where the experiment has plain nets, two panels
 //!   as in He 2015 Fig. 6 (plain nets left, ResNets right, one colour per depth);
-//! - `final`: final test error per variant, mean ± std over seeds, each seed, and the paper's
-//!   number (a `"fail"` is marked on the fail threshold), in the curves' colours;
+//! - `final`: final test error per variant, mean ± std over seeds, each seed, and beside them
+//!   the paper's number (a `"fail"` on the fail threshold; a paper's mean ± std as a bar,
+//!   with its best run and the numbers written out), in the curves' colours;
 //! - `norms`: ‖∂E/∂x_l‖ against the residual unit l on a log axis (the `gradients` study),
 //!   one panel per depth, dashed at initialisation and solid after training.
 //!
@@ -596,8 +597,8 @@ impl FinalFigure {
             .entries
             .iter()
             .flat_map(|e| {
-                let paper = e.paper.and_then(|p| p.error());
-                e.errors.iter().copied().chain(paper)
+                let paper = e.paper.map(paper_top);
+                e.errors.iter().copied().chain(paper.flatten())
             })
             .fold(self.fail_above, f64::max);
         // room above the highest point for the legend box (upper left, a fifth of the height)
@@ -698,20 +699,13 @@ impl Figure for FinalFigure {
                     )])
                     .map_err(plot_err)?;
             }
-            match entry.paper {
-                Some(PaperNumber::Error(p)) => {
-                    chart
-                        .draw_series([TriangleMarker::new((x.clone(), p), 8, BLACK.filled())])
-                        .map_err(plot_err)?;
-                }
-                Some(PaperNumber::Fail(_)) => {
-                    chart
-                        .draw_series([EmptyElement::at((x.clone(), threshold))
-                            + TriangleMarker::new((0, 0), 8, BLACK.filled())
-                            + Text::new("paper: fail", (10, -8), note_style.clone())])
-                        .map_err(plot_err)?;
-                }
-                None => {}
+            if let Some(paper) = entry.paper {
+                // beside ours, so that neither hides the other
+                let at = |error: f64| {
+                    let (px, py) = chart.backend_coord(&(x.clone(), error));
+                    (px + PAPER_OFFSET, py)
+                };
+                draw_paper(root, paper, (threshold, y_max), at)?;
             }
             if entry.diverged > 0 {
                 let text = format!("{} diverged", entry.diverged);
@@ -750,9 +744,128 @@ impl Figure for FinalFigure {
             .map_err(plot_err)?
             .label("paper")
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 8, BLACK.filled()));
+        let runs = || self.entries.iter().filter_map(|e| e.paper?.runs());
+        if runs().next().is_some() {
+            chart
+                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
+                .map_err(plot_err)?
+                .label("paper: mean ± std of its runs")
+                .legend(|(x, y)| {
+                    EmptyElement::at((x + 12, y))
+                        + PathElement::new(vec![(0, -7), (0, 7)], BLACK.stroke_width(2))
+                        + PathElement::new(vec![(-6, -7), (6, -7)], BLACK.stroke_width(2))
+                        + PathElement::new(vec![(-6, 7), (6, 7)], BLACK.stroke_width(2))
+                        + TriangleMarker::new((0, 0), 5, BLACK.filled())
+                });
+        }
+        if runs().any(|r| r.best.is_some()) {
+            chart
+                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
+                .map_err(plot_err)?
+                .label("paper: its best run")
+                .legend(|(x, y)| open_triangle((x + 12, y + 1), 6));
+        }
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
+}
+
+/// Pixels right of a variant's own markers where the paper's are drawn.
+const PAPER_OFFSET: i32 = 18;
+
+/// The highest error a paper number puts on the final-error axis.
+fn paper_top(paper: PaperNumber) -> Option<f64> {
+    match paper {
+        PaperNumber::Error(e) => Some(e),
+        PaperNumber::Runs(runs) => Some(runs.mean + runs.std),
+        PaperNumber::Fail(_) => None,
+    }
+}
+
+/// The paper's number of one variant in black, at the pixels `at` gives for an error: a
+/// triangle at its test error; for `"fail"`, on the fail threshold, labelled; for mean ± std,
+/// a bar from mean − std to mean + std with a small triangle at the mean, an open triangle
+/// at the best run beside it, and the numbers (`y_max`: the top of the axis).
+fn draw_paper<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    paper: PaperNumber,
+    (threshold, y_max): (f64, f64),
+    at: impl Fn(f64) -> (i32, i32),
+) -> Result<()> {
+    match paper {
+        PaperNumber::Error(e) => root
+            .draw(&TriangleMarker::new(at(e), 8, BLACK.filled()))
+            .map_err(plot_err),
+        PaperNumber::Fail(_) => {
+            let style = (FONT, 13)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            let (px, py) = at(threshold);
+            root.draw(&TriangleMarker::new((px, py), 8, BLACK.filled()))
+                .map_err(plot_err)?;
+            root.draw_text("paper: fail", &style, (px, py - 12))
+                .map_err(plot_err)
+        }
+        PaperNumber::Runs(runs) => {
+            let (px, low) = at(runs.mean - runs.std);
+            let (_, high) = at(runs.mean + runs.std);
+            let line = BLACK.stroke_width(2);
+            for path in [
+                vec![(px, low), (px, high)],
+                vec![(px - 6, low), (px + 6, low)],
+                vec![(px - 6, high), (px + 6, high)],
+            ] {
+                root.draw(&PathElement::new(path, line)).map_err(plot_err)?;
+            }
+            root.draw(&TriangleMarker::new(at(runs.mean), 5, BLACK.filled()))
+                .map_err(plot_err)?;
+            if let Some(best) = runs.best {
+                let (_, py) = at(best);
+                root.draw(&open_triangle((px + BEST_OFFSET, py), 6))
+                    .map_err(plot_err)?;
+            }
+            // The numbers, reading upward from above the bar (a spread of a few tenths of a
+            // percent is a few pixels), or downward from below it where the top is too near.
+            let mut label = format!("paper {:.2} ± {:.2}", runs.mean, runs.std);
+            if let Some(best) = runs.best {
+                label.push_str(&format!(", best {best:.2}"));
+            }
+            let (_, top) = at(y_max);
+            let style = (FONT, 12)
+                .into_font()
+                .transform(FontTransform::Rotate270)
+                .color(&BLACK);
+            let (length, _) = root.estimate_text_size(&label, &style).map_err(plot_err)?;
+            let above = high - 10 - top >= length as i32;
+            let (anchor, y) = if above {
+                (HPos::Left, high - 10)
+            } else {
+                (HPos::Right, low + 10)
+            };
+            root.draw_text(&label, &style.pos(Pos::new(anchor, VPos::Center)), (px, y))
+                .map_err(plot_err)
+        }
+    }
+}
+
+/// Pixels right of the paper's bar where its best run is marked.
+const BEST_OFFSET: i32 = 12;
+
+/// An upward triangle's outline of `size` (centre to corner), pixels.
+fn open_triangle((x, y): (i32, i32), size: i32) -> PathElement<(i32, i32)> {
+    // corners at 90°, 210° and 330°: the top, then bottom left and bottom right
+    let half = (f64::from(size) * 0.866).round() as i32;
+    let low = size / 2;
+    PathElement::new(
+        vec![
+            (x, y - size),
+            (x - half, y + low),
+            (x + half, y + low),
+            (x, y - size),
+        ],
+        BLACK.stroke_width(1),
+    )
 }
 
 /// One variant's ‖∂E/∂x_l‖ against l, as drawn: positive norms only (a log axis cannot show

@@ -41,6 +41,33 @@ impl Status {
     }
 }
 
+/// Which statistic of ours a difference to the paper takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compared {
+    /// Our median against the one number the paper prints (one run, or Identity Mappings'
+    /// median of 5).
+    Median,
+    /// Our mean against the mean of the paper's runs (He 2015, Table 6: ResNet-110).
+    Mean,
+}
+
+impl Compared {
+    /// The word written to `table.csv` (`diff_of`) and beside the difference in `table.md`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compared::Median => "median",
+            Compared::Mean => "mean",
+        }
+    }
+}
+
+/// Ours − paper, and which of our statistics it takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    pub value: f64,
+    pub of: Compared,
+}
+
 /// One variant's line of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -85,9 +112,22 @@ impl Row {
         }
     }
 
-    /// Median − paper, when both are numbers.
-    pub fn diff(&self) -> Option<f64> {
-        Some(self.summary?.median - self.paper?.error()?)
+    /// Ours − paper, like with like: our mean against the paper's mean where it gives mean ±
+    /// std over runs, our median against a single number (`None` for `"fail"` or when either
+    /// side is missing).
+    pub fn diff(&self) -> Option<Difference> {
+        let summary = self.summary?;
+        match self.paper? {
+            PaperNumber::Error(e) => Some(Difference {
+                value: summary.median - e,
+                of: Compared::Median,
+            }),
+            PaperNumber::Runs(runs) => Some(Difference {
+                value: summary.mean - runs.mean,
+                of: Compared::Mean,
+            }),
+            PaperNumber::Fail(_) => None,
+        }
     }
 
     /// True when the median final test error is above the threshold.
@@ -331,6 +371,9 @@ impl Table {
     }
 
     /// `table.csv`: one header row, one row per variant; numbers unformatted, empty if missing.
+    /// `paper` is the paper's number, or the mean of its runs (then `paper_std` and
+    /// `paper_best` hold the rest); `diff` is ours − paper, of the statistic `diff_of` names
+    /// (`median` against a single number, `mean` against a mean).
     pub fn to_csv(&self) -> Result<String> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record([
@@ -349,10 +392,14 @@ impl Table {
             "diff",
             "status",
             "fail_above_percent",
+            "paper_std",
+            "paper_best",
+            "diff_of",
         ])?;
         let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for row in &self.rows {
             let s = row.summary;
+            let paper_runs = row.paper.and_then(|p| p.runs());
             writer.write_record([
                 row.variant.clone(),
                 row.finished.to_string(),
@@ -367,12 +414,16 @@ impl Table {
                 num(s.map(|s| s.max)),
                 match row.paper {
                     Some(PaperNumber::Error(e)) => e.to_string(),
+                    Some(PaperNumber::Runs(runs)) => runs.mean.to_string(),
                     Some(PaperNumber::Fail(_)) => "fail".to_string(),
                     None => String::new(),
                 },
-                num(row.diff()),
+                num(row.diff().map(|d| d.value)),
                 row.status().as_str().to_string(),
                 row.fail_above.to_string(),
+                num(paper_runs.map(|r| r.std)),
+                num(paper_runs.and_then(|r| r.best)),
+                row.diff().map_or("", |d| d.of.as_str()).to_string(),
             ])?;
         }
         Ok(String::from_utf8(writer.into_inner()?)?)
@@ -409,9 +460,21 @@ impl Table {
             "- **Fail**: median final test error above {}%\n",
             self.fail_above
         );
-        md.push_str(
-            "| variant | seeds | mean ± std | median | min–max | paper | median − paper | status |\n\
-             |---|--:|--:|--:|--:|--:|--:|---|\n",
+        // Where the paper gives a mean for some variant, the differences are of two kinds and
+        // each says which; otherwise all are medians, as the column's name says.
+        let mixed = self
+            .rows
+            .iter()
+            .any(|r| r.paper.is_some_and(|p| p.runs().is_some()));
+        let diff_column = if mixed {
+            "ours − paper"
+        } else {
+            "median − paper"
+        };
+        let _ = writeln!(
+            md,
+            "| variant | seeds | mean ± std | median | min–max | paper | {diff_column} | status |\n\
+             |---|--:|--:|--:|--:|--:|--:|---|"
         );
         for row in &self.rows {
             let (mean, median, range) = match row.summary {
@@ -425,14 +488,18 @@ impl Table {
                 ),
                 None => ("–".into(), "–".into(), "–".into()),
             };
+            let diff = match row.diff() {
+                Some(d) if mixed => format!("{:+.2} ({})", d.value, d.of.as_str()),
+                Some(d) => format!("{:+.2}", d.value),
+                None => "–".to_string(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | {}/{} | {mean} | {median} | {range} | {} | {} | {} |",
+                "| {} | {}/{} | {mean} | {median} | {range} | {} | {diff} | {} |",
                 row.variant,
                 row.finished,
                 row.expected,
                 row.paper.map_or("–".to_string(), |p| p.to_string()),
-                row.diff().map_or("–".to_string(), |d| format!("{d:+.2}")),
                 row.status_text(),
             );
         }
@@ -440,6 +507,13 @@ impl Table {
             "\nFinal test error in %, over the finished seeds that did not diverge; std is the \
              sample standard deviation (n − 1). `seeds` = finished / listed in the profile.\n",
         );
+        if mixed {
+            md.push_str(
+                "\nours − paper compares like with like: our mean against the paper's mean where \
+                 the paper gives mean ± std over its runs (mean), else our median against the \
+                 paper's number (median).\n",
+            );
+        }
         if !self.notes.is_empty() {
             md.push_str("\nNotes:\n");
             for note in &self.notes {
@@ -535,11 +609,28 @@ mod tests {
     fn diff_needs_two_numbers() {
         // median 6.6 − paper 6.61 = −0.01
         let r = row(5, 0, &[6.5, 6.7, 6.6, 7.0, 6.2]);
-        assert!((r.diff().unwrap() + 0.01).abs() < 1e-12);
+        let d = r.diff().unwrap();
+        assert!((d.value + 0.01).abs() < 1e-12);
+        assert_eq!(d.of, Compared::Median);
         let mut fail = r.clone();
         fail.paper = Some(PaperNumber::Fail(FailMarker::Fail));
         assert_eq!(fail.diff(), None);
         assert_eq!(row(0, 0, &[]).diff(), None);
+    }
+
+    #[test]
+    fn diff_against_a_paper_mean_takes_our_mean() {
+        // 6.0 6.1 6.2 6.3 8.4: median 6.2, mean 33.0 / 5 = 6.6; paper mean 6.61 ± 0.16,
+        // best 6.43: mean − mean = −0.01 (the median would give −0.41, the best −0.23)
+        let mut r = row(5, 0, &[6.0, 6.1, 6.2, 6.3, 8.4]);
+        r.paper = Some(PaperNumber::Runs(spec::experiment::PaperRuns {
+            mean: 6.61,
+            std: 0.16,
+            best: Some(6.43),
+        }));
+        let d = r.diff().unwrap();
+        assert_eq!(d.of, Compared::Mean);
+        assert!((d.value + 0.01).abs() < 1e-12, "{}", d.value);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! End-to-end test of an experiment with plain nets (He et al. 2015, Fig. 6): records written
-//! as `runner train` writes them (through spec's `RunDir`), and the curves figure in the
-//! paper's layout (plain nets left, ResNets right, one colour per depth).
+//! End-to-end test of an experiment with plain nets (He et al. 2015, Fig. 6 and Table 6):
+//! records written as `runner train` writes them (through spec's `RunDir`), the curves
+//! figure in the paper's layout (plain nets left, ResNets right, one colour per depth), and
+//! a paper number given as mean ± std with the best run, in the tables and the final figure.
 
 // The fixture helpers are test code too: a failed write is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -30,7 +31,7 @@ name = "resnet-20"
 paper = 8.75
 [[variants]]
 name = "resnet-56"
-paper = 6.97
+paper = { mean = 9.0, std = 1.5, best = 7.5 }
 model = { depth = 56 }
 [profiles.cpu]
 seeds = [0, 1, 2]
@@ -305,4 +306,126 @@ fn curves_are_plain_nets_beside_resnets_one_colour_per_depth() {
     // epoch (80% at the first epoch runs off the top, as in the paper's figure).
     let tick = |label: &str| svg.contains(&format!(">\n{label}\n</text>"));
     assert!(tick("50") && tick("60") && !tick("70"));
+}
+
+#[test]
+fn a_paper_mean_is_compared_with_our_mean_and_drawn_with_its_spread() {
+    let (_dir, paths) = depth_sweep();
+    render("depth", "cpu", &paths).unwrap();
+    let table_dir = paths.results.join("depth/cpu");
+
+    // resnet-56: 10.5, 11, 14.5: mean 12, median 11; squared deviations 2.25 + 1 + 6.25 =
+    // 9.5, std sqrt(9.5 / 2) = 2.18. Against the paper's mean 9.0: +3.00 (the median would
+    // give +2.00). resnet-20: 15, 16, 17: median 16 against the paper's 8.75: +7.25.
+    let md = fs::read_to_string(table_dir.join("table.md")).unwrap();
+    let line = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{md}"))
+            .to_string()
+    };
+    assert!(md.contains(
+        "| variant | seeds | mean ± std | median | min–max | paper | ours − paper | status |"
+    ));
+    assert_eq!(
+        line("resnet-56"),
+        "| resnet-56 | 3/3 | 12.00 ± 2.18 | 11.00 | 10.50–14.50 | 9.00 ± 1.50 (best 7.50) | +3.00 (mean) | ok |"
+    );
+    assert_eq!(
+        line("resnet-20"),
+        "| resnet-20 | 3/3 | 16.00 ± 1.00 | 16.00 | 15.00–17.00 | 8.75 | +7.25 (median) | ok |"
+    );
+    assert!(line("plain-20").ends_with("| – | – | fail |"), "{md}");
+    assert!(md.contains("our mean against the paper's mean where the paper gives mean ± std"));
+
+    let rows = csv_rows(&table_dir.join("table.csv"));
+    let row = |name: &str| rows.iter().find(|r| r["variant"] == name).unwrap();
+    let r56 = row("resnet-56");
+    assert_eq!(
+        (
+            num(r56, "paper"),
+            num(r56, "paper_std"),
+            num(r56, "paper_best")
+        ),
+        (9.0, 1.5, 7.5)
+    );
+    assert!((num(r56, "diff") - 3.0).abs() < 1e-9);
+    assert_eq!(r56["diff_of"], "mean");
+    let r20 = row("resnet-20");
+    assert_eq!(num(r20, "paper"), 8.75);
+    assert_eq!(
+        (r20["paper_std"].as_str(), r20["paper_best"].as_str()),
+        ("", "")
+    );
+    assert!((num(r20, "diff") - 7.25).abs() < 1e-9);
+    assert_eq!(r20["diff_of"], "median");
+    let p20 = row("plain-20");
+    assert_eq!(
+        (
+            p20["paper"].as_str(),
+            p20["diff"].as_str(),
+            p20["diff_of"].as_str()
+        ),
+        ("", "", "")
+    );
+
+    // The final figure: each variant in its depth's colour (plain-56 and resnet-56 orange),
+    // the paper's numbers beside ours, in black.
+    let plots = paths.plots.join("depth/cpu");
+    let png = decode(&plots.join("final.png"));
+    let (width, height) = png.dimensions();
+    let orange_columns: Vec<u32> = (0..width)
+        .filter(|&x| {
+            (64..height - 100).any(|y| {
+                let p = png.get_pixel(x, y).0;
+                (0..3).all(|i| (i32::from(p[i]) - i32::from(ORANGE[i])).abs() <= 10)
+            })
+        })
+        .collect();
+    // two orange markers: plain-56 (second) and resnet-56 (last)
+    let last_orange = *orange_columns.last().unwrap();
+    assert!(orange_columns[0] < width / 2 && last_orange > width / 2);
+    // Right of resnet-56's marker: the paper's bar from 7.5 to 10.5%, a long vertical run of
+    // black; right of resnet-20's blue marker only the paper's triangle (at most 13 px).
+    let longest_black_run = |columns: Range<u32>| {
+        columns
+            .map(|x| {
+                let (mut run, mut longest) = (0, 0);
+                for y in 64..height - 100 {
+                    let dark = png.get_pixel(x, y).0.iter().all(|&c| c < 50);
+                    run = if dark { run + 1 } else { 0 };
+                    longest = longest.max(run);
+                }
+                longest
+            })
+            .max()
+            .unwrap()
+    };
+    let bar = longest_black_run(last_orange + 4..last_orange + 20);
+    assert!(
+        (20..=80).contains(&bar),
+        "the paper's ± std bar is {bar} px"
+    );
+    let blue_columns: Vec<u32> = (width / 2..last_orange - 30)
+        .filter(|&x| {
+            (64..height - 100).any(|y| {
+                let p = png.get_pixel(x, y).0;
+                (0..3).all(|i| (i32::from(p[i]) - i32::from(BLUE[i])).abs() <= 10)
+            })
+        })
+        .collect();
+    let last_blue = *blue_columns.last().unwrap();
+    let triangle = longest_black_run(last_blue + 4..last_blue + 20);
+    assert!(
+        (6..=13).contains(&triangle),
+        "the paper's triangle is {triangle} px"
+    );
+    let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
+    for words in [
+        "paper 9.00 ± 1.50, best 7.50",
+        "paper: mean ± std of its runs",
+        "paper: its best run",
+    ] {
+        assert!(svg.contains(words), "final.svg lacks {words}");
+    }
 }

@@ -260,6 +260,12 @@ fn table_csv_has_the_hand_computed_statistics() {
     assert_eq!((num(o, "min"), num(o, "max")), (6.2, 7.0));
     assert_eq!(num(o, "paper"), 6.61);
     assert!(close(num(o, "diff"), -0.01));
+    // a single paper number: our median against it, no spread or best run
+    assert_eq!(o["diff_of"], "median");
+    assert_eq!(
+        (o["paper_std"].as_str(), o["paper_best"].as_str()),
+        ("", "")
+    );
     assert_eq!(o["status"], "ok");
 
     // scaling-0.5-0.5: 12, 13, 14.5 → mean 39.5 / 3 = 13.1667; deviations −7/6, −1/6, 4/3,
@@ -278,7 +284,7 @@ fn table_csv_has_the_hand_computed_statistics() {
     assert!(close(num(p, "mean"), 443.5 / 5.0));
     assert!(close(num(p, "median"), 89.5));
     assert_eq!(p["paper"], "fail");
-    assert_eq!(p["diff"], "");
+    assert_eq!((p["diff"].as_str(), p["diff_of"].as_str()), ("", ""));
     assert_eq!(p["status"], "fail");
 
     // dropout-0.5: 2 of 5 diverged; statistics over 30, 25, 40: mean 95 / 3, median 30.
@@ -526,8 +532,6 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
     assert!(md.contains("Notes:\n"));
 }
 
-/// The table of a training experiment, byte for byte as `report` wrote it before gradients
-/// experiments had their own table (tests/golden/, captured from the sweep fixture).
 #[test]
 fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
     let title = "Identity Mappings, Table 1: shortcut variants on ResNet-110";
@@ -571,6 +575,10 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
     assert!(svg.contains(title) && !svg.contains("trained here"));
 }
 
+/// The table of a training experiment, byte for byte as `report` wrote it before gradients
+/// experiments had their own table (tests/golden/, captured from the sweep fixture); since
+/// paper numbers may be mean ± std, `table.csv` ends in three more columns (`paper_std`,
+/// `paper_best`, `diff_of`), empty but for `diff_of = median` here.
 #[test]
 fn training_table_is_unchanged() {
     let f = sweep();

@@ -10,7 +10,8 @@
 //!
 //! [[variants]]
 //! name = "original"
-//! paper = 6.61                  # the paper's test error in %, or "fail"
+//! paper = 6.61                  # the paper's test error in %, "fail", or the mean ± std of
+//!                               # its runs: { mean = 6.61, std = 0.16, best = 6.43 }
 //!
 //! [[variants]]
 //! name = "scaling-0.5-0.5"
@@ -40,14 +41,19 @@ use toml::{Spanned, Table, Value};
 use crate::net::{BlockKind, NetConfig};
 use crate::protocol::Protocol;
 
-/// A paper's reference number for a variant: `paper = 6.61` or `paper = "fail"`.
+/// A paper's reference number for a variant: `paper = 6.61`, `paper = "fail"`, or the mean ±
+/// std of several runs with the best of them, `paper = { mean = 6.61, std = 0.16, best = 6.43 }`
+/// (He 2015, Table 6: "6.43 (6.61±0.16)" for ResNet-110; `best` is optional).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PaperNumber {
-    /// Test error in percent.
+    /// Test error in percent: one number as the paper prints it (one run, or the median of
+    /// several in Identity Mappings' tables).
     Error(f64),
     /// "fail": the paper reports a test error above 20% (Identity Mappings, Table 1).
     Fail(FailMarker),
+    /// Mean and standard deviation of the paper's runs, and the best run where it gives one.
+    Runs(PaperRuns),
 }
 
 /// The literal string `"fail"`.
@@ -57,22 +63,34 @@ pub enum FailMarker {
     Fail,
 }
 
+/// `{ mean = 6.61, std = 0.16, best = 6.43 }`: test errors in percent over a paper's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PaperRuns {
+    pub mean: f64,
+    /// Standard deviation over the runs, as the paper states it.
+    pub std: f64,
+    /// The lowest test error of the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<f64>,
+}
+
+/// The accepted forms of `paper`, for error messages.
+const PAPER_FORMS: &str =
+    "a test error in percent (a number), \"fail\", or { mean = .., std = .., best = .. } (best optional)";
+
+/// The keys of the `{ mean, std, best }` form.
+const PAPER_RUNS_KEYS: [&str; 3] = ["mean", "std", "best"];
+
 impl<'de> Deserialize<'de> for PaperNumber {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
+        impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = PaperNumber;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a test error in percent (a number) or \"fail\"")
+                f.write_str(PAPER_FORMS)
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PaperNumber, E> {
-                if v.is_finite() && v >= 0.0 {
-                    Ok(PaperNumber::Error(v))
-                } else {
-                    Err(E::custom(format!(
-                        "paper = {v}: a test error in percent is a number from 0 up"
-                    )))
-                }
+                percent("paper", v).map(PaperNumber::Error)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PaperNumber, E> {
                 self.visit_f64(v as f64)
@@ -84,21 +102,83 @@ impl<'de> Deserialize<'de> for PaperNumber {
                 match v {
                     "fail" => Ok(PaperNumber::Fail(FailMarker::Fail)),
                     other => Err(E::custom(format!(
-                        "paper = \"{other}\": expected a number or \"fail\""
+                        "paper = \"{other}\": expected {PAPER_FORMS}"
                     ))),
                 }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PaperNumber, A::Error> {
+                use serde::de::Error;
+                let (mut mean, mut std, mut best) = (None, None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "mean" => &mut mean,
+                        "std" => &mut std,
+                        "best" => &mut best,
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "paper: unknown field `{other}`, expected one of {}",
+                                PAPER_RUNS_KEYS.map(|k| format!("`{k}`")).join(", ")
+                            )))
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(A::Error::custom(format!("paper: `{key}` given twice")));
+                    }
+                    let value = map
+                        .next_value::<f64>()
+                        .map_err(|err| A::Error::custom(format!("paper.{key}: {err}")))?;
+                    *slot = Some(percent(&format!("paper.{key}"), value)?);
+                }
+                let missing = |key| {
+                    A::Error::custom(format!("paper: `{key}` is missing; expected {PAPER_FORMS}"))
+                };
+                let runs = PaperRuns {
+                    mean: mean.ok_or_else(|| missing("mean"))?,
+                    std: std.ok_or_else(|| missing("std"))?,
+                    best,
+                };
+                if let Some(best) = runs.best.filter(|&b| b > runs.mean) {
+                    return Err(A::Error::custom(format!(
+                        "paper: best = {best} is above mean = {}; the best run cannot have a \
+                         higher error than the mean of the runs",
+                        runs.mean
+                    )));
+                }
+                Ok(PaperNumber::Runs(runs))
             }
         }
         deserializer.deserialize_any(Visitor)
     }
 }
 
+/// `v` when it is a test error (or a spread) in percent: finite, from 0 up.
+fn percent<E: serde::de::Error>(what: &str, v: f64) -> Result<f64, E> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(E::custom(format!(
+            "{what} = {v}: a test error in percent is a number from 0 up"
+        )))
+    }
+}
+
 impl PaperNumber {
-    /// The paper's test error, when it is a number.
+    /// The paper's test error, when it gives one number (not `"fail"`, not mean ± std).
     pub fn error(&self) -> Option<f64> {
         match self {
             PaperNumber::Error(e) => Some(*e),
-            PaperNumber::Fail(_) => None,
+            PaperNumber::Fail(_) | PaperNumber::Runs(_) => None,
+        }
+    }
+
+    /// The paper's mean ± std over runs, when it gives them.
+    pub fn runs(&self) -> Option<PaperRuns> {
+        match self {
+            PaperNumber::Runs(runs) => Some(*runs),
+            PaperNumber::Error(_) | PaperNumber::Fail(_) => None,
         }
     }
 
@@ -109,10 +189,18 @@ impl PaperNumber {
 }
 
 impl fmt::Display for PaperNumber {
+    /// `6.61`, `fail`, `6.61 ± 0.16 (best 6.43)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PaperNumber::Error(e) => write!(f, "{e:.2}"),
             PaperNumber::Fail(_) => write!(f, "fail"),
+            PaperNumber::Runs(runs) => {
+                write!(f, "{:.2} ± {:.2}", runs.mean, runs.std)?;
+                if let Some(best) = runs.best {
+                    write!(f, " (best {best:.2})")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -713,7 +801,7 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             (
                 ("paper = 8.75", "paper = \"good\""),
                 10,
-                "expected a number or \"fail\"",
+                "expected a test error in percent (a number), \"fail\", or { mean = .., std = .., best = .. }",
             ),
             (("paper = 8.75", "paper = -1"), 10, "from 0 up"),
             (
@@ -733,6 +821,85 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             );
             assert!(err.contains(words), "{from} -> {to}: {err}");
         }
+    }
+
+    #[test]
+    fn a_paper_number_is_a_number_fail_or_mean_std_and_best() {
+        let paper_of = |value: &str| {
+            let e = parse(&GOOD.replacen("paper = 8.75", &format!("paper = {value}"), 1)).unwrap();
+            e.variants[0].paper.unwrap()
+        };
+        assert_eq!(paper_of("8.75"), PaperNumber::Error(8.75));
+        assert_eq!(paper_of("9"), PaperNumber::Error(9.0));
+        assert_eq!(paper_of("\"fail\""), PaperNumber::Fail(FailMarker::Fail));
+        // He 2015, Table 6: ResNet-110 "6.43 (6.61±0.16)", best of 5 runs (mean ± std)
+        let he_110 = paper_of("{ mean = 6.61, std = 0.16, best = 6.43 }");
+        let runs = PaperRuns {
+            mean: 6.61,
+            std: 0.16,
+            best: Some(6.43),
+        };
+        assert_eq!(he_110, PaperNumber::Runs(runs));
+        assert_eq!((he_110.runs(), he_110.error()), (Some(runs), None));
+        assert!(!he_110.is_fail());
+        assert_eq!(he_110.to_string(), "6.61 ± 0.16 (best 6.43)");
+        // best is optional, the keys come in any order, integers are numbers
+        let no_best = paper_of("{ std = 0, mean = 7 }");
+        assert_eq!(
+            no_best,
+            PaperNumber::Runs(PaperRuns {
+                mean: 7.0,
+                std: 0.0,
+                best: None
+            })
+        );
+        assert_eq!(no_best.to_string(), "7.00 ± 0.00");
+        assert_eq!(PaperNumber::Error(8.75).runs(), None);
+        // and the sub-table form of TOML reads the same
+        let table = GOOD.replacen(
+            "paper = 8.75\n",
+            "paper.mean = 6.61\npaper.std = 0.16\npaper.best = 6.43\n",
+            1,
+        );
+        assert_eq!(parse(&table).unwrap().variants[0].paper, Some(he_110));
+    }
+
+    #[test]
+    fn a_bad_paper_number_names_every_accepted_form() {
+        let forms = "a test error in percent (a number), \"fail\", or { mean = .., std = .., best = .. } (best optional)";
+        let cases = [
+            // (the value, words of the reason); every error is on the line of `paper`, 10
+            ("true", forms),
+            ("[6.61, 0.16]", forms),
+            ("\"6.61 ± 0.16\"", forms),
+            (
+                "{ mean = 6.61, std = 0.16, median = 6.5 }",
+                "paper: unknown field `median`, expected one of `mean`, `std`, `best`",
+            ),
+            ("{ mean = 6.61 }", "`std` is missing; expected a test error"),
+            ("{ std = 0.16, best = 6.43 }", "`mean` is missing"),
+            ("{ mean = 6.61, std = -0.16 }", "paper.std = -0.16"),
+            (
+                "{ mean = 6.61, std = \"small\" }",
+                "paper.std: invalid type: string",
+            ),
+            ("{ mean = nan, std = 0.16 }", "paper.mean = NaN"),
+            (
+                "{ mean = 6.61, std = 0.16, best = 6.8 }",
+                "best = 6.8 is above mean = 6.61",
+            ),
+            ("{}", "`mean` is missing"),
+        ];
+        for (value, words) in cases {
+            let err = error_after("paper = 8.75", &format!("paper = {value}"));
+            assert!(err.starts_with("experiments/t.toml:10:"), "{value}: {err}");
+            assert!(err.contains(words), "{value}: {err}");
+        }
+        // A key given twice (TOML itself refuses that; other formats may not).
+        let err = serde_json::from_str::<PaperNumber>(r#"{"mean": 6.61, "std": 0.1, "mean": 6.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`mean` given twice"), "{err}");
     }
 
     #[test]
@@ -913,6 +1080,24 @@ mod shipped {
         }
         names.sort();
         assert_eq!(names, ["activations", "depth", "gradients", "shortcuts"]);
+    }
+
+    #[test]
+    fn depth_file_gives_resnet_110_as_he_2015_table_6_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let e = Experiment::load(&dir.join("depth.toml")).unwrap();
+        let paper = |name: &str| e.variants.iter().find(|v| v.name == name).unwrap().paper;
+        // Table 6: "6.43 (6.61±0.16)", best (mean ± std) of 5 runs; the others one number
+        assert_eq!(
+            paper("resnet-110").and_then(|p| p.runs()),
+            Some(PaperRuns {
+                mean: 6.61,
+                std: 0.16,
+                best: Some(6.43)
+            })
+        );
+        assert_eq!(paper("resnet-20").and_then(|p| p.error()), Some(8.75));
+        assert_eq!(paper("plain-20"), None);
     }
 
     #[test]
