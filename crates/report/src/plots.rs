@@ -413,6 +413,20 @@ impl CurvesFigure {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(plot_err)?;
+        if panel.series.is_empty() {
+            // none of this panel's nets has an epoch yet (the sweep trains the other first)
+            let style = (FONT, 16)
+                .into_font()
+                .color(&GREY)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series([Text::new(
+                    "no run has logged an epoch yet",
+                    (x_max / 2.0, y_max / 2.0),
+                    style,
+                )])
+                .map_err(plot_err)?;
+        }
         for series in &panel.series {
             let c = colour(series.colour_index);
             for piece in clip_above(&series.train, y_max) {

@@ -157,8 +157,13 @@ fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
 
 /// The experiment and every run of `RUNS`, finished; returns the folder and its paths.
 fn depth_sweep() -> (tempfile::TempDir, report::Paths) {
+    sweep_of(|_| true)
+}
+
+/// The experiment and the runs of `RUNS` that `keep` keeps.
+fn sweep_of(keep: impl Fn(&Runs) -> bool) -> (tempfile::TempDir, report::Paths) {
     let (dir, paths) = fixture_folder("depth.toml", EXPERIMENT);
-    for runs in RUNS {
+    for runs in RUNS.into_iter().filter(|r| keep(r)) {
         let variant = runs.variant;
         for (seed, last) in (0u64..).zip(runs.finals) {
             let run = RunDir::new(&paths.results, "depth", "cpu", variant, seed);
@@ -306,6 +311,24 @@ fn curves_are_plain_nets_beside_resnets_one_colour_per_depth() {
     // epoch (80% at the first epoch runs off the top, as in the paper's figure).
     let tick = |label: &str| svg.contains(&format!(">\n{label}\n</text>"));
     assert!(tick("50") && tick("60") && !tick("70"));
+}
+
+#[test]
+fn a_panel_whose_nets_have_not_started_says_so() {
+    let (_dir, paths) = sweep_of(|r| r.plain);
+    render("depth", "cpu", &paths).unwrap();
+    let plots = paths.plots.join("depth/cpu");
+    let svg = fs::read_to_string(plots.join("curves.svg")).unwrap();
+    assert!(svg.contains("ResNets") && svg.contains("plain-20 (3 seeds)"));
+    assert_eq!(svg.matches("no run has logged an epoch yet").count(), 1);
+    // the ResNets panel holds no curve, the plain one both depths
+    let png = decode(&plots.join("curves.png"));
+    assert_eq!(png.dimensions(), (1400, 700));
+    for (rgb, name) in [(BLUE, "depth 20"), (ORANGE, "depth 56")] {
+        let left = horizontal_bands(&png, 0..700, rgb, 300);
+        let right = horizontal_bands(&png, 700..1400, rgb, 300);
+        assert_eq!((left.len(), right.len()), (2, 0), "{name}");
+    }
 }
 
 #[test]
