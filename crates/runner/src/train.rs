@@ -1563,10 +1563,10 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
 
     #[test]
     fn subsets_larger_than_the_data_are_refused() {
-        let text = EXPERIMENT.replace(
-            "train_subset = 128, test_subset = 64 }\n[profiles.sparse]",
-            "train_subset = 129, test_subset = 64 }\n[profiles.sparse]",
-        );
+        let steps =
+            "[profiles.steps]\nseeds = [0, 1]\nprotocol = { batch_size = 32, iterations = 11, \
+                     lr = 0.05, lr_drops = [6], train_subset = 128,";
+        let text = EXPERIMENT.replace(steps, &steps.replace("128", "129"));
         assert_ne!(text, EXPERIMENT);
         let data = synthetic();
         let sweep = Sweep1 {
