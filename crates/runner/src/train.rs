@@ -331,8 +331,41 @@ struct Member {
 struct Tally {
     losses: Vec<Tensor>,
     errors: Tensor,
-    /// Steps of these trained by this process (a resumed epoch's earlier ones are not timed).
+    /// Steps of these trained by this process (a resumed epoch's earlier ones are not timed),
+    /// since `started`.
     timed_steps: i64,
+    started: Instant,
+}
+
+/// A group of seeds in training: the stacked network, each seed's records, the clock and the
+/// progress shown.
+struct Group {
+    stack: Stack,
+    members: Vec<Member>,
+    clock: Clock,
+    progress: Progress,
+}
+
+/// The progress bar of a group (hidden with `--quiet` or off a terminal: log lines instead).
+struct Progress {
+    bar: ProgressBar,
+    label: String,
+}
+
+impl Progress {
+    /// The epoch's summary: on the bar when there is one, else one log line.
+    fn report(&self, msg: &str) {
+        if self.bar.is_hidden() {
+            log(&format!("{}: {msg}", self.label));
+        } else {
+            self.bar.set_message(msg.to_string());
+        }
+    }
+
+    /// A line of its own, above the bar.
+    fn say(&self, line: &str) {
+        self.bar.suspend(|| log(line));
+    }
 }
 
 /// How the steps of an epoch ended.
@@ -390,32 +423,41 @@ impl Job<'_> {
             &self.variant.name,
             seed,
         );
+        // A look without the lock skips finished (and damaged) runs without touching them;
+        // the same look again under the lock, since another process may have finished it
+        // meanwhile.
+        if self.unfinished(&run, seed, sweep).is_none() {
+            return Ok(None);
+        }
+        let lock = run.lock()?;
+        let Some((epochs, config)) = self.unfinished(&run, seed, sweep) else {
+            return Ok(None);
+        };
+        self.resumable(seed, run, lock, epochs, config.as_ref(), sweep)
+    }
+
+    /// The rows and config of an unfinished run; `None` for a finished or damaged one, said
+    /// and counted in `sweep`.
+    fn unfinished(
+        &self,
+        run: &RunDir,
+        seed: u64,
+        sweep: &mut Sweep,
+    ) -> Option<(Vec<EpochRow>, Option<RunConfig>)> {
         let name = format!("{}/seed-{seed}", self.variant.name);
-        // A look without the lock skips finished runs without touching them; the same look
-        // again under the lock, since another process may have finished it meanwhile.
-        for locked in [None, Some(())] {
-            let lock = match locked {
-                None => None,
-                Some(()) => Some(run.lock()?),
-            };
-            match run.state() {
-                Ok(RunState::Finished { record, .. }) => {
-                    log(&format!("{name}: finished ({:?}), skipped", record.status));
-                    sweep.skipped += 1;
-                    return Ok(None);
-                }
-                Err(damaged) => {
-                    log(&format!("{name}: {damaged}"));
-                    sweep.damaged.push(damaged);
-                    return Ok(None);
-                }
-                Ok(RunState::Unfinished { epochs, config, .. }) => {
-                    let Some(lock) = lock else { continue };
-                    return self.resumable(seed, run, lock, epochs, config.as_ref(), sweep);
-                }
+        match run.state() {
+            Ok(RunState::Unfinished { epochs, config, .. }) => Some((epochs, config)),
+            Ok(RunState::Finished { record, .. }) => {
+                log(&format!("{name}: finished ({:?}), skipped", record.status));
+                sweep.skipped += 1;
+                None
+            }
+            Err(damaged) => {
+                log(&format!("{name}: {damaged}"));
+                sweep.damaged.push(damaged);
+                None
             }
         }
-        unreachable!("the second look holds the lock")
     }
 
     /// The pending run, from its checkpoint if it has one that matches this setup and its
@@ -489,46 +531,42 @@ impl Job<'_> {
         } else {
             None
         };
-        let mut members = self.members(group, start)?;
-
-        let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
         let label = format!(
             "{}/{} seeds {:?}",
             self.profile.name, self.variant.name, seeds
         );
-        let bar = self.progress_bar(&label, protocol.iterations, start);
+        let mut group = Group {
+            stack,
+            members: self.members(group, start)?,
+            clock,
+            progress: self.progress(label, protocol.iterations, start),
+        };
+
+        let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
         let mut budget = self.options.stop_after_steps;
         for epoch in start / steps_per_epoch..total_epochs {
-            let started = Instant::now();
             let (tally, steps) =
-                self.train_epoch(&mut stack, epoch, partial.take(), &bar, &mut budget)?;
-            if let Steps::StoppedAt(iteration) = steps {
-                self.checkpoint(&stack, Some(&tally), &members, iteration, clock.wall_s())?;
-                bar.finish_and_clear();
+                self.train_epoch(&mut group, epoch, partial.take(), &mut budget)?;
+            let stopped_at = match steps {
+                Steps::StoppedAt(iteration) => {
+                    self.checkpoint(&group, Some(&tally), iteration)?;
+                    Some(iteration)
+                }
+                Steps::Done { stop } => {
+                    let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
+                    if self.record_epoch(&mut group, epoch, tally, sweep)? {
+                        break;
+                    }
+                    self.checkpoint(&group, None, last)?;
+                    (stop || stop_requested()).then_some(last)
+                }
+            };
+            if let Some(iteration) = stopped_at {
+                group.progress.bar.finish_and_clear();
                 return Err(Interrupted { iteration }.into());
             }
-            let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
-            let done = self.record_epoch(
-                &stack,
-                &mut members,
-                epoch,
-                tally,
-                started,
-                &clock,
-                &bar,
-                &label,
-                sweep,
-            )?;
-            if done {
-                break;
-            }
-            self.checkpoint(&stack, None, &members, last, clock.wall_s())?;
-            if matches!(steps, Steps::Done { stop: true }) || stop_requested() {
-                bar.finish_and_clear();
-                return Err(Interrupted { iteration: last }.into());
-            }
         }
-        bar.finish_and_clear();
+        group.progress.bar.finish_and_clear();
         Ok(())
     }
 
@@ -599,12 +637,12 @@ impl Job<'_> {
     /// early when a stop is requested (a signal, or the test budget running out).
     fn train_epoch(
         &self,
-        stack: &mut Stack,
+        group: &mut Group,
         epoch: i64,
         partial: Option<Tally>,
-        bar: &ProgressBar,
         budget: &mut Option<i64>,
     ) -> Result<(Tally, Steps)> {
+        let stack = &mut group.stack;
         let protocol = self.protocol;
         let steps_per_epoch = self.steps_per_epoch();
         let device = self.options.device;
@@ -620,7 +658,9 @@ impl Job<'_> {
             losses: Vec::new(),
             errors: Tensor::zeros([stack.k()], (Kind::Int64, device)),
             timed_steps: 0,
+            started: Instant::now(),
         });
+        tally.started = Instant::now();
         for iteration in first + tally.losses.len() as i64..last {
             let offset = (iteration - first) * protocol.batch_size;
             let (images, labels): (Vec<Tensor>, Vec<Tensor>) = stack
@@ -656,7 +696,7 @@ impl Job<'_> {
             tally.losses.push(losses.detach());
             tally.errors += stacked_errors(&logits.detach(), &ys)?;
             tally.timed_steps += 1;
-            bar.inc(1);
+            group.progress.bar.inc(1);
             if let Some(left) = budget.as_mut() {
                 *left -= 1;
             }
@@ -675,19 +715,19 @@ impl Job<'_> {
     /// The epoch's accounting, evaluation and records: one row per live member (its mean
     /// training loss and error, and the test loss and error when due), divergence noted and
     /// recorded, and every member finished after the last epoch. True when training is over.
-    #[allow(clippy::too_many_arguments)]
     fn record_epoch(
         &self,
-        stack: &Stack,
-        members: &mut [Member],
+        group: &mut Group,
         epoch: i64,
         tally: Tally,
-        started: Instant,
-        clock: &Clock,
-        bar: &ProgressBar,
-        label: &str,
         sweep: &mut Sweep,
     ) -> Result<bool> {
+        let Group {
+            stack,
+            members,
+            clock,
+            progress,
+        } = group;
         let protocol = self.protocol;
         let k = stack.k() as usize;
         let steps_per_epoch = self.steps_per_epoch();
@@ -702,8 +742,8 @@ impl Job<'_> {
         )?;
         let errors = Vec::<i64>::try_from(tally.errors.to_device(Device::Cpu))?;
         // the copies above waited for the device: training time only, before evaluation
-        let images_per_s =
-            (tally.timed_steps * protocol.batch_size) as f64 / started.elapsed().as_secs_f64();
+        let images_per_s = (tally.timed_steps * protocol.batch_size) as f64
+            / tally.started.elapsed().as_secs_f64();
         let evaluate = (epoch + 1) % protocol.eval_every_epochs == 0 || last == protocol.iterations;
         let test = if evaluate {
             Some(self.evaluate(&stack.net, k)?)
@@ -744,7 +784,7 @@ impl Job<'_> {
                      recorded as `diverged`",
                     self.variant.name, member.pending.seed
                 );
-                bar.suspend(|| log(&line));
+                progress.say(&line);
                 self.finish(member, Status::Diverged, at, wall_s, k, sweep)?;
             }
         }
@@ -761,7 +801,7 @@ impl Job<'_> {
                     .unwrap_or_else(|| "-".into()),
                 images_per_s * k as f64
             );
-            self.report(bar, label, &msg);
+            progress.report(&msg);
         }
         if live.is_empty() {
             return Ok(true);
@@ -891,6 +931,7 @@ impl Job<'_> {
             losses: losses.unbind(1),
             errors: joined("partial/errors")?, // [K]
             timed_steps: 0,
+            started: Instant::now(),
         }))
     }
 
@@ -912,14 +953,9 @@ impl Job<'_> {
 
     /// Writes each live member's checkpoint: its slice of the weights, momentum and (inside
     /// an epoch) the epoch's tally so far, with the shared optimizer state and the progress.
-    fn checkpoint(
-        &self,
-        stack: &Stack,
-        partial: Option<&Tally>,
-        members: &[Member],
-        iteration: i64,
-        wall_s: f64,
-    ) -> Result<()> {
+    fn checkpoint(&self, group: &Group, partial: Option<&Tally>, iteration: i64) -> Result<()> {
+        let (stack, members) = (&group.stack, &group.members);
+        let wall_s = group.clock.wall_s();
         let k = stack.k();
         let mut shared: Vec<(String, Tensor)> = Vec::new();
         let mut per_model: Vec<(String, Tensor)> = stack
@@ -1056,28 +1092,23 @@ impl Job<'_> {
         Ok(())
     }
 
-    fn progress_bar(&self, label: &str, total: i64, done: i64) -> ProgressBar {
-        if self.options.quiet || !std::io::stderr().is_terminal() {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it {msg} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_string());
-        bar.set_position(done as u64);
-        bar
-    }
-
-    /// The epoch's summary: on the bar when there is one, else one log line.
-    fn report(&self, bar: &ProgressBar, label: &str, msg: &str) {
-        if bar.is_hidden() {
-            log(&format!("{label}: {msg}"));
+    /// The group's progress: a bar over `total` iterations from `done`, hidden with `--quiet`
+    /// or off a terminal.
+    fn progress(&self, label: String, total: i64, done: i64) -> Progress {
+        let bar = if self.options.quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
         } else {
-            bar.set_message(msg.to_string());
-        }
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it {msg} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(label.clone());
+            bar.set_position(done as u64);
+            bar
+        };
+        Progress { bar, label }
     }
 }
 
