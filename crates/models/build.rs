@@ -2,15 +2,15 @@
 //!
 //! tch's build script (torch-sys) reports the libtorch `lib/` folder it linked against; we
 //! record it as the run-time search path (RUNPATH, so `LD_LIBRARY_PATH` still overrides it,
-//! as on a GPU machine whose own PyTorch provides the libraries). The runner crate uses this
-//! same file.
+//! as on a GPU machine whose own PyTorch provides the libraries). The runner crate uses the
+//! same code (its build script includes this file as a module).
 
 use std::path::Path;
 
 const SETUP_HINT: &str = "run `just setup` to provision libtorch 2.11.0 into .libtorch/ \
                           (or export LIBTORCH=/path/to/libtorch-2.11.0)";
 
-fn main() {
+pub fn main() {
     let Some(lib_dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report where libtorch is; {SETUP_HINT}");
     };

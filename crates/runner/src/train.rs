@@ -108,27 +108,11 @@ pub struct Provenance {
     pub device: String,
 }
 
-/// The source revision of this binary: `git describe` of the tree it was built from, with
-/// `-dirty` when that tree had uncommitted changes; `unknown` where there is no git tree.
+/// The source revision this binary was built from (`rev-parse --short=12`, with `-dirty` when
+/// its code had uncommitted changes; `unknown` outside a git checkout), read by the build
+/// script: a binary kept while its tree moves on still names its own code.
 pub fn git_revision() -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
-            Some(changes) if !changes.is_empty() => format!("{rev}-dirty"),
-            _ => rev,
-        },
-        None => "unknown".into(),
-    }
+    env!("RUNNER_GIT_REVISION").to_string()
 }
 
 /// What a sweep did, run by run, for the summary at its end.

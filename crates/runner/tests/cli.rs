@@ -432,3 +432,53 @@ fn bench_measures_fp32_and_bf16_side_by_side_on_the_cpu() {
         assert_eq!(r["round_seconds"].as_array().unwrap().len(), 2, "{r}");
     }
 }
+
+#[test]
+fn a_run_records_the_revision_its_binary_was_built_from() {
+    // The build script reads the revision; cargo builds this test and the binary together,
+    // so the tree's state now is the build's: HEAD, dirty when the code differs from it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"]);
+    let code = ["--", "crates", "Cargo.toml", "Cargo.lock"];
+    let changes = git(&[
+        &["status", "--porcelain", "--untracked-files=no"][..],
+        &code,
+    ]
+    .concat());
+    let expected = if changes.is_empty() {
+        head
+    } else {
+        format!("{head}-dirty")
+    };
+
+    let s = Setup::with(DIVERGING);
+    let out = s
+        .train("results", &["--profile", "tiny", "--variant", "original"])
+        .current_dir(&s.root) // not a git tree: nothing there to read at run time
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            s.run_dir("results", "tiny", "original", 0)
+                .join("final.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["git_revision"], expected.as_str());
+}
