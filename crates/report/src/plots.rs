@@ -163,9 +163,18 @@ pub struct Caption {
     pub note: Option<String>,
 }
 
+/// A dot for a curve of one point (a run with one epoch so far), which a line cannot show.
+fn lone_point(piece: &[(f64, f64)], radius: i32, c: RGBColor) -> Option<Circle<(f64, f64), i32>> {
+    match piece {
+        [point] => Some(Circle::new(*point, radius, c.filled())),
+        _ => None,
+    }
+}
+
 /// Splits a polyline where it leaves `y ≤ y_max`, adding the crossing points, so that a
 /// curve that starts above the axis (early training error) is cut at the frame instead of
-/// being drawn across the title.
+/// being drawn across the title. A curve of one point inside the axes is one piece of one
+/// point.
 pub fn clip_above(points: &[(f64, f64)], y_max: f64) -> Vec<Vec<(f64, f64)>> {
     let mut pieces = Vec::new();
     let mut current: Vec<(f64, f64)> = Vec::new();
@@ -186,10 +195,11 @@ pub fn clip_above(points: &[(f64, f64)], y_max: f64) -> Vec<Vec<(f64, f64)>> {
             current.push((x, y));
         }
     }
-    if current.len() > 1 {
+    if !current.is_empty() {
         pieces.push(current);
     }
-    pieces.retain(|piece| piece.len() > 1);
+    // A piece of one point is a whole curve of one point (any other piece inside the axes
+    // has a neighbour or a crossing): kept, and drawn as a dot.
     pieces
 }
 
@@ -431,6 +441,9 @@ impl CurvesFigure {
             let c = colour(series.colour_index);
             for piece in clip_above(&series.train, y_max) {
                 chart
+                    .draw_series(lone_point(&piece, 2, c))
+                    .map_err(plot_err)?;
+                chart
                     .draw_series(LineSeries::new(piece, c.stroke_width(1)))
                     .map_err(plot_err)?;
             }
@@ -442,6 +455,9 @@ impl CurvesFigure {
             );
             let mut labelled = false;
             for piece in clip_above(&series.test, y_max) {
+                chart
+                    .draw_series(lone_point(&piece, 4, c))
+                    .map_err(plot_err)?;
                 let drawn = chart
                     .draw_series(LineSeries::new(piece, c.stroke_width(3)))
                     .map_err(plot_err)?;
@@ -1331,6 +1347,9 @@ mod tests {
             ]
         );
         assert!(clip_above(&[(0.0, 50.0), (1.0, 60.0)], 20.0).is_empty());
+        // A curve of one point: kept inside the axes, gone above them.
+        assert_eq!(clip_above(&[(1.0, 10.0)], 20.0), vec![vec![(1.0, 10.0)]]);
+        assert!(clip_above(&[(1.0, 30.0)], 20.0).is_empty());
     }
 
     #[test]

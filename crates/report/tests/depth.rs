@@ -452,3 +452,29 @@ fn a_paper_mean_is_compared_with_our_mean_and_drawn_with_its_spread() {
         assert!(svg.contains(words), "final.svg lacks {words}");
     }
 }
+
+#[test]
+fn a_run_with_one_epoch_so_far_is_drawn_as_a_dot() {
+    // plain-20 finished; plain-56 has logged one epoch only (a line needs two points): its
+    // epoch at 0.3k iterations and 30% test error is a dot in the left half of the left
+    // panel, away from the legend in its top right corner.
+    let (_dir, paths) = sweep_of(|r| r.variant == "plain-20");
+    let run = RunDir::new(&paths.results, "depth", "cpu", "plain-56", 0);
+    fs::create_dir_all(&run.dir).unwrap();
+    let rows: Vec<EpochRow> = epochs(30.0, 35.0, true, 30.0)
+        .into_iter()
+        .skip(2)
+        .take(1)
+        .collect();
+    assert_eq!((rows[0].iteration, rows[0].test_error), (300, Some(30.0)));
+    run.write_epochs(&rows).unwrap();
+    render("depth", "cpu", &paths).unwrap();
+    let png = decode(&paths.plots.join("depth/cpu/curves.png"));
+    let orange = png
+        .enumerate_pixels()
+        .filter(|&(x, y, p)| {
+            x < 400 && (64..700).contains(&y) && (0..3).all(|i| p[i].abs_diff(ORANGE[i]) <= 10)
+        })
+        .count();
+    assert!(orange > 30, "{orange} orange pixels where the epoch is");
+}
