@@ -253,10 +253,11 @@ impl Provenance {
     pub fn of(results: &ProfileResults) -> Self {
         let mut p = Self::default();
         for record in results.finished() {
+            // a run resumed by another build counts as its chain of revisions, `a → b`
             p.add(
                 &record.data,
                 &record.device,
-                &record.git_revision,
+                &record.revisions(),
                 &record.libtorch,
             );
             p.diverged += usize::from(record.diverged());

@@ -147,6 +147,7 @@ fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
             original: false,
         },
         git_revision: "5f672cc".into(),
+        earlier_revisions: Vec::new(),
         libtorch: "2.11.0".into(),
         device: CPU.into(),
         stacked_with: 1,

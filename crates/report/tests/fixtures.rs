@@ -381,6 +381,26 @@ fn disagreeing_data_sources_are_called_out() {
 }
 
 #[test]
+fn a_run_resumed_by_another_build_shows_its_chain_of_revisions() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, H100, JPEG);
+    f.finished("original", 1, 7.2, H100, JPEG);
+    let path = f.seed_dir("shortcuts", "original", 1).join("final.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    json["earlier_revisions"] = serde_json::json!(["unrecorded", "1a2b3c"]);
+    fs::write(&path, json.to_string()).unwrap();
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(
+        md.contains(
+            "**Git revisions**: `5f672cc` (1 run); `unrecorded → 1a2b3c → 5f672cc` (1 run)"
+        ),
+        "{md}"
+    );
+}
+
+#[test]
 fn original_data_is_named_in_tables_and_titles() {
     let f = Fixture::new();
     f.finished("original", 0, 7.0, H100, ORIGINAL);

@@ -3,10 +3,12 @@
 //! One file per model of a stack, written atomically after every epoch and on a stop request
 //! (then mid-epoch): the model's weights, its momentum (and fp16 loss scale), the shared
 //! optimizer step marker, the progress (`meta/iteration`, `meta/wall_s`), the interrupted
-//! epoch's per-step losses and error count so far, and `meta/trained_with`: the run's
-//! configuration, the data fingerprint and the precision it was trained with. A resume under
-//! anything else is refused, naming the differences: a run is one protocol from its first
-//! step to its last.
+//! epoch's per-step losses and error count so far, `meta/trained_with`: the run's
+//! configuration, the data fingerprint and the precision it was trained with, and
+//! `meta/trained_by`: the revisions of the binaries that trained it so far, oldest first. A
+//! resume under another setup is refused, naming the differences: a run is one protocol from
+//! its first step to its last. A resume by another build is allowed (the code may change, the
+//! protocol may not) and recorded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -76,6 +78,9 @@ pub struct Checkpoint {
     pub wall_s: f64,
     /// What it was trained with; `None` in checkpoints of runners that did not record it.
     pub trained_with: Option<TrainedWith>,
+    /// The revisions that trained it so far, oldest first; `None` in checkpoints of runners
+    /// that did not record them.
+    pub trained_by: Option<Vec<String>>,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -101,22 +106,27 @@ impl Checkpoint {
                 .map(|t| t.double_value(&[]))
                 .with_context(|| format!("{} lacks {name}", path.display()))
         };
-        let trained_with =
-            match tensors.get("meta/trained_with") {
-                Some(bytes) => {
-                    let bytes = Vec::<u8>::try_from(bytes)?;
-                    Some(serde_json::from_slice(&bytes).with_context(|| {
-                        format!("{}: meta/trained_with is damaged", path.display())
-                    })?)
-                }
-                None => None,
-            };
         Ok(Some(Self {
             iteration: scalar("meta/iteration")? as i64,
             wall_s: scalar("meta/wall_s")?,
-            trained_with,
+            trained_with: json(&tensors, "meta/trained_with", &path)?,
+            trained_by: json(&tensors, "meta/trained_by", &path)?,
             tensors,
         }))
+    }
+
+    /// The revisions that have trained the run once `revision` resumes it: the checkpoint's,
+    /// then `revision` unless it is the last of them. A checkpoint that did not record its
+    /// revisions starts the list with [`spec::UNRECORDED_REVISION`].
+    pub fn trained_by(&self, revision: &str) -> Vec<String> {
+        let mut revisions = self
+            .trained_by
+            .clone()
+            .unwrap_or_else(|| vec![spec::UNRECORDED_REVISION.to_string()]);
+        if revisions.last().map(String::as_str) != Some(revision) {
+            revisions.push(revision.to_string());
+        }
+        revisions
     }
 
     /// Refuses to resume under another setup than the checkpoint was trained with. A
@@ -188,6 +198,21 @@ impl Checkpoint {
     }
 }
 
+/// A JSON value stored as bytes under `name`, if the checkpoint has one.
+fn json<T: serde::de::DeserializeOwned>(
+    tensors: &HashMap<String, Tensor>,
+    name: &str,
+    path: &Path,
+) -> Result<Option<T>> {
+    let Some(bytes) = tensors.get(name) else {
+        return Ok(None);
+    };
+    let bytes = Vec::<u8>::try_from(bytes)?;
+    let value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: {name} is damaged", path.display()))?;
+    Ok(Some(value))
+}
+
 /// Writes one model's checkpoint atomically (temporary file, then rename).
 pub fn save(
     run: &RunDir,
@@ -195,14 +220,19 @@ pub fn save(
     iteration: i64,
     wall_s: f64,
     trained_with: &TrainedWith,
+    trained_by: &[String],
 ) -> Result<()> {
     tensors.push(("meta/iteration".into(), Tensor::from(iteration)));
     tensors.push(("meta/wall_s".into(), Tensor::from(wall_s)));
-    let record = serde_json::to_vec(trained_with)?;
-    tensors.push((
-        "meta/trained_with".into(),
-        Tensor::from_slice(&record).to_kind(Kind::Uint8),
-    ));
+    for (name, record) in [
+        ("meta/trained_with", serde_json::to_vec(trained_with)?),
+        ("meta/trained_by", serde_json::to_vec(trained_by)?),
+    ] {
+        tensors.push((
+            name.into(),
+            Tensor::from_slice(&record).to_kind(Kind::Uint8),
+        ));
+    }
     let path = run.checkpoint_path();
     let tmp = path.with_extension("ot.tmp");
     Tensor::save_multi(tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -309,6 +309,8 @@ struct Member {
     events: Option<EventFile>,
     /// Set when this model's loss stopped being finite.
     diverged_at: Option<i64>,
+    /// The revisions that trained this run, oldest first; this binary's is the last.
+    trained_by: Vec<String>,
 }
 
 /// An epoch's training so far: per step the [K] losses, per model the error count.
@@ -586,6 +588,19 @@ impl Job<'_> {
                     pending.run.write_config(&self.run_config(pending.seed))?;
                 }
                 let rows = std::mem::take(&mut pending.rows);
+                let revision = &self.provenance.git_revision;
+                let trained_by = match &pending.checkpoint {
+                    Some(c) => c.trained_by(revision),
+                    None => vec![revision.clone()],
+                };
+                if trained_by.len() > 1 {
+                    log(&format!(
+                        "{}/seed-{}: resumed by revision {revision}; trained so far by {}",
+                        self.variant.name,
+                        pending.seed,
+                        trained_by[..trained_by.len() - 1].join(" → ")
+                    ));
+                }
                 let resume_from = if start == 0 { -1 } else { start };
                 let events = match EventFile::create(&pending.run.dir, resume_from) {
                     Ok(events) => {
@@ -612,6 +627,7 @@ impl Job<'_> {
                     rows,
                     events,
                     diverged_at: None,
+                    trained_by,
                 })
             })
             .collect()
@@ -985,6 +1001,7 @@ impl Job<'_> {
                 iteration,
                 wall_s,
                 &self.trained_with(member.pending.seed),
+                &member.trained_by,
             )?;
         }
         Ok(())
@@ -1060,6 +1077,7 @@ impl Job<'_> {
             wall_s,
             data: self.fingerprint.fingerprint.clone(),
             git_revision: self.provenance.git_revision.clone(),
+            earlier_revisions: member.trained_by[..member.trained_by.len() - 1].to_vec(),
             libtorch: self.provenance.libtorch.clone(),
             device: self.provenance.device.clone(),
             stacked_with,
@@ -1184,6 +1202,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             variant,
             max_replicas,
             precision: None,
+            revision: "test",
         };
         run.train(results, stop_after_steps)
     }
@@ -1197,6 +1216,8 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         max_replicas: usize,
         /// `--precision`: instead of the profile's.
         precision: Option<Precision>,
+        /// The revision the training binary records.
+        revision: &'a str,
     }
 
     impl Sweep1<'_> {
@@ -1208,6 +1229,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 variant,
                 max_replicas,
                 precision,
+                revision,
             } = *self;
             let experiment = Experiment::parse(Path::new("experiments/test.toml"), text)?;
             let profile = experiment.profile(profile).unwrap();
@@ -1224,7 +1246,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 stop_after_steps,
             };
             let provenance = Provenance {
-                git_revision: "test".into(),
+                git_revision: revision.into(),
                 libtorch: "test".into(),
                 device: "cpu".into(),
             };
@@ -1489,6 +1511,69 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
     }
 
     #[test]
+    fn a_run_resumed_by_another_build_records_every_revision_that_trained_it() {
+        let data = synthetic();
+        let by = |revision| Sweep1 {
+            text: EXPERIMENT,
+            data: &data,
+            profile: "tiny",
+            variant: "original",
+            max_replicas: 1,
+            precision: None,
+            revision,
+        };
+        let trained_by = |run: &RunDir| -> Vec<String> {
+            let tensors = Tensor::load_multi(run.checkpoint_path()).unwrap();
+            let (_, bytes) = tensors
+                .iter()
+                .find(|(n, _)| n == "meta/trained_by")
+                .expect("the checkpoint records its revisions");
+            serde_json::from_slice(&Vec::<u8>::try_from(bytes).unwrap()).unwrap()
+        };
+        // 24 steps of 8 per epoch; seed 0 is stopped twice by build aaa and once by bbb,
+        // then ccc finishes it and trains seed 1 from its start.
+        let results = tempfile::tempdir().unwrap();
+        let run0 = run(results.path(), "original", 0);
+        by("aaa").train(results.path(), Some(5)).unwrap_err();
+        by("aaa").train(results.path(), Some(6)).unwrap_err();
+        assert_eq!(
+            trained_by(&run0),
+            ["aaa"],
+            "a resume by the same build is no new entry"
+        );
+        by("bbb").train(results.path(), Some(8)).unwrap_err();
+        assert_eq!(trained_by(&run0), ["aaa", "bbb"]);
+        by("ccc").train(results.path(), None).unwrap();
+        let record = run0.finished().unwrap().unwrap();
+        assert_eq!(record.git_revision, "ccc");
+        assert_eq!(record.earlier_revisions, ["aaa", "bbb"]);
+        assert_eq!(record.revisions(), "aaa → bbb → ccc");
+        let fresh = run(results.path(), "original", 1)
+            .finished()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (fresh.git_revision.as_str(), fresh.earlier_revisions.len()),
+            ("ccc", 0)
+        );
+        let json =
+            std::fs::read_to_string(run(results.path(), "original", 1).final_path()).unwrap();
+        assert!(!json.contains("earlier_revisions"), "{json}");
+
+        // A checkpoint of a runner that did not record its revisions: what trained it before
+        // is said to be unrecorded, not left out.
+        let results = tempfile::tempdir().unwrap();
+        let run0 = run(results.path(), "original", 0);
+        by("aaa").train(results.path(), Some(5)).unwrap_err();
+        let mut tensors = Tensor::load_multi(run0.checkpoint_path()).unwrap();
+        tensors.retain(|(n, _)| n != "meta/trained_by");
+        Tensor::save_multi(&tensors, run0.checkpoint_path()).unwrap();
+        by("bbb").train(results.path(), None).unwrap();
+        let record = run0.finished().unwrap().unwrap();
+        assert_eq!(record.revisions(), "unrecorded → bbb");
+    }
+
+    #[test]
     fn a_resume_under_another_protocol_or_data_is_refused_naming_the_differences() {
         let data = synthetic();
         let sweep = |text, data| Sweep1 {
@@ -1498,6 +1583,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             variant: "original",
             max_replicas: 1,
             precision: None,
+            revision: "test",
         };
         let results = tempfile::tempdir().unwrap();
         sweep(EXPERIMENT, &data)
@@ -1591,6 +1677,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             variant: "original",
             max_replicas: 1,
             precision: None,
+            revision: "test",
         };
         let results = tempfile::tempdir().unwrap();
         let err = format!("{:#}", sweep.train(results.path(), None).unwrap_err());
@@ -1727,6 +1814,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
                 variant: "original",
                 max_replicas: 2,
                 precision,
+                revision: "test",
             };
             sweep.train(results.path(), None).unwrap();
             for seed in [0, 1] {

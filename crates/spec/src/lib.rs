@@ -22,4 +22,7 @@ pub use net::{
     ActivationPlacement, BlockKind, ConfigError, Downsample, Family, NetConfig, ShortcutKind,
 };
 pub use protocol::{Precision, Protocol};
-pub use records::{EpochRow, FinalRecord, Fingerprint, GradientRecord, NormRow, RunConfig, Status};
+pub use records::{
+    EpochRow, FinalRecord, Fingerprint, GradientRecord, NormRow, RunConfig, Status,
+    UNRECORDED_REVISION,
+};

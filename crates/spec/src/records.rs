@@ -107,7 +107,14 @@ pub struct FinalRecord {
     pub fail_above_percent: f64,
     pub wall_s: f64,
     pub data: Fingerprint,
+    /// The revision of the binary that finished the run.
     pub git_revision: String,
+    /// The revisions of the binaries that trained the run before the one that finished it,
+    /// oldest first, when it was resumed by another build ([`UNRECORDED_REVISION`] for a
+    /// stretch trained by a runner whose checkpoints did not record theirs). Empty, and left
+    /// out of the file, when one binary trained the whole run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_revisions: Vec<String>,
     pub libtorch: String,
     pub device: String,
     /// Models trained together as one stacked network (1: alone).
@@ -119,7 +126,22 @@ pub struct FinalRecord {
     pub finished_at_unix_s: u64,
 }
 
+/// What [`FinalRecord::earlier_revisions`] says for training done by a runner whose
+/// checkpoints did not record its revision.
+pub const UNRECORDED_REVISION: &str = "unrecorded";
+
 impl FinalRecord {
+    /// Every revision that trained the run, oldest first: `a → b` when a build `b` resumed
+    /// what `a` had trained, the one revision otherwise.
+    pub fn revisions(&self) -> String {
+        self.earlier_revisions
+            .iter()
+            .chain(std::iter::once(&self.git_revision))
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+
     /// True when the run diverged.
     pub fn diverged(&self) -> bool {
         self.status == Status::Diverged || self.diverged_at_iteration.is_some()
@@ -209,11 +231,26 @@ mod tests {
         assert_eq!(record.device, "cpu x");
         // written before precision was recorded: fp32, the only precision there was
         assert_eq!(record.precision, Precision::Fp32);
+        // written before earlier revisions were recorded: the one revision
+        assert!(record.earlier_revisions.is_empty());
+        assert_eq!(record.revisions(), "5f672cc");
         let without_status = FINAL.replace(r#""status": "diverged", "#, "");
         let err = serde_json::from_str::<FinalRecord>(&without_status).unwrap_err();
         assert!(err.to_string().contains("status"), "{err}");
         let unknown = FINAL.replace(r#""status": "diverged""#, r#""status": "stopped""#);
         assert!(serde_json::from_str::<FinalRecord>(&unknown).is_err());
+    }
+
+    #[test]
+    fn earlier_revisions_are_written_only_when_another_build_trained_part_of_the_run() {
+        let mut record: FinalRecord = serde_json::from_str(FINAL).unwrap();
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("earlier_revisions"), "{json}");
+        record.earlier_revisions = vec![UNRECORDED_REVISION.into(), "1a2b3c".into()];
+        let json = serde_json::to_string(&record).unwrap();
+        let back: FinalRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.earlier_revisions, ["unrecorded", "1a2b3c"]);
+        assert_eq!(back.revisions(), "unrecorded → 1a2b3c → 5f672cc");
     }
 
     #[test]
