@@ -1523,12 +1523,10 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             revision,
         };
         let trained_by = |run: &RunDir| -> Vec<String> {
-            let tensors = Tensor::load_multi(run.checkpoint_path()).unwrap();
-            let (_, bytes) = tensors
-                .iter()
-                .find(|(n, _)| n == "meta/trained_by")
-                .expect("the checkpoint records its revisions");
-            serde_json::from_slice(&Vec::<u8>::try_from(bytes).unwrap()).unwrap()
+            let checkpoint = Checkpoint::load(run).unwrap().expect("a checkpoint");
+            checkpoint
+                .trained_by
+                .expect("the checkpoint records its revisions")
         };
         // 24 steps of 8 per epoch; seed 0 is stopped twice by build aaa and once by bbb,
         // then ccc finishes it and trains seed 1 from its start.
