@@ -659,9 +659,16 @@ impl Figure for FinalFigure {
             .map(|e| e.errors.len())
             .max()
             .unwrap_or(0);
+        // Where no variant has two seeds yet, each variant's one error is the filled marker
+        // and nothing claims a mean; otherwise hollow circles are seeds, filled ones means.
+        let means = max_seeds >= 2;
+        let what = if means {
+            format!("mean ± std over seeds (up to {max_seeds})")
+        } else {
+            "one seed each".to_string()
+        };
         let subtitle = format!(
-            "{} · profile {} · final test error, mean ± std over seeds (up to {max_seeds}) · \
-             ▲ paper · dashed: fail above {}%",
+            "{} · profile {} · final test error, {what} · ▲ paper · dashed: fail above {}%",
             self.caption.data, self.caption.profile, self.fail_above
         );
         let body = titled(root, &self.caption, &subtitle)?;
@@ -708,15 +715,20 @@ impl Figure for FinalFigure {
         for (i, entry) in self.entries.iter().enumerate() {
             let c = colour(entry.colour_index);
             let x = SegmentValue::CenterOf(i);
+            let seed_style = if means {
+                (SEED_RADIUS, c.stroke_width(1))
+            } else {
+                (MEAN_RADIUS, c.filled())
+            };
             chart
                 .draw_series(
                     entry
                         .errors
                         .iter()
-                        .map(|&e| Circle::new((x.clone(), e), 4, c.stroke_width(1))),
+                        .map(|&e| Circle::new((x.clone(), e), seed_style.0, seed_style.1)),
                 )
                 .map_err(plot_err)?;
-            if let Some(s) = entry.summary {
+            if let Some(s) = entry.summary.filter(|_| entry.errors.len() >= 2) {
                 let std = s.std.unwrap_or(0.0);
                 chart
                     .draw_series([ErrorBar::new_vertical(
@@ -725,7 +737,7 @@ impl Figure for FinalFigure {
                         s.mean,
                         s.mean + std,
                         c.filled().stroke_width(2),
-                        14,
+                        2 * MEAN_RADIUS,
                     )])
                     .map_err(plot_err)?;
             }
@@ -759,16 +771,23 @@ impl Figure for FinalFigure {
         }
 
         // Legend entries for the marker kinds (grey stands for any variant's colour).
-        chart
-            .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-            .map_err(plot_err)?
-            .label("mean ± std")
-            .legend(|(x, y)| Circle::new((x + 12, y), 6, GREY.filled()));
+        if means {
+            chart
+                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
+                .map_err(plot_err)?
+                .label("mean ± std")
+                .legend(|(x, y)| Circle::new((x + 12, y), MEAN_RADIUS, GREY.filled()));
+        }
+        let seed_legend = if means {
+            (SEED_RADIUS, GREY.stroke_width(1))
+        } else {
+            (MEAN_RADIUS, GREY.filled())
+        };
         chart
             .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
             .map_err(plot_err)?
             .label("one seed")
-            .legend(|(x, y)| Circle::new((x + 12, y), 4, GREY.stroke_width(1)));
+            .legend(move |(x, y)| Circle::new((x + 12, y), seed_legend.0, seed_legend.1));
         chart
             .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
             .map_err(plot_err)?
@@ -799,6 +818,12 @@ impl Figure for FinalFigure {
         Ok(())
     }
 }
+
+/// Radius of the filled marker on the final-error chart: a mean, or the one error of each
+/// variant where none has two seeds.
+const MEAN_RADIUS: u32 = 7;
+/// Radius of a hollow circle at one seed's error beside a mean.
+const SEED_RADIUS: u32 = 4;
 
 /// Pixels right of a variant's own markers where the paper's are drawn.
 const PAPER_OFFSET: i32 = 18;

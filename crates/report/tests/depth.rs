@@ -479,3 +479,66 @@ fn a_run_with_one_epoch_so_far_is_drawn_as_a_dot() {
         .count();
     assert!(orange > 30, "{orange} orange pixels where the epoch is");
 }
+
+/// Pixels of `rgb` (within 10) in the columns `columns` of the plot area.
+fn colour_pixels(png: &image::RgbImage, columns: Range<u32>, rgb: [u8; 3]) -> usize {
+    png.enumerate_pixels()
+        .filter(|&(x, y, p)| {
+            columns.contains(&x)
+                && (64..png.height() - 100).contains(&y)
+                && (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 10)
+        })
+        .count()
+}
+
+/// Removes seeds 1 and 2 of `variant`, leaving it one seed.
+fn keep_seed_0(paths: &report::Paths, variant: &str) {
+    for seed in [1, 2] {
+        let run = RunDir::new(&paths.results, "depth", "cpu", variant, seed);
+        fs::remove_dir_all(&run.dir).unwrap();
+    }
+}
+
+#[test]
+fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
+    // Beside means over three seeds, resnet-20's single seed is a hollow circle, and
+    // plain-20's mean (same colour) the filled marker. The figure is 4 variants × 80 + 300
+    // px wide, at least 900: plain-20 sits in the first quarter, resnet-20 in the third.
+    let (_dir, paths) = depth_sweep();
+    keep_seed_0(&paths, "resnet-20");
+    render("depth", "cpu", &paths).unwrap();
+    let plots = paths.plots.join("depth/cpu");
+    let png = decode(&plots.join("final.png"));
+    let w = png.width();
+    let mean = colour_pixels(&png, 0..w / 3, BLUE);
+    let single = colour_pixels(&png, w / 2..3 * w / 4, BLUE);
+    assert!(mean > 120, "plain-20's mean marker has {mean} blue pixels");
+    assert!(
+        (1..40).contains(&single),
+        "resnet-20's one seed has {single} blue pixels: a hollow circle has a few"
+    );
+    let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
+    assert!(svg.contains("mean ± std over seeds (up to 3)"));
+
+    // With one seed of every variant, each is the filled marker and nothing says "mean".
+    for variant in ["plain-20", "plain-56", "resnet-56"] {
+        keep_seed_0(&paths, variant);
+    }
+    render("depth", "cpu", &paths).unwrap();
+    let png = decode(&plots.join("final.png"));
+    let single = colour_pixels(&png, w / 2..3 * w / 4, BLUE);
+    assert!(
+        single > 120,
+        "resnet-20's one seed has {single} blue pixels"
+    );
+    let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
+    assert!(svg.contains("one seed each"));
+    assert!(
+        !svg.contains("over seeds"),
+        "a chart of single seeds claims a mean"
+    );
+    assert!(
+        !svg.contains(">mean ± std<") && !svg.contains(">\nmean ± std\n<"),
+        "the legend lists a mean marker that is not drawn"
+    );
+}
