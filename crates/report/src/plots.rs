@@ -715,11 +715,7 @@ impl Figure for FinalFigure {
         for (i, entry) in self.entries.iter().enumerate() {
             let c = colour(entry.colour_index);
             let x = SegmentValue::CenterOf(i);
-            let seed_style = if means {
-                (SEED_RADIUS, c.stroke_width(1))
-            } else {
-                (MEAN_RADIUS, c.filled())
-            };
+            let seed_style = seed_marker(means, c);
             chart
                 .draw_series(
                     entry
@@ -778,11 +774,7 @@ impl Figure for FinalFigure {
                 .label("mean ± std")
                 .legend(|(x, y)| Circle::new((x + 12, y), MEAN_RADIUS, GREY.filled()));
         }
-        let seed_legend = if means {
-            (SEED_RADIUS, GREY.stroke_width(1))
-        } else {
-            (MEAN_RADIUS, GREY.filled())
-        };
+        let seed_legend = seed_marker(means, GREY);
         chart
             .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
             .map_err(plot_err)?
@@ -824,6 +816,16 @@ impl Figure for FinalFigure {
 const MEAN_RADIUS: u32 = 7;
 /// Radius of a hollow circle at one seed's error beside a mean.
 const SEED_RADIUS: u32 = 4;
+
+/// Radius and style of one seed's marker in `colour`: a hollow circle beside means, the
+/// filled marker where no variant has two seeds (`means` false).
+fn seed_marker(means: bool, colour: RGBColor) -> (u32, ShapeStyle) {
+    if means {
+        (SEED_RADIUS, colour.stroke_width(1))
+    } else {
+        (MEAN_RADIUS, colour.filled())
+    }
+}
 
 /// Pixels right of a variant's own markers where the paper's are drawn.
 const PAPER_OFFSET: i32 = 18;

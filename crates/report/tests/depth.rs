@@ -519,6 +519,12 @@ fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
     );
     let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
     assert!(svg.contains("mean ± std over seeds (up to 3)"));
+    // plotters writes a legend label as its own line inside <text>.
+    let mean_legend = ">\nmean ± std\n<";
+    assert!(
+        svg.contains(mean_legend),
+        "the legend lacks the mean marker"
+    );
 
     // With one seed of every variant, each is the filled marker and nothing says "mean".
     for variant in ["plain-20", "plain-56", "resnet-56"] {
@@ -538,7 +544,7 @@ fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
         "a chart of single seeds claims a mean"
     );
     assert!(
-        !svg.contains(">mean ± std<") && !svg.contains(">\nmean ± std\n<"),
+        !svg.contains(mean_legend),
         "the legend lists a mean marker that is not drawn"
     );
 }
