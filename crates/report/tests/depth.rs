@@ -471,24 +471,13 @@ fn a_run_with_one_epoch_so_far_is_drawn_as_a_dot() {
     run.write_epochs(&rows).unwrap();
     render("depth", "cpu", &paths).unwrap();
     let png = decode(&paths.plots.join("depth/cpu/curves.png"));
-    let orange = png
-        .enumerate_pixels()
-        .filter(|&(x, y, p)| {
-            x < 400 && (64..700).contains(&y) && (0..3).all(|i| p[i].abs_diff(ORANGE[i]) <= 10)
-        })
-        .count();
+    let orange = count_near_in(&png, 0..400, 64..700, ORANGE, 10);
     assert!(orange > 30, "{orange} orange pixels where the epoch is");
 }
 
 /// Pixels of `rgb` (within 10) in the columns `columns` of the plot area.
 fn colour_pixels(png: &image::RgbImage, columns: Range<u32>, rgb: [u8; 3]) -> usize {
-    png.enumerate_pixels()
-        .filter(|&(x, y, p)| {
-            columns.contains(&x)
-                && (64..png.height() - 100).contains(&y)
-                && (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 10)
-        })
-        .count()
+    count_near_in(png, columns, 64..png.height() - 100, rgb, 10)
 }
 
 /// Removes seeds 1 and 2 of `variant`, leaving it one seed.

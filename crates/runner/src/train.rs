@@ -313,6 +313,11 @@ struct Member {
     trained_by: Vec<String>,
 }
 
+/// The revisions before this binary's in `trained_by` (oldest first; empty for a fresh run).
+fn earlier_revisions(trained_by: &[String]) -> &[String] {
+    trained_by.split_last().map_or(&[], |(_, earlier)| earlier)
+}
+
 /// An epoch's training so far: per step the [K] losses, per model the error count.
 struct Tally {
     losses: Vec<Tensor>,
@@ -593,12 +598,13 @@ impl Job<'_> {
                     Some(c) => c.trained_by(revision),
                     None => vec![revision.clone()],
                 };
-                if trained_by.len() > 1 {
+                let earlier = earlier_revisions(&trained_by);
+                if !earlier.is_empty() {
                     log(&format!(
                         "{}/seed-{}: resumed by revision {revision}; trained so far by {}",
                         self.variant.name,
                         pending.seed,
-                        trained_by[..trained_by.len() - 1].join(" → ")
+                        earlier.join(" → ")
                     ));
                 }
                 let resume_from = if start == 0 { -1 } else { start };
@@ -1077,7 +1083,7 @@ impl Job<'_> {
             wall_s,
             data: self.fingerprint.fingerprint.clone(),
             git_revision: self.provenance.git_revision.clone(),
-            earlier_revisions: member.trained_by[..member.trained_by.len() - 1].to_vec(),
+            earlier_revisions: earlier_revisions(&member.trained_by).to_vec(),
             libtorch: self.provenance.libtorch.clone(),
             device: self.provenance.device.clone(),
             stacked_with,

@@ -69,8 +69,19 @@ pub fn count_near(
     rgb: [u8; 3],
     tol: i32,
 ) -> usize {
+    count_near_in(img, 0..img.width(), rows, rgb, tol)
+}
+
+/// Pixels in the rectangle `columns` × `rows` within `tol` of colour `rgb`.
+pub fn count_near_in(
+    img: &image::RgbImage,
+    columns: std::ops::Range<u32>,
+    rows: std::ops::Range<u32>,
+    rgb: [u8; 3],
+    tol: i32,
+) -> usize {
     img.enumerate_pixels()
-        .filter(|(_, y, _)| rows.contains(y))
+        .filter(|(x, y, _)| columns.contains(x) && rows.contains(y))
         .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
         .count()
 }
