@@ -488,7 +488,16 @@ impl CurvesFigure {
                     PathElement::new(vec![(x, y), (x + 24, y)], GREY.stroke_width(width))
                 });
         }
-        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+        // One panel of many variants (shortcuts, activations): their legend is tall, and in
+        // the upper right it would cover the ends of the worst curves. Error falls as training
+        // goes on, so the lower left (early and low) is where no curve goes. Plain nets beside
+        // ResNets list few entries, above curves that end low.
+        let corner = if self.is_plain_vs_residual() {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::LowerLeft
+        };
+        draw_legend(&mut chart, corner)
     }
 }
 

@@ -455,6 +455,14 @@ fn figures_exist_decode_and_show_the_variants() {
         // A variant without any result is left out of the figures.
         assert!(!svg.contains("gating-6"), "{stem}.svg shows gating-6");
     }
+    // The curves' legend is in the lower left of the 1100 × 700 figure, where no falling
+    // error curve goes, not over the ends of the curves at the right.
+    let curves_svg = fs::read_to_string(dir.join("curves.svg")).unwrap();
+    let (x, y) = text_position(&curves_svg, "test error");
+    assert!(
+        x < 550.0 && y > 350.0,
+        "the legend's last entry is at ({x}, {y})"
+    );
     let final_svg = fs::read_to_string(dir.join("final.svg")).unwrap();
     assert!(final_svg.contains("paper: fail"));
     assert!(final_svg.contains("2 diverged"));

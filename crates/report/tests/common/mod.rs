@@ -85,3 +85,18 @@ pub fn count_near_in(
         .filter(|(_, _, p)| (0..3).all(|i| (i32::from(p[i]) - i32::from(rgb[i])).abs() <= tol))
         .count()
 }
+
+/// The `x` and `y` attributes of the SVG `<text>` element whose content is `label` (plotters
+/// writes the content on a line of its own).
+pub fn text_position(svg: &str, label: &str) -> (f64, f64) {
+    let end = svg
+        .find(&format!(">\n{label}\n<"))
+        .unwrap_or_else(|| panic!("no text {label:?} in the SVG"));
+    let start = svg[..end].rfind("<text").unwrap();
+    let attribute = |name: &str| -> f64 {
+        let tag = &svg[start..end];
+        let at = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+    };
+    (attribute("x"), attribute("y"))
+}
