@@ -130,6 +130,24 @@ fn titled<DB: DrawingBackend>(
     titled_lines(root, &caption.title, &lines)
 }
 
+/// Width of `title` in the bold title font, pixels (fonts registered); 13 px a character
+/// where the font cannot measure it.
+fn title_width(title: &str) -> u32 {
+    // plotters measures text scaled to a line height of TITLE_SIZE; the SVG (and the PNG
+    // rendered from it) sets TITLE_SIZE as the font's em, 1.164 line heights in DejaVu Sans,
+    // so its text is that much wider.
+    (FONT, TITLE_SIZE)
+        .into_font()
+        .style(FontStyle::Bold)
+        .box_size(title)
+        .map_or(13 * title.chars().count() as u32, |(w, _)| {
+            (f64::from(w) * 1.17).ceil() as u32
+        })
+}
+
+/// The title's font size, pixels.
+const TITLE_SIZE: u32 = 22;
+
 /// Height of the title band with a two-line subtitle, pixels.
 const TITLE_HEIGHT_TWO_LINES: u32 = 42 + 2 * 22;
 
@@ -142,7 +160,10 @@ fn titled_lines<DB: DrawingBackend>(
 ) -> Result<DrawingArea<DB, Shift>> {
     root.fill(&WHITE).map_err(plot_err)?;
     let (top, body) = root.split_vertically(42 + 22 * subtitle.len() as u32);
-    let bold = (FONT, 22).into_font().style(FontStyle::Bold).color(&BLACK);
+    let bold = (FONT, TITLE_SIZE)
+        .into_font()
+        .style(FontStyle::Bold)
+        .color(&BLACK);
     top.draw_text(title, &bold, (20, 10)).map_err(plot_err)?;
     let plain = (FONT, 15).into_font().color(&GREY);
     for (i, line) in subtitle.iter().enumerate() {
@@ -657,7 +678,9 @@ impl FinalFigure {
 
 impl Figure for FinalFigure {
     fn size(&self) -> (u32, u32) {
-        let width = (self.entries.len() as u32 * 80 + 300).max(900);
+        let width = (self.entries.len() as u32 * 80 + 300)
+            .max(900)
+            .max(title_width(&self.caption.title) + 40);
         (width, 600 + self.label_room())
     }
 
@@ -1386,6 +1409,28 @@ mod tests {
         // A curve of one point: kept inside the axes, gone above them.
         assert_eq!(clip_above(&[(1.0, 10.0)], 20.0), vec![vec![(1.0, 10.0)]]);
         assert!(clip_above(&[(1.0, 30.0)], 20.0).is_empty());
+    }
+
+    #[test]
+    fn a_final_figure_is_wide_enough_for_its_title() {
+        register_fonts().unwrap();
+        let figure = |title: &str| FinalFigure {
+            caption: Caption {
+                title: title.into(),
+                profile: "cpu".into(),
+                data: "CIFAR-10".into(),
+                note: None,
+            },
+            entries: Vec::new(),
+            fail_above: 50.0,
+        };
+        assert_eq!(figure("Short").size().0, 900);
+        // The title is drawn from x = 20: the figure leaves at least as much on the right.
+        let long =
+            "Activation placements on ResNet-110 and ResNet-164 (Identity Mappings, Table 2)";
+        let width = title_width(long);
+        assert!(width > 860, "{long:?} measures {width} px");
+        assert!(figure(long).size().0 >= width + 40);
     }
 
     #[test]
