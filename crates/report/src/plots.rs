@@ -133,9 +133,9 @@ fn titled<DB: DrawingBackend>(
 /// Width of `title` in the bold title font, pixels (fonts registered); 13 px a character
 /// where the font cannot measure it.
 fn title_width(title: &str) -> u32 {
-    // plotters measures text scaled to a line height of TITLE_SIZE; the SVG (and the PNG
-    // rendered from it) sets TITLE_SIZE as the font's em, 1.164 line heights in DejaVu Sans,
-    // so its text is that much wider.
+    // plotters' measure falls short of the text as drawn in the SVG and the PNG rendered
+    // from it (seen: the activations title measured 782 px and ran past 880), so it is
+    // scaled by 1.17.
     (FONT, TITLE_SIZE)
         .into_font()
         .style(FontStyle::Bold)
