@@ -274,6 +274,8 @@ enum Taps {
     /// A zero leaf tensor p_l added to x_l, so that after `loss.backward()`, `p_l.grad()`
     /// is ∂E/∂x_l.
     Probes,
+    /// Each gated unit's mean gate per replica ([`ResidualUnit::gate_means`]).
+    GateMeans,
 }
 
 impl Net {
@@ -416,6 +418,7 @@ impl Net {
                     xs = &xs + &probe;
                     tapped.push(probe);
                 }
+                Taps::GateMeans => tapped.extend(unit.gate_means(&xs)),
             }
             // [B, K·C_in, H_l, W_l] → [B, K·C_out, H_l/s, W_l/s]
             xs = match seeds {
@@ -485,6 +488,22 @@ impl Net {
         train: bool,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         self.forward_impl(xs, train, Taps::Probes, None)
+    }
+
+    /// Like [`Net::forward_stacked`], also returning the mean gate g(x) = σ(W_g x + b_g) of
+    /// every gated unit, per replica (`[K]` fp32 each, unit order; see
+    /// [`ResidualUnit::gate_means`]); empty for a net without gates.
+    pub fn forward_with_gate_means(
+        &self,
+        xs: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.forward_impl(xs, train, Taps::GateMeans, None)
+    }
+
+    /// True when the units carry gates (exclusive or shortcut-only gating).
+    pub fn has_gates(&self) -> bool {
+        self.units().any(|u| u.config().gate().is_some())
     }
 }
 

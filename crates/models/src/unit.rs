@@ -416,6 +416,44 @@ impl ResidualUnit {
     }
 }
 
+impl ResidualUnit {
+    /// True when the first activation is applied to x before the split (see
+    /// [`UnitConfig::preactivate_before_split`]).
+    fn activates_before_split(&self) -> bool {
+        self.config.preactivate_before_split && self.config.placement.is_preactivation()
+    }
+
+    /// The input both paths (and the gate) see: x, or its first activation when it is
+    /// applied before the split.
+    fn split_input(&self, xs: &Tensor, train: bool) -> Tensor {
+        if self.activates_before_split() {
+            self.preactivate(xs, train)
+        } else {
+            xs.shallow_clone()
+        }
+    }
+
+    /// The gate of a gated unit (2016 Fig. 2c, 2d), g(x) = σ(W_g x + b_g), averaged per
+    /// replica over its input `xs` `[B, K·C_in, H, W]` (every image, channel and position),
+    /// in inference mode: `[K]` in fp32. `None` for a unit without a gate. What a gated
+    /// variant's result turns on: with b_g = −6, g starts near σ(−6) ≈ 0.0025, so exclusive
+    /// gating starts with its residual branch nearly switched off.
+    pub fn gate_means(&self, xs: &Tensor) -> Option<Tensor> {
+        let gate = self.gate.as_ref()?;
+        let k = self.config.replicas;
+        let g = gate
+            .forward_t(&self.split_input(xs, false), false)
+            .sigmoid();
+        let b = g.size()[0];
+        // [B, K·C, H', W'] → [B, K, C·H'·W'] → [K]
+        Some(g.to_kind(tch::Kind::Float).reshape([b, k, -1]).mean_dim(
+            [0i64, 2].as_slice(),
+            false,
+            tch::Kind::Float,
+        ))
+    }
+}
+
 impl ModuleT for ResidualUnit {
     /// x_{l+1} = f(combine(h(x_l), F(x_l))): `[B, K·C_in, H, W]` → `[B, K·C_out, H/s, W/s]`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
@@ -448,13 +486,9 @@ impl ResidualUnit {
     /// `seeds` (one per replica) when given; see [`crate::Net::forward_stacked_seeded`].
     pub fn forward_seeded(&self, xs: &Tensor, train: bool, seeds: Option<&[i64]>) -> Tensor {
         let c = &self.config;
-        let activated = c.preactivate_before_split && c.placement.is_preactivation();
+        let activated = self.activates_before_split();
         // [B, K·C_in, H, W]: the input both paths see
-        let xs = if activated {
-            self.preactivate(xs, train)
-        } else {
-            xs.shallow_clone()
-        };
+        let xs = self.split_input(xs, train);
         // [B, K·C_out, H/s, W/s]
         let fx = self.residual(&xs, activated, train);
         // [B, K·C_out, H/s, W/s], None for a plain unit

@@ -776,3 +776,77 @@ fn stacked_bf16_equals_lone_bf16_per_replica() {
         }
     }
 }
+
+/// The logged gate (what explains a gated variant's result): each gated unit's mean of
+/// σ(W_g x + b_g) per replica, equal to σ(b_g) when W_g = 0, the same for a replica stacked
+/// or alone and in either memory layout, and no change to the logits. Nets without gates log
+/// none.
+#[test]
+fn gate_means_are_each_replicas_mean_gate_per_unit() {
+    one_thread();
+    const K: i64 = 2;
+    tch::manual_seed(12);
+    let xs = Tensor::randn([K, 4, 3, 12, 12], CPU);
+    for shortcut in [
+        ShortcutKind::ExclusiveGating { gate_bias: -6.0 },
+        ShortcutKind::ShortcutOnlyGating { gate_bias: 0.5 },
+    ] {
+        let config = NetConfig::cifar(14).with_shortcut(shortcut);
+        let singles: Vec<_> = (0..K).map(|k| build(&config, 30 + k)).collect();
+        let (mut vs, mut stacked) = build(&config.with_replicas(K), 0);
+        let stores: Vec<&VarStore> = singles.iter().map(|(vs, _)| vs).collect();
+        stack_var_stores(&stores, &mut vs).unwrap();
+        assert!(stacked.has_gates());
+
+        let (logits, means) = stacked.forward_with_gate_means(&xs, false).unwrap();
+        assert_eq!(means.len(), stacked.num_units());
+        assert!(logits.equal(&stacked.forward_stacked(&xs, false).unwrap()));
+        for (k, (_, single)) in singles.iter().enumerate() {
+            let k64 = k as i64;
+            let (_, own) = single
+                .forward_with_gate_means(&xs.narrow(0, k64, 1), false)
+                .unwrap();
+            for (u, (m, o)) in means.iter().zip(&own).enumerate() {
+                assert_eq!(m.size(), [K], "unit {u}");
+                let (m, o) = (m.double_value(&[k64]), o.double_value(&[0]));
+                assert!((m - o).abs() < 1e-5, "unit {u}, replica {k}: {m} vs {o}");
+                assert!(m > 0.0 && m < 1.0);
+            }
+        }
+        // channels-last gives the same means as NCHW
+        for layout in [MemoryFormat::ChannelsLast, MemoryFormat::Contiguous] {
+            stacked.set_memory_format(layout);
+            let (_, other) = stacked.forward_with_gate_means(&xs, false).unwrap();
+            for (m, o) in means.iter().zip(&other) {
+                assert!(max_abs(&(m - o)) < 1e-5);
+            }
+        }
+        // with W_g = 0 every gate is σ(b_g)
+        let b_g = match shortcut {
+            ShortcutKind::ExclusiveGating { gate_bias }
+            | ShortcutKind::ShortcutOnlyGating { gate_bias } => gate_bias,
+            _ => unreachable!(),
+        };
+        for (name, mut t) in vs.variables() {
+            if name.ends_with("shortcut.gate.weight") {
+                tch::no_grad(|| {
+                    let _ = t.zero_();
+                });
+            }
+        }
+        let (_, flat) = stacked.forward_with_gate_means(&xs, false).unwrap();
+        let expected = 1.0 / (1.0 + (-b_g).exp());
+        for m in &flat {
+            assert!(
+                max_abs(&(m - expected)) < 1e-6,
+                "{m} vs σ({b_g}) = {expected}"
+            );
+        }
+    }
+    let (_, plain) = build(&NetConfig::cifar(14), 1);
+    assert!(!plain.has_gates());
+    let (_, none) = plain
+        .forward_with_gate_means(&xs.narrow(0, 0, 1), false)
+        .unwrap();
+    assert!(none.is_empty());
+}

@@ -8,6 +8,7 @@
 //! run records, the results layout) is defined in the `spec` crate, which the runner writes
 //! through, so a file the runner refuses is refused here with the same message.
 
+pub mod gates;
 pub mod gradients;
 pub mod plots;
 pub mod png;

@@ -25,6 +25,8 @@ pub struct SeedRun {
     pub epochs: Vec<EpochRow>,
     /// The depth the run trained, from its `config.toml` (`None` if that does not say).
     pub depth: Option<usize>,
+    /// Its residual units, from the same `config.toml`.
+    pub units: Option<usize>,
     /// Unfinished and held by a live process (its lock): being trained now.
     pub running: bool,
 }
@@ -128,12 +130,16 @@ fn load_seed(variant_dir: &Path, seed: u64) -> Result<SeedRun, Damaged> {
         RunState::Finished { record, epochs } => (Some(record), epochs),
         RunState::Unfinished { epochs, .. } => (None, epochs),
     };
+    // captions only: a config.toml that does not say leaves them unsaid
+    let model = run.read_config().ok().flatten().map(|c| c.model);
     Ok(SeedRun {
         seed,
         final_record,
         epochs,
-        // a caption only: a config.toml that does not say leaves it unsaid
-        depth: run.read_config().ok().flatten().map(|c| c.model.depth),
+        depth: model.as_ref().map(|m| m.depth),
+        units: model
+            .and_then(|m| m.units_per_stage().ok())
+            .map(|stages| stages.iter().sum()),
         running,
     })
 }

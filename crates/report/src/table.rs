@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use crate::gates::GateTable;
 use crate::results::{ProfileResults, VariantRuns};
 use crate::stats::Summary;
 use spec::{Experiment, Fingerprint, PaperNumber};
@@ -340,6 +341,8 @@ pub struct Table {
     pub provenance: Provenance,
     pub fail_above: f64,
     pub notes: Vec<String>,
+    /// The gated variants' logged gates, when any run has them.
+    pub gates: Option<GateTable>,
 }
 
 impl Table {
@@ -368,6 +371,7 @@ impl Table {
             provenance: Provenance::of(results),
             fail_above,
             notes: results.notes.clone(),
+            gates: GateTable::of(results),
         }
     }
 
@@ -520,6 +524,9 @@ impl Table {
             for note in &self.notes {
                 let _ = writeln!(md, "- {note}");
             }
+        }
+        if let Some(gates) = &self.gates {
+            md.push_str(&gates.to_markdown());
         }
         md
     }

@@ -116,6 +116,9 @@ fn epochs(test: f64, train: f64, plain_56: bool, last: f64) -> Vec<EpochRow> {
                 test_error: Some(test),
                 wall_s: 60.0 * epoch as f64,
                 images_per_s: 200.0,
+                gate_first: None,
+                gate_middle: None,
+                gate_last: None,
             }
         })
         .collect()

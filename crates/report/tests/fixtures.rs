@@ -603,6 +603,42 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
     assert!(svg.contains(title) && !svg.contains("trained here"));
 }
 
+/// A gated run's logged gates appear under `## Gates` at its first evaluation, its last at
+/// the highest lr and its last, named by unit; runs without gates add no such section (the
+/// golden table below has none).
+#[test]
+fn gated_runs_show_their_gates_at_three_moments() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    let dir = f.seed_dir("shortcuts", "gating-6", 0);
+    // epoch 1 in the warm-up (lr 0.01), 2–3 at 0.1, 4–5 after the drop; 1 and 4 not evaluated
+    let csv = "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,wall_s,\
+               images_per_s,gate_first,gate_middle,gate_last\n\
+               1,200,0.01,2.0,80.0,,,1.0,1000.0,,,\n\
+               2,400,0.1,1.5,60.0,1.4,55.0,2.0,1000.0,0.003,0.0025,0.0024\n\
+               3,600,0.1,1.0,40.0,1.0,42.0,4.0,1000.0,0.05,0.02,0.01\n\
+               4,800,0.01,0.8,30.0,,,5.0,1000.0,,,\n\
+               5,1000,0.01,0.7,28.0,0.8,30.0,6.0,1000.0,0.2,0.1,0.03\n";
+    fs::write(dir.join("epochs.csv"), csv).unwrap();
+    let json = final_json("gating-6", 0, "fail", Some(30.0), None, CPU, JPEG);
+    fs::write(dir.join("final.json"), json).unwrap();
+    f.config("gating-6", 0, 32);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    let gates = &md[md
+        .find("\n## Gates\n")
+        .unwrap_or_else(|| panic!("no Gates section: {md}"))..];
+    assert!(gates.contains("units 1 / 8 / 15 of 15"), "{gates}");
+    assert!(
+        gates.contains(
+            "| gating-6 | 0 | epoch 2: 0.0030 / 0.0025 / 0.0024 | epoch 3: 0.0500 / 0.0200 / \
+             0.0100 | epoch 5: 0.2000 / 0.1000 / 0.0300 |"
+        ),
+        "{gates}"
+    );
+    assert!(!gates.contains("| original |"), "{gates}");
+}
+
 /// The table of a training experiment, byte for byte as `report` wrote it before gradients
 /// experiments had their own table (tests/golden/, captured from the sweep fixture); since
 /// paper numbers may be mean ± std, `table.csv` ends in three more columns (`paper_std`,

@@ -19,8 +19,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig, NetConfigExt};
 use spec::layout::{Damaged, RunState};
 use spec::{
-    EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock, Status,
-    Variant,
+    gate_units, EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock,
+    Status, Variant,
 };
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -311,6 +311,16 @@ struct Member {
     diverged_at: Option<i64>,
     /// The revisions that trained this run, oldest first; this binary's is the last.
     trained_by: Vec<String>,
+}
+
+/// What one evaluation found for one model.
+struct Evaluation {
+    /// Mean loss over the evaluation images.
+    loss: f64,
+    /// Error in %.
+    error: f64,
+    /// Gated nets: the mean gate of the logged units ([`gate_units`]: first, middle, last).
+    gates: Option<[f64; 3]>,
 }
 
 /// The revisions before this binary's in `trained_by` (oldest first; empty for a fresh run).
@@ -765,20 +775,21 @@ impl Job<'_> {
             if let Some(bad) = own.iter().position(|l| !l.is_finite()) {
                 member.diverged_at = Some(first + bad as i64 + 1);
             }
-            let (test_loss, test_error) = match &test {
-                Some(t) => (Some(t[i].0), Some(t[i].1)),
-                None => (None, None),
-            };
+            let test = test.as_ref().map(|t| &t[i]);
+            let gates = test.and_then(|t| t.gates);
             let row = EpochRow {
                 epoch: epoch + 1,
                 iteration: last,
                 lr: protocol.lr_at(last - 1),
                 train_loss: own.iter().sum::<f64>() / steps as f64,
                 train_error: 100.0 * errors[i] as f64 / (steps as i64 * protocol.batch_size) as f64,
-                test_loss,
-                test_error,
+                test_loss: test.map(|t| t.loss),
+                test_error: test.map(|t| t.error),
                 wall_s,
                 images_per_s,
+                gate_first: gates.map(|g| g[0]),
+                gate_middle: gates.map(|g| g[1]),
+                gate_last: gates.map(|g| g[2]),
             };
             member.rows.push(row);
             member.pending.run.write_epochs(&member.rows)?;
@@ -797,8 +808,12 @@ impl Job<'_> {
         let live: Vec<&Member> = members.iter().filter(|m| m.diverged_at.is_none()).collect();
         if let Some(row) = live.first().and_then(|m| m.rows.last()) {
             let total_epochs = (protocol.iterations + steps_per_epoch - 1) / steps_per_epoch;
+            let gates = row
+                .gates()
+                .map(|[a, b, c]| format!(" gates {a:.4}/{b:.4}/{c:.4}"))
+                .unwrap_or_default();
             let msg = format!(
-                "epoch {}/{total_epochs} loss {:.3} train {:.2}% test {} {:.0} img/s",
+                "epoch {}/{total_epochs} loss {:.3} train {:.2}% test {}{gates} {:.0} img/s",
                 epoch + 1,
                 row.train_loss,
                 row.train_error,
@@ -851,6 +866,13 @@ impl Job<'_> {
         ];
         if let (Some(loss), Some(error)) = (row.test_loss, row.test_error) {
             scalars.extend([("test/loss", loss), ("test/error", error)]);
+        }
+        if let Some([first, middle, last]) = row.gates() {
+            scalars.extend([
+                ("gate/first_unit", first),
+                ("gate/middle_unit", middle),
+                ("gate/last_unit", last),
+            ]);
         }
         if let Err(err) = events.append(row.iteration, unix_now_s(), &scalars) {
             log(&format!(
@@ -1013,14 +1035,19 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Test loss and error (%) of each replica on the evaluation images.
-    fn evaluate(&self, net: &Net, k: usize) -> Result<Vec<(f64, f64)>> {
+    /// Test loss, error (%) and, for gated nets, the logged gates of each replica on the
+    /// evaluation images.
+    fn evaluate(&self, net: &Net, k: usize) -> Result<Vec<Evaluation>> {
         let images = &self.data.eval_images;
         let labels = &self.data.eval_labels;
         let n = labels.size()[0];
         let device = self.options.device;
         let mut loss_sum = Tensor::zeros([k as i64], (Kind::Double, device));
         let mut error_sum = Tensor::zeros([k as i64], (Kind::Int64, device));
+        // gated nets: [units, K], each unit's mean gate weighted by the images it saw
+        let mut gate_sum = net
+            .has_gates()
+            .then(|| Tensor::zeros([net.num_units() as i64, k as i64], (Kind::Double, device)));
         tch::no_grad(|| -> Result<()> {
             for start in (0..n).step_by(1000) {
                 let len = (n - start).min(1000);
@@ -1032,7 +1059,14 @@ impl Job<'_> {
                     .narrow(0, start, len)
                     .unsqueeze(0)
                     .expand([k as i64, len], false);
-                let logits = net.forward_stacked(&xs, false)?;
+                let logits = match gate_sum.as_mut() {
+                    Some(sum) => {
+                        let (logits, gates) = net.forward_with_gate_means(&xs, false)?;
+                        *sum += Tensor::stack(&gates, 0).to_kind(Kind::Double) * len as f64;
+                        logits
+                    }
+                    None => net.forward_stacked(&xs, false)?,
+                };
                 loss_sum += per_replica_loss(&logits, &ys)?.to_kind(Kind::Double) * len as f64;
                 error_sum += stacked_errors(&logits, &ys)?;
             }
@@ -1040,10 +1074,20 @@ impl Job<'_> {
         })?;
         let losses = Vec::<f64>::try_from((loss_sum / n as f64).to_device(Device::Cpu))?;
         let errors = Vec::<i64>::try_from(error_sum.to_device(Device::Cpu))?;
-        Ok(losses
-            .into_iter()
-            .zip(errors)
-            .map(|(l, e)| (l, 100.0 * e as f64 / n as f64))
+        // [3, K]: the logged units' means
+        let gates = gate_sum
+            .map(|sum| {
+                let units = gate_units(net.num_units()).map(|u| u as i64);
+                let picked = sum.index_select(0, &Tensor::from_slice(&units).to_device(device));
+                Vec::<Vec<f64>>::try_from((picked / n as f64).to_device(Device::Cpu))
+            })
+            .transpose()?;
+        Ok((0..k)
+            .map(|i| Evaluation {
+                loss: losses[i],
+                error: 100.0 * errors[i] as f64 / n as f64,
+                gates: gates.as_ref().map(|g| [g[0][i], g[1][i], g[2][i]]),
+            })
             .collect())
     }
 
@@ -1144,6 +1188,9 @@ name = "original"
 [[variants]]
 name = "dropout"
 model = { shortcut = { dropout = { ratio = 0.5 } } }
+[[variants]]
+name = "gated"
+model = { shortcut = { exclusive_gating = { gate_bias = -6.0 } } }
 [profiles.tiny]
 seeds = [0, 1]
 protocol = { batch_size = 16, iterations = 24, lr = 0.1, lr_drops = [16], train_subset = 128, test_subset = 64 }
@@ -1690,6 +1737,62 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             "{err}"
         );
         assert!(err.contains("profile `steps`"), "{err}");
+    }
+
+    /// A gated variant logs its first, middle and last unit's mean gate at every evaluation,
+    /// in `epochs.csv` and as TensorBoard scalars, the same stacked as alone; other variants
+    /// log none.
+    #[test]
+    fn gated_variants_log_their_gates_at_every_evaluation() {
+        let stacked = tempfile::tempdir().unwrap();
+        let alone = tempfile::tempdir().unwrap();
+        train_variant(stacked.path(), "sparse", "gated", 2, None).unwrap();
+        train_variant(alone.path(), "sparse", "gated", 1, None).unwrap();
+        train_variant(alone.path(), "sparse", "original", 1, None).unwrap();
+        let sigma = 1.0 / (1.0 + 6f64.exp());
+        for seed in [0, 1] {
+            let run = |dir: &Path, variant| RunDir::new(dir, "test", "sparse", variant, seed);
+            let rows = run(stacked.path(), "gated").read_epochs().unwrap();
+            // 11 steps of 32 on 128 images: 3 epochs, evaluated after the 2nd and the last
+            assert_eq!(rows.len(), 3);
+            for row in &rows {
+                assert_eq!(row.gates().is_some(), row.test_error.is_some(), "{row:?}");
+            }
+            let lone = run(alone.path(), "gated").read_epochs().unwrap();
+            for (a, b) in rows.iter().zip(&lone) {
+                match (a.gates(), b.gates()) {
+                    (Some(a), Some(b)) => {
+                        for (a, b) in a.iter().zip(b) {
+                            // b_g = −6 starts the gates nearly closed (σ(−6) ≈ 0.0025, a
+                            // little more on average with W_g x added), and 11 steps at
+                            // lr ≤ 0.05 leave them so
+                            assert!(*a > sigma / 2.0 && *a < 0.05, "{a}, σ(−6) = {sigma}");
+                            assert!((a - b).abs() < 1e-4, "stacked {a}, alone {b}");
+                        }
+                    }
+                    (None, None) => {}
+                    other => panic!("stacked and alone differ: {other:?}"),
+                }
+            }
+            // the event file holds the same values under gate/*
+            let logged: Vec<(i64, f64)> = events(&run(stacked.path(), "gated").dir)
+                .into_iter()
+                .filter(|(_, tag, _)| tag == "gate/middle_unit")
+                .map(|(step, _, value)| (step, value))
+                .collect();
+            let want: Vec<(i64, f64)> = rows
+                .iter()
+                .filter_map(|r| Some((r.iteration, r.gate_middle?)))
+                .collect();
+            assert_eq!(logged.len(), want.len());
+            for ((s, v), (t, w)) in logged.iter().zip(&want) {
+                assert_eq!(s, t);
+                assert!((v - w).abs() < 1e-6, "event {v}, row {w}");
+            }
+            let plain = run(alone.path(), "original").read_epochs().unwrap();
+            assert!(plain.iter().all(|r| r.gates().is_none()));
+            assert!(plain.iter().any(|r| r.test_error.is_some()));
+        }
     }
 
     /// (step, tag, value) of every scalar in `dir`'s event files, as the independent reader

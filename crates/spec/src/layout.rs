@@ -460,6 +460,9 @@ mod tests {
             test_error: (epoch % 2 == 0).then_some(40.0),
             wall_s: 3.0,
             images_per_s: 100.0,
+            gate_first: None,
+            gate_middle: None,
+            gate_last: None,
         }
     }
 
@@ -474,9 +477,13 @@ mod tests {
         assert_eq!(run.read_epochs().unwrap(), rows);
         let text = fs::read_to_string(run.epochs_path()).unwrap();
         assert!(text.starts_with(
-            "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,wall_s,images_per_s\n"
+            "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,wall_s,images_per_s,\
+             gate_first,gate_middle,gate_last\n"
         ));
-        assert!(text.contains("\n1,10,0.1,1.5,50.0,,,3.0,100.0\n"), "{text}");
+        assert!(
+            text.contains("\n1,10,0.1,1.5,50.0,,,3.0,100.0,,,\n"),
+            "{text}"
+        );
         // No temporary files are left beside it.
         let names: Vec<_> = fs::read_dir(&run.dir)
             .unwrap()

@@ -23,6 +23,6 @@ pub use net::{
 };
 pub use protocol::{Precision, Protocol};
 pub use records::{
-    EpochRow, FinalRecord, Fingerprint, GradientRecord, NormRow, RunConfig, Status,
+    gate_units, EpochRow, FinalRecord, Fingerprint, GradientRecord, NormRow, RunConfig, Status,
     UNRECORDED_REVISION,
 };

@@ -62,10 +62,34 @@ pub struct EpochRow {
     pub wall_s: f64,
     /// Training images per second over the epoch, for this model alone.
     pub images_per_s: f64,
+    /// Gated shortcuts only (Identity Mappings Fig. 2c, 2d): the mean gate
+    /// g(x) = σ(W_g x + b_g) over the evaluation images at the first, the middle and the last
+    /// residual unit ([`gate_units`]). Empty for nets without gates, on epochs not evaluated,
+    /// and in files written before gates were logged.
+    #[serde(default)]
+    pub gate_first: Option<f64>,
+    #[serde(default)]
+    pub gate_middle: Option<f64>,
+    #[serde(default)]
+    pub gate_last: Option<f64>,
+}
+
+impl EpochRow {
+    /// The logged gates, first, middle and last unit, when the row has all three.
+    pub fn gates(&self) -> Option<[f64; 3]> {
+        Some([self.gate_first?, self.gate_middle?, self.gate_last?])
+    }
+}
+
+/// The residual units (0-based, of `units` in all) whose gates [`EpochRow`] logs: the first,
+/// the middle (the lower of two) and the last.
+pub fn gate_units(units: usize) -> [usize; 3] {
+    let last = units.saturating_sub(1);
+    [0, last / 2, last]
 }
 
 /// The columns of `epochs.csv`, in order (the header of a file with no rows yet).
-pub const EPOCH_COLUMNS: [&str; 9] = [
+pub const EPOCH_COLUMNS: [&str; 12] = [
     "epoch",
     "iteration",
     "lr",
@@ -75,6 +99,9 @@ pub const EPOCH_COLUMNS: [&str; 9] = [
     "test_error",
     "wall_s",
     "images_per_s",
+    "gate_first",
+    "gate_middle",
+    "gate_last",
 ];
 
 /// How a run ended.
@@ -251,6 +278,46 @@ mod tests {
         let back: FinalRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.earlier_revisions, ["unrecorded", "1a2b3c"]);
         assert_eq!(back.revisions(), "unrecorded → 1a2b3c → 5f672cc");
+    }
+
+    #[test]
+    fn epochs_written_before_gates_were_logged_read_with_no_gates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epochs.csv");
+        std::fs::write(
+            &path,
+            "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,wall_s,images_per_s\n\
+             1,390,0.1,1.6,60.2,1.4,50.7,49.0,853.0\n",
+        )
+        .unwrap();
+        let rows: Vec<EpochRow> = read_csv(&path).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].test_error, Some(50.7));
+        assert_eq!(rows[0].gates(), None);
+        // a row with gates gives all three, in unit order
+        let gated = EpochRow {
+            gate_first: Some(0.1),
+            gate_middle: Some(0.2),
+            gate_last: Some(0.3),
+            ..rows[0].clone()
+        };
+        assert_eq!(gated.gates(), Some([0.1, 0.2, 0.3]));
+        assert_eq!(
+            EpochRow {
+                gate_last: None,
+                ..gated
+            }
+            .gates(),
+            None
+        );
+    }
+
+    #[test]
+    fn gate_units_are_first_middle_and_last() {
+        // ResNet-32: 15 units, the 1st, 8th and 15th; ResNet-110: 54, the 1st, 27th, 54th
+        assert_eq!(gate_units(15), [0, 7, 14]);
+        assert_eq!(gate_units(54), [0, 26, 53]);
+        assert_eq!(gate_units(1), [0, 0, 0]);
     }
 
     #[test]
