@@ -8,6 +8,7 @@
 //! run records, the results layout) is defined in the `spec` crate, which the runner writes
 //! through, so a file the runner refuses is refused here with the same message.
 
+pub mod comparisons;
 pub mod gates;
 pub mod gradients;
 pub mod plots;
@@ -154,6 +155,7 @@ fn render_training(
     let results = results::load(results_dir, variants, seeds)?;
     let table = Table::new(spec, profile, seeds, &results);
     let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
+    files.extend(write_comparisons(results_dir, &table)?);
     create_dir(plots_dir)?;
     let caption = Caption {
         title: spec.title.clone(),
@@ -231,6 +233,28 @@ fn write_tables(dir: &Path, csv: &str, md: &str) -> Result<Vec<PathBuf>> {
     let csv_path = dir.join("table.csv");
     write_atomic(&csv_path, csv.as_bytes())?;
     let md_path = dir.join("table.md");
+    write_atomic(&md_path, md.as_bytes())?;
+    Ok(vec![csv_path, md_path])
+}
+
+/// `comparisons.csv` and `comparisons.md` beside the table (the same section as in
+/// `table.md`, under the table's title); none when the profile has no comparisons.
+fn write_comparisons(dir: &Path, table: &Table) -> Result<Vec<PathBuf>> {
+    if table.comparisons.is_empty() {
+        return Ok(Vec::new());
+    }
+    let csv_path = dir.join("comparisons.csv");
+    write_atomic(
+        &csv_path,
+        comparisons::to_csv(&table.comparisons)?.as_bytes(),
+    )?;
+    let md_path = dir.join("comparisons.md");
+    let md = format!(
+        "# {}: differences between variants\n\nProfile `{}`.\n\n{}",
+        table.title,
+        table.profile,
+        comparisons::to_markdown(&table.comparisons)
+    );
     write_atomic(&md_path, md.as_bytes())?;
     Ok(vec![csv_path, md_path])
 }

@@ -1,4 +1,8 @@
-//! Summary statistics of the final test errors of a variant's seeds.
+//! Summary statistics of the final test errors of a variant's seeds, and whether two
+//! variants differ by more than seed noise: Welch's t interval for the difference of their
+//! means, and the seeds per side that would resolve an unresolved difference.
+
+use statrs::distribution::{ChiSquared, Continuous, ContinuousCDF, Normal, StudentsT};
 
 /// Mean, sample standard deviation, median and range of n values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,9 +46,204 @@ impl Summary {
     }
 }
 
+/// Welch's t for the difference of two means, a − b, with Welch–Satterthwaite degrees of
+/// freedom (no equal-variance assumption: SciPy's `ttest_ind(equal_var=False)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Welch {
+    /// mean(a) − mean(b).
+    pub delta: f64,
+    /// Its standard error, sqrt(s_a²/n_a + s_b²/n_b).
+    pub se: f64,
+    pub df: f64,
+    pub t: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+    /// The confidence interval of `delta` at the level asked for.
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Welch {
+    /// The comparison of `a` and `b` with a `level` (e.g. 0.95) interval; `None` unless both
+    /// sides have n ≥ 2 and at least one has a spread.
+    pub fn of(a: &Summary, b: &Summary, level: f64) -> Option<Self> {
+        let (va, vb) = (a.std?.powi(2) / a.n as f64, b.std?.powi(2) / b.n as f64);
+        let se = (va + vb).sqrt();
+        if se <= 0.0 || !se.is_finite() {
+            return None;
+        }
+        let df =
+            (va + vb).powi(2) / (va.powi(2) / (a.n - 1) as f64 + vb.powi(2) / (b.n - 1) as f64);
+        let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+        let delta = a.mean - b.mean;
+        let t = delta / se;
+        let q = dist.inverse_cdf(0.5 + level / 2.0);
+        Some(Self {
+            delta,
+            se,
+            df,
+            t,
+            p: 2.0 * (1.0 - dist.cdf(t.abs())),
+            low: delta - q * se,
+            high: delta + q * se,
+        })
+    }
+
+    /// True when the interval leaves out 0.
+    pub fn excludes_zero(&self) -> bool {
+        self.low > 0.0 || self.high < 0.0
+    }
+}
+
+/// The power of a two-sided, two-sample t-test with `n` seeds a side at significance
+/// `alpha` when the true difference is `d` standard deviations: P(|T'| > t_crit) with T'
+/// noncentral t (df = 2n − 2, noncentrality d·sqrt(n/2)), its distribution integrated over
+/// the χ² of the variance estimate (Simpson's rule).
+pub fn t_test_power(n: u64, d: f64, alpha: f64) -> f64 {
+    let df = 2.0 * n as f64 - 2.0;
+    let ncp = d.abs() * (n as f64 / 2.0).sqrt();
+    let (Ok(t), Ok(chi2), Ok(normal)) = (
+        StudentsT::new(0.0, 1.0, df),
+        ChiSquared::new(df),
+        Normal::new(0.0, 1.0),
+    ) else {
+        return f64::NAN;
+    };
+    let t_crit = t.inverse_cdf(1.0 - alpha / 2.0);
+    // P(T' ≤ x) = ∫ Φ(x·sqrt(v/df) − ncp) χ²_df(v) dv
+    let cdf = |x: f64| {
+        let upper = df + 40.0 * (2.0 * df).sqrt() + 40.0;
+        let steps = 4000;
+        let h = upper / steps as f64;
+        let f = |v: f64| normal.cdf(x * (v / df).sqrt() - ncp) * chi2.pdf(v);
+        let mut sum = f(0.0) + f(upper);
+        for i in 1..steps {
+            sum += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        sum * h / 3.0
+    };
+    1.0 - cdf(t_crit) + cdf(-t_crit)
+}
+
+/// The fewest seeds per side (at least 2, at most `max`) for which a two-sided t-test at
+/// `alpha` detects a difference `delta` at spread `sd` with probability `power`; `None` when
+/// more than `max` would be needed.
+pub fn seeds_needed(delta: f64, sd: f64, alpha: f64, power: f64, max: u64) -> Option<u64> {
+    if sd.is_nan() || sd <= 0.0 || delta == 0.0 {
+        return None;
+    }
+    let d = delta / sd;
+    (2..=max).find(|&n| t_test_power(n, d, alpha) >= power)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Reference values made with SciPy 1.17.1 and statsmodels 0.15.0 by this script:
+    //
+    //   import numpy as np
+    //   from scipy import stats
+    //   from statsmodels.stats.power import TTestIndPower
+    //   cases = {"five_vs_five": ([6.5, 6.7, 6.6, 7.0, 6.2], [7.1, 7.4, 6.9, 7.8, 7.2]),
+    //            "three_vs_two": ([25.20, 26.28, 25.9], [21.53, 22.10]),
+    //            "two_vs_two": ([27.20, 25.95], [22.10, 21.53])}
+    //   for name, (a, b) in cases.items():
+    //       r = stats.ttest_ind(a, b, equal_var=False)
+    //       ci = r.confidence_interval(0.95)
+    //       print(name, np.mean(a) - np.mean(b), r.statistic, r.df, r.pvalue, ci.low, ci.high)
+    //   for d in [0.5, 1.0, 2.0, 0.2]:
+    //       print(d, TTestIndPower().solve_power(effect_size=d, alpha=0.05, power=0.8,
+    //                                            alternative="two-sided"))
+    //
+    // five_vs_five: delta -0.68 t -3.38312644671 df 7.80415032992 p 0.0099545139304
+    //               CI -1.14553359815 .. -0.214466401846
+    // three_vs_two: delta 3.97833333333 t 9.34412988896 df 2.83216378765 p 0.00326721908129
+    //               CI 2.57680585039 .. 5.37986081628
+    // two_vs_two:   delta 4.76 t 6.92954904699 df 1.39863602276 p 0.047423510017
+    //               CI 0.180372431662 .. 9.33962756834
+    // n per side for 80% power: d 0.5 → 63.765611, 1.0 → 16.714722, 2.0 → 5.089995,
+    //               0.2 → 393.405693
+    #[test]
+    fn welch_matches_scipy() {
+        let cases = [
+            (
+                [6.5, 6.7, 6.6, 7.0, 6.2].as_slice(),
+                [7.1, 7.4, 6.9, 7.8, 7.2].as_slice(),
+                [
+                    -0.68,
+                    -3.38312644671,
+                    7.80415032992,
+                    0.0099545139304,
+                    -1.14553359815,
+                    -0.214466401846,
+                ],
+            ),
+            (
+                &[25.20, 26.28, 25.9],
+                &[21.53, 22.10],
+                [
+                    3.97833333333,
+                    9.34412988896,
+                    2.83216378765,
+                    0.00326721908129,
+                    2.57680585039,
+                    5.37986081628,
+                ],
+            ),
+            (
+                &[27.20, 25.95],
+                &[22.10, 21.53],
+                [
+                    4.76,
+                    6.92954904699,
+                    1.39863602276,
+                    0.047423510017,
+                    0.180372431662,
+                    9.33962756834,
+                ],
+            ),
+        ];
+        for (a, b, want) in cases {
+            let w = Welch::of(&Summary::of(a).unwrap(), &Summary::of(b).unwrap(), 0.95).unwrap();
+            let got = [w.delta, w.t, w.df, w.p, w.low, w.high];
+            for (g, e) in got.iter().zip(want) {
+                assert!(
+                    (g - e).abs() < 1e-8 * e.abs().max(1.0),
+                    "{got:?} vs {want:?}"
+                );
+            }
+            assert!(w.excludes_zero());
+        }
+    }
+
+    #[test]
+    fn one_seed_a_side_or_no_spread_gives_no_interval() {
+        let one = Summary::of(&[29.53]).unwrap();
+        let two = Summary::of(&[27.2, 25.95]).unwrap();
+        assert_eq!(Welch::of(&one, &two, 0.95), None);
+        assert_eq!(Welch::of(&two, &one, 0.95), None);
+        let flat = Summary::of(&[5.0, 5.0]).unwrap();
+        assert_eq!(Welch::of(&flat, &flat, 0.95), None);
+        // a wide interval includes 0
+        let a = Summary::of(&[20.0, 30.0]).unwrap();
+        let b = Summary::of(&[24.0, 27.0]).unwrap();
+        assert!(!Welch::of(&a, &b, 0.95).unwrap().excludes_zero());
+    }
+
+    /// The smallest n with power ≥ 80% is statsmodels' fractional n rounded up.
+    #[test]
+    fn seeds_needed_matches_statsmodels() {
+        for (d, n) in [(0.5, 64), (1.0, 17), (2.0, 6), (0.2, 394)] {
+            assert_eq!(seeds_needed(d, 1.0, 0.05, 0.8, 1000), Some(n), "d = {d}");
+            // the same in points: a 1.5-point difference at a 3-point spread is d = 0.5
+            assert_eq!(seeds_needed(1.5 * d / 0.5, 3.0, 0.05, 0.8, 1000), Some(n));
+        }
+        // statsmodels' power at n = 17, d = 1: 0.8070
+        assert!((t_test_power(17, 1.0, 0.05) - 0.807).abs() < 1e-3);
+        assert_eq!(seeds_needed(0.2, 1.0, 0.05, 0.8, 100), None);
+        assert_eq!(seeds_needed(1.0, 0.0, 0.05, 0.8, 100), None);
+    }
 
     #[test]
     fn five_values() {

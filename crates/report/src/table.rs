@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use crate::comparisons::{self, Comparison};
 use crate::gates::GateTable;
 use crate::results::{ProfileResults, VariantRuns};
 use crate::stats::Summary;
@@ -343,6 +344,8 @@ pub struct Table {
     pub notes: Vec<String>,
     /// The gated variants' logged gates, when any run has them.
     pub gates: Option<GateTable>,
+    /// The differences the experiment names, for this profile's variants.
+    pub comparisons: Vec<Comparison>,
 }
 
 impl Table {
@@ -358,20 +361,29 @@ impl Table {
             .map(|r| r.fail_above_percent)
             .next()
             .unwrap_or(DEFAULT_FAIL_ABOVE_PERCENT);
+        let rows: Vec<Row> = results
+            .variants
+            .iter()
+            .map(|v| Row::new(v, fail_above))
+            .collect();
+        let comparisons = experiment
+            .profile(profile)
+            .map(|p| experiment.comparisons(p))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(a, b)| Comparison::of(&rows, a, b))
+            .collect();
         Self {
             title: experiment.title.clone(),
             source: experiment.source.clone(),
             profile: profile.to_string(),
             seeds: seeds.to_vec(),
-            rows: results
-                .variants
-                .iter()
-                .map(|v| Row::new(v, fail_above))
-                .collect(),
+            rows,
             provenance: Provenance::of(results),
             fail_above,
             notes: results.notes.clone(),
             gates: GateTable::of(results),
+            comparisons,
         }
     }
 
@@ -518,6 +530,10 @@ impl Table {
                  the paper gives mean ± std over its runs (mean), else our median against the \
                  paper's number (median).\n",
             );
+        }
+        if !self.comparisons.is_empty() {
+            md.push_str("\n## Comparisons\n\n");
+            md.push_str(&comparisons::to_markdown(&self.comparisons));
         }
         if !self.notes.is_empty() {
             md.push_str("\nNotes:\n");

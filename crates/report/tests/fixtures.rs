@@ -639,10 +639,81 @@ fn gated_runs_show_their_gates_at_three_moments() {
     assert!(!gates.contains("| original |"), "{gates}");
 }
 
+/// Every variant against the first (the fixture names no `compare`), in comparisons.csv,
+/// comparisons.md and table.md: a resolved difference with SciPy's Welch interval, an
+/// unresolved one with statsmodels' seeds per side, one seed on a side, none at all.
+/// Reference values (SciPy 1.17.1, statsmodels 0.15.0):
+///   stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95) and
+///   TTestIndPower().solve_power(effect_size=Δ / sqrt((s_a² + s_b²) / 2), alpha=0.05, power=0.8)
+/// conv1x1 − original: Δ 5.8, [5.355923151578692, 6.24407684842131];
+/// scaling-0.5-0.5 − original: Δ 0.2, [-0.512922133953469, 0.9129221339534693], n 43.17 → 44.
+#[test]
+fn comparisons_test_each_difference_against_seed_noise() {
+    let f = Fixture::new();
+    for (seed, e) in [6.5, 6.7, 6.6, 7.0, 6.2].into_iter().enumerate() {
+        f.finished("original", seed as u64, e, CPU, JPEG);
+    }
+    for (seed, e) in [6.4, 7.1, 6.9].into_iter().enumerate() {
+        f.finished("scaling-0.5-0.5", seed as u64, e, CPU, JPEG);
+    }
+    f.finished("scaling-0-1", 0, 30.0, CPU, JPEG);
+    for (seed, e) in [12.0, 12.2, 12.4, 12.6, 12.8].into_iter().enumerate() {
+        f.finished("conv1x1", seed as u64, e, CPU, JPEG);
+    }
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let dir = f.table_dir("shortcuts");
+    let rows = csv_rows(&dir.join("comparisons.csv"));
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (&r["a"][..], &r["b"][..])).collect();
+    assert_eq!(
+        names,
+        [
+            ("scaling-0.5-0.5", "original"),
+            ("scaling-0-1", "original"),
+            ("dropout-0.5", "original"),
+            ("gating-6", "original"),
+            ("conv1x1", "original"),
+        ]
+    );
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let unresolved = &rows[0];
+    assert!(near(num(unresolved, "delta"), 0.2));
+    assert!(near(num(unresolved, "ci_low"), -0.512922133953469));
+    assert!(near(num(unresolved, "ci_high"), 0.9129221339534693));
+    assert!(near(num(unresolved, "paper_delta"), 12.35 - 6.61));
+    assert_eq!(unresolved["excludes_zero"], "false");
+    assert_eq!(unresolved["seeds_per_side_to_resolve"], "44");
+    let resolved = &rows[4];
+    assert!(near(num(resolved, "ci_low"), 5.355923151578692));
+    assert!(near(num(resolved, "ci_high"), 6.24407684842131));
+    assert_eq!(resolved["excludes_zero"], "true");
+    assert_eq!(resolved["seeds_per_side_to_resolve"], "");
+    assert_eq!(resolved["paper_delta"], "");
+    // one seed: a difference, no interval
+    assert!(near(num(&rows[1], "delta"), 30.0 - 6.6));
+    assert_eq!((&rows[1]["ci_low"][..], &rows[1]["n_a"][..]), ("", "1"));
+
+    let md = fs::read_to_string(dir.join("comparisons.md")).unwrap();
+    for line in [
+        "| scaling-0.5-0.5 − original | 3, 5 | +0.20 | [-0.51, +0.91] | no | +5.74 | 44 |",
+        "| scaling-0-1 − original | 1, 5 | +23.40 | n = 1: no interval | – | – | – |",
+        "| dropout-0.5 − original | 0, 5 | – | dropout-0.5: no finished seed that did not \
+         diverge | – | – | – |",
+        "| conv1x1 − original | 5, 5 | +5.80 | [+5.36, +6.24] | yes | – | – |",
+        "Welch's t interval",
+    ] {
+        assert!(md.contains(line), "{line}\n{md}");
+    }
+    let table = fs::read_to_string(dir.join("table.md")).unwrap();
+    assert!(table.contains("\n## Comparisons\n"), "{table}");
+    assert!(table.contains("| conv1x1 − original | 5, 5 | +5.80 | [+5.36, +6.24] | yes |"));
+}
+
 /// The table of a training experiment, byte for byte as `report` wrote it before gradients
 /// experiments had their own table (tests/golden/, captured from the sweep fixture); since
 /// paper numbers may be mean ± std, `table.csv` ends in three more columns (`paper_std`,
-/// `paper_best`, `diff_of`), empty but for `diff_of = median` here.
+/// `paper_best`, `diff_of`), empty but for `diff_of = median` here; since experiments name
+/// comparisons, `table.md` ends in a Comparisons section (every variant against the first
+/// here).
 #[test]
 fn training_table_is_unchanged() {
     let f = sweep();

@@ -224,6 +224,9 @@ struct ExperimentFile {
     kind: ExperimentKind,
     title: String,
     source: String,
+    /// Pairs of variants whose difference the report tests, `[a, b]`: a − b.
+    #[serde(default)]
+    compare: Vec<Spanned<Vec<Spanned<String>>>>,
     model: Spanned<Table>,
     variants: Vec<VariantFile>,
     profiles: BTreeMap<Spanned<String>, Spanned<ProfileFile>>,
@@ -265,6 +268,9 @@ pub struct Experiment {
     pub source: String,
     pub variants: Vec<Variant>,
     pub profiles: BTreeMap<String, Profile>,
+    /// The comparisons the file names (`compare = [["a", "b"], ...]`: a − b), in file order;
+    /// empty when it names none (see [`Experiment::comparisons`]).
+    pub compare: Vec<(String, String)>,
     base_model: Table,
 }
 
@@ -486,6 +492,43 @@ impl Experiment {
             return Err(at(0, "no [profiles.*]".into()));
         }
 
+        let mut compare = Vec::new();
+        for pair in &file.compare {
+            let names = pair.get_ref();
+            let [a, b] = names.as_slice() else {
+                return Err(at(
+                    pair.span().start,
+                    format!(
+                        "compare: each comparison is two variant names, [\"a\", \"b\"] (a − b); \
+                         this one has {}",
+                        names.len()
+                    ),
+                ));
+            };
+            for name in [a, b] {
+                if !seen.contains(name.get_ref()) {
+                    return Err(at(
+                        name.span().start,
+                        format!("compare: no variant `{}` in this file", name.get_ref()),
+                    ));
+                }
+            }
+            if a.get_ref() == b.get_ref() {
+                return Err(at(
+                    pair.span().start,
+                    format!("compare: `{}` compared with itself", a.get_ref()),
+                ));
+            }
+            let names = (a.get_ref().clone(), b.get_ref().clone());
+            if compare.contains(&names) {
+                return Err(at(
+                    pair.span().start,
+                    format!("compare: [\"{}\", \"{}\"] listed twice", names.0, names.1),
+                ));
+            }
+            compare.push(names);
+        }
+
         let experiment = Self {
             name,
             kind: file.kind,
@@ -494,6 +537,7 @@ impl Experiment {
             source: file.source,
             variants,
             profiles,
+            compare,
             base_model: file.model.get_ref().clone(),
         };
         // Every network of every profile must be one the papers define.
@@ -558,6 +602,31 @@ impl Experiment {
                 self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })
+    }
+
+    /// The comparisons (a, b), a − b, of the variants `profile` trains: those of the file's
+    /// `compare` whose two variants it trains, or, when the file names none, every variant
+    /// against the profile's first.
+    pub fn comparisons(&self, profile: &Profile) -> Vec<(String, String)> {
+        let trained: Vec<&str> = self
+            .variants_of(profile)
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        if self.compare.is_empty() {
+            let Some((first, rest)) = trained.split_first() else {
+                return Vec::new();
+            };
+            return rest
+                .iter()
+                .map(|v| (v.to_string(), first.to_string()))
+                .collect();
+        }
+        self.compare
+            .iter()
+            .filter(|(a, b)| trained.contains(&a.as_str()) && trained.contains(&b.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The variants `profile` trains, in the order of the file.
@@ -745,6 +814,56 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             .unwrap_err()
             .to_string()
             .contains("original"));
+    }
+
+    /// Without `compare`, every variant of a profile against its first; with it, the pairs
+    /// named whose variants the profile trains, in file order; a bad pair is refused at its
+    /// line.
+    #[test]
+    fn comparisons_are_the_files_pairs_or_every_variant_against_the_first() {
+        let e = parse(GOOD).unwrap();
+        let paper = e.profile("paper").unwrap();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            e.comparisons(paper),
+            [pair("half", "original"), pair("bottleneck", "original")]
+        );
+        let with = GOOD.replace(
+            "source = \"nowhere\"\n",
+            "source = \"nowhere\"\ncompare = [[\"original\", \"half\"], [\"bottleneck\", \"half\"]]\n",
+        );
+        let e = parse(&with).unwrap();
+        assert_eq!(
+            e.comparisons(e.profile("paper").unwrap()),
+            [pair("original", "half"), pair("bottleneck", "half")]
+        );
+        // a profile that does not train `bottleneck` keeps only the other pair
+        let subset = with.replace(
+            "[profiles.smoke]\nseeds = [0]\n",
+            "[profiles.smoke]\nseeds = [0]\nvariants = [\"original\", \"half\"]\n",
+        );
+        let e = parse(&subset).unwrap();
+        assert_eq!(
+            e.comparisons(e.profile("smoke").unwrap()),
+            [pair("original", "half")]
+        );
+        for (pairs, words) in [
+            ("[[\"original\"]]", "two variant names"),
+            ("[[\"original\", \"nope\"]]", "no variant `nope`"),
+            ("[[\"half\", \"half\"]]", "`half` compared with itself"),
+            (
+                "[[\"half\", \"original\"], [\"half\", \"original\"]]",
+                "listed twice",
+            ),
+        ] {
+            let text = GOOD.replace(
+                "source = \"nowhere\"\n",
+                &format!("source = \"nowhere\"\ncompare = {pairs}\n"),
+            );
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.starts_with("experiments/t.toml:4: "), "{err}");
+            assert!(err.contains(words), "{err}");
+        }
     }
 
     /// Replaces `from` by `to` in the good file and returns the error.
