@@ -36,6 +36,10 @@ for figure in curves final; do
   done
 done
 grep -q "fingerprint" "$tmp/results/$exp/smoke/table.md" || fail "table.md does not name the data"
+# Records and rendered files are committed and compared across machines: none names a path
+# of this one (the checkout, where .libtorch lies, or the results folder).
+leaked=$(grep -rlF -e "$PWD" -e "$tmp" "$tmp/results" "$tmp/plots" || true)
+[ -z "$leaked" ] || fail "a machine's path in: $leaked"
 
 # A second sweep trains nothing: every run is finished.
 runner train "experiments/$exp.toml" --profile smoke --device cpu --quiet \

@@ -33,6 +33,34 @@ impl LibtorchInfo {
             .as_deref()
             .map(|v| v.split('+').next().unwrap_or(v))
     }
+
+    /// What a run's records say of it: the version and where it came from, without a path
+    /// (records are committed and compared across machines): `2.11.0+cu130 (.libtorch)`.
+    pub fn provenance(&self) -> String {
+        let from_env = std::env::var_os("LIBTORCH").map(PathBuf::from);
+        format!(
+            "{} ({})",
+            self.version.as_deref().unwrap_or("unknown version"),
+            source_of(&self.lib_dir, from_env.as_deref())
+        )
+    }
+}
+
+/// Where the libtorch in `lib_dir` came from, in words: the project's `.libtorch` (what
+/// `just setup` provisions), the user's `$LIBTORCH` (`libtorch_env`), an installed PyTorch,
+/// or another folder.
+fn source_of(lib_dir: &Path, libtorch_env: Option<&Path>) -> &'static str {
+    if libtorch_env.is_some_and(|root| lib_dir.starts_with(root)) {
+        return "$LIBTORCH";
+    }
+    let root = lib_dir.parent();
+    if root.is_some_and(|r| r.file_name().is_some_and(|n| n == ".libtorch")) {
+        return ".libtorch";
+    }
+    if root.is_some_and(|r| r.join("version.py").is_file() && r.join("__init__.py").is_file()) {
+        return "an installed PyTorch";
+    }
+    "a libtorch outside the project"
 }
 
 /// Finds the loaded libtorch and its version.
@@ -81,6 +109,30 @@ mod tests {
         let info = check().unwrap();
         assert_eq!(info.base_version(), Some(EXPECTED_VERSION), "{info:?}");
         assert!(info.lib_dir.join("libtorch_cpu.so").exists());
+    }
+
+    /// Records name the version and the kind of source, never a machine's path.
+    #[test]
+    fn provenance_names_the_source_without_a_path() {
+        let info = loaded().unwrap();
+        let text = info.provenance();
+        assert!(text.starts_with(EXPECTED_VERSION), "{text}");
+        assert!(!text.contains('/'), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let project = root.join("checkout/.libtorch");
+        assert_eq!(source_of(&project.join("lib"), None), ".libtorch");
+        // a user's LIBTORCH wins, wherever it is
+        assert_eq!(source_of(&project.join("lib"), Some(&project)), "$LIBTORCH");
+        let torch = root.join("site-packages/torch");
+        std::fs::create_dir_all(torch.join("lib")).unwrap();
+        std::fs::write(torch.join("version.py"), "__version__ = '2.11.0'\n").unwrap();
+        std::fs::write(torch.join("__init__.py"), "").unwrap();
+        assert_eq!(source_of(&torch.join("lib"), None), "an installed PyTorch");
+        assert_eq!(
+            source_of(&root.join("opt/libtorch/lib"), None),
+            "a libtorch outside the project"
+        );
     }
 
     #[test]

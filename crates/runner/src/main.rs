@@ -355,11 +355,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     };
     let provenance = train::Provenance {
         git_revision: train::git_revision(),
-        libtorch: format!(
-            "{} ({})",
-            torch.version.as_deref().unwrap_or("unknown"),
-            torch.lib_dir.display()
-        ),
+        libtorch: torch.provenance(),
         device: doctor::describe_device(resolved.device),
     };
     if experiment.kind == spec::ExperimentKind::Training {
