@@ -3,9 +3,10 @@
 //!   Mappings Fig. 4): thin = training error, bold = test error, error (%) against
 //!   iterations; one colour per variant, or, where the experiment has plain nets, two panels
 //!   as in He 2015 Fig. 6 (plain nets left, ResNets right, one colour per depth);
-//! - `final`: final test error per variant, mean ± std over seeds, each seed, and beside them
-//!   the paper's number (a `"fail"` on the fail threshold; a paper's mean ± std as a bar,
-//!   with its best run and the numbers written out), in the curves' colours;
+//! - `final`: final test error per variant, each seed and the mean with its 95% interval,
+//!   and beside them the paper's number (its `"fail"` marked at the top edge; a paper's mean
+//!   ± std as a bar, with its best run and the numbers written out), diverged seeds marked
+//!   with their iteration along the top, in the curves' colours, with a legend column;
 //! - `norms`: ‖∂E/∂x_l‖ against the residual unit l on a log axis (the `gradients` study),
 //!   one panel per depth, dashed at initialisation and solid after training.
 //!
@@ -20,7 +21,7 @@ use ab_glyph::FontRef;
 use anyhow::{anyhow, bail, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
-use plotters::element::DashedPathElement;
+use plotters::element::{DashedPathElement, ErrorBarOrientV};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, FontTransform};
@@ -608,7 +609,8 @@ pub struct FinalEntry {
     pub errors: Vec<f64>,
     pub summary: Option<Summary>,
     pub paper: Option<PaperNumber>,
-    pub diverged: usize,
+    /// The iteration at which each diverged seed's loss stopped being finite, ascending.
+    pub diverged_at: Vec<i64>,
 }
 
 /// `plots/<exp>/<profile>/final.{svg,png}`.
@@ -635,13 +637,19 @@ impl FinalFigure {
             .filter(|(_, v)| v.finished().next().is_some())
             .map(|(i, v)| {
                 let errors: Vec<f64> = v.runs.iter().filter_map(|r| r.final_test_error()).collect();
+                let mut diverged_at: Vec<i64> = v
+                    .finished()
+                    .filter(|r| r.diverged())
+                    .map(|r| r.diverged_at_iteration.unwrap_or(r.iterations))
+                    .collect();
+                diverged_at.sort_unstable();
                 FinalEntry {
                     name: v.name.clone(),
                     colour_index: colours.get(i).copied().unwrap_or(i),
                     summary: Summary::of(&errors),
                     errors,
                     paper: v.paper,
-                    diverged: v.finished().filter(|r| r.diverged()).count(),
+                    diverged_at,
                 }
             })
             .collect();
@@ -658,10 +666,16 @@ impl FinalFigure {
             .iter()
             .flat_map(|e| {
                 let paper = e.paper.map(paper_top);
-                e.errors.iter().copied().chain(paper.flatten())
+                let interval = e.summary.and_then(|s| s.mean_interval(MEAN_LEVEL));
+                e.errors
+                    .iter()
+                    .copied()
+                    .chain(paper.flatten())
+                    .chain(interval.map(|(_, high)| high))
             })
             .fold(self.fail_above, f64::max);
-        // room above the highest point for the legend box (upper left, a fifth of the height)
+        // room above the highest point for the marks along the top edge (the paper's "fail",
+        // diverged seeds and their iterations)
         top * 1.35
     }
 
@@ -676,9 +690,20 @@ impl FinalFigure {
     }
 }
 
+/// The confidence level of the final-error chart's bars.
+const MEAN_LEVEL: f64 = 0.95;
+/// Width of the final-error chart's legend column, right of the chart.
+const FINAL_LEGEND_WIDTH: u32 = 270;
+/// Dash and gap of our fail threshold's line, pixels (the chart and its legend).
+const THRESHOLD_DASH: (u32, u32) = (8, 6);
+
+fn threshold_style() -> ShapeStyle {
+    RED.mix(0.6).stroke_width(1)
+}
+
 impl Figure for FinalFigure {
     fn size(&self) -> (u32, u32) {
-        let width = (self.entries.len() as u32 * 80 + 300)
+        let width = (self.entries.len() as u32 * 80 + 300 + FINAL_LEGEND_WIDTH)
             .max(900)
             .max(title_width(&self.caption.title) + 40);
         (width, 600 + self.label_room())
@@ -695,18 +720,20 @@ impl Figure for FinalFigure {
         // and nothing claims a mean; otherwise hollow circles are seeds, filled ones means.
         let means = max_seeds >= 2;
         let what = if means {
-            format!("mean ± std over seeds (up to {max_seeds})")
+            format!("each seed, and the mean with its 95% interval (up to {max_seeds} seeds)")
         } else {
             "one seed each".to_string()
         };
         let subtitle = format!(
-            "{} · profile {} · final test error, {what} · ▲ paper · dashed: fail above {}%",
-            self.caption.data, self.caption.profile, self.fail_above
+            "{} · profile {} · final test error, {what}",
+            self.caption.data, self.caption.profile
         );
         let body = titled(root, &self.caption, &subtitle)?;
+        let (width, _) = body.dim_in_pixel();
+        let (plot, legend) = body.split_horizontally(width.saturating_sub(FINAL_LEGEND_WIDTH));
         let n = self.entries.len();
         let y_max = self.y_max();
-        let mut chart = ChartBuilder::on(&body)
+        let mut chart = ChartBuilder::on(&plot)
             .margin(20)
             .x_label_area_size(self.label_room())
             .y_label_area_size(60)
@@ -728,61 +755,51 @@ impl Figure for FinalFigure {
             .draw()
             .map_err(plot_err)?;
 
-        let threshold = self.fail_above;
+        let (dash, gap) = THRESHOLD_DASH;
         chart
             .draw_series(DashedLineSeries::new(
                 [
-                    (SegmentValue::Exact(0), threshold),
-                    (SegmentValue::Last, threshold),
+                    (SegmentValue::Exact(0), self.fail_above),
+                    (SegmentValue::Last, self.fail_above),
                 ],
-                8,
-                6,
-                RED.mix(0.6).stroke_width(1),
+                dash,
+                gap,
+                threshold_style(),
             ))
-            .map_err(plot_err)?
-            .label(format!("fail above {threshold}%"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], RED.mix(0.6)));
+            .map_err(plot_err)?;
 
-        let note_style = (FONT, 13).into_font().color(&BLACK);
         for (i, entry) in self.entries.iter().enumerate() {
             let c = colour(entry.colour_index);
             let x = SegmentValue::CenterOf(i);
             let seed_style = seed_marker(means, c);
-            chart
-                .draw_series(
-                    entry
-                        .errors
-                        .iter()
-                        .map(|&e| Circle::new((x.clone(), e), seed_style.0, seed_style.1)),
-                )
-                .map_err(plot_err)?;
-            if let Some(s) = entry.summary.filter(|_| entry.errors.len() >= 2) {
-                let std = s.std.unwrap_or(0.0);
-                chart
-                    .draw_series([ErrorBar::new_vertical(
-                        x.clone(),
-                        s.mean - std,
-                        s.mean,
-                        s.mean + std,
-                        c.filled().stroke_width(2),
-                        2 * MEAN_RADIUS,
-                    )])
+            let interval = entry
+                .summary
+                .and_then(|s| Some((s, s.mean_interval(MEAN_LEVEL)?)));
+            let px = |error: f64| chart.backend_coord(&(x.clone(), error));
+            if let Some((s, (low, high))) = interval {
+                let (cx, mean) = px(s.mean);
+                root.draw(&mean_bar(cx, (px(low).1, mean, px(high).1), c))
                     .map_err(plot_err)?;
             }
+            // beside a mean's bar, the seeds left of it, so that it hides none
+            let shift = if interval.is_some() { SEED_OFFSET } else { 0 };
+            for &e in &entry.errors {
+                let (sx, sy) = px(e);
+                root.draw(&Circle::new((sx - shift, sy), seed_style.0, seed_style.1))
+                    .map_err(plot_err)?;
+            }
+            // the top edge of the chart in this column
+            let (cx, top) = chart.backend_coord(&(x.clone(), y_max));
             if let Some(paper) = entry.paper {
                 // beside ours, so that neither hides the other
                 let at = |error: f64| {
                     let (px, py) = chart.backend_coord(&(x.clone(), error));
                     (px + PAPER_OFFSET, py)
                 };
-                draw_paper(root, paper, (threshold, y_max), at)?;
+                draw_paper(root, paper, y_max, at)?;
             }
-            if entry.diverged > 0 {
-                let text = format!("{} diverged", entry.diverged);
-                chart
-                    .draw_series([EmptyElement::at((x.clone(), 0.0))
-                        + Text::new(text, (10, -16), note_style.clone())])
-                    .map_err(plot_err)?;
+            if !entry.diverged_at.is_empty() {
+                draw_diverged(root, (cx, top), c, &entry.diverged_at)?;
             }
         }
 
@@ -797,50 +814,184 @@ impl Figure for FinalFigure {
             root.draw_text(&entry.name, &name_style, (px, py + 10))
                 .map_err(plot_err)?;
         }
+        self.draw_legend(&legend, means)
+    }
+}
 
-        // Legend entries for the marker kinds (grey stands for any variant's colour).
+impl FinalFigure {
+    /// The legend column: every kind of mark the chart draws, drawn by the same code (grey
+    /// stands for any variant's colour).
+    fn draw_legend<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        means: bool,
+    ) -> Result<()> {
+        let text = (FONT, 14).into_font().color(&BLACK);
+        let note = (FONT, 12).into_font().color(&GREY);
+        let mark_x = 22;
+        let mut y = 70;
+        let mut entry =
+            |label: &str, detail: Option<&str>, draw: &dyn Fn((i32, i32)) -> Result<()>| {
+                draw((mark_x, y))?;
+                area.draw_text(
+                    label,
+                    &text.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+                    (48, y),
+                )
+                .map_err(plot_err)?;
+                if let Some(detail) = detail {
+                    area.draw_text(detail, &note, (48, y + 10))
+                        .map_err(plot_err)?;
+                    y += 14;
+                }
+                y += 30;
+                Ok::<(), anyhow::Error>(())
+            };
+        let seed = seed_marker(means, GREY);
+        entry("one seed", None, &|at| {
+            area.draw(&Circle::new(at, seed.0, seed.1))
+                .map_err(plot_err)
+        })?;
         if means {
-            chart
-                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-                .map_err(plot_err)?
-                .label("mean ± std")
-                .legend(|(x, y)| Circle::new((x + 12, y), MEAN_RADIUS, GREY.filled()));
+            entry(
+                "mean, 95% interval",
+                Some("Student's t, n ≥ 2 seeds"),
+                &|(x, y)| {
+                    area.draw(&mean_bar(x, (y + 12, y, y - 12), GREY))
+                        .map_err(plot_err)
+                },
+            )?;
         }
-        let seed_legend = seed_marker(means, GREY);
-        chart
-            .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-            .map_err(plot_err)?
-            .label("one seed")
-            .legend(move |(x, y)| Circle::new((x + 12, y), seed_legend.0, seed_legend.1));
-        chart
-            .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-            .map_err(plot_err)?
-            .label("paper")
-            .legend(|(x, y)| TriangleMarker::new((x + 12, y), 8, BLACK.filled()));
-        let runs = || self.entries.iter().filter_map(|e| e.paper?.runs());
-        if runs().next().is_some() {
-            chart
-                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-                .map_err(plot_err)?
-                .label("paper: mean ± std of its runs")
-                .legend(|(x, y)| {
-                    EmptyElement::at((x + 12, y))
-                        + PathElement::new(vec![(0, -7), (0, 7)], BLACK.stroke_width(2))
-                        + PathElement::new(vec![(-6, -7), (6, -7)], BLACK.stroke_width(2))
-                        + PathElement::new(vec![(-6, 7), (6, 7)], BLACK.stroke_width(2))
-                        + TriangleMarker::new((0, 0), 5, BLACK.filled())
-                });
+        let (dash, gap) = THRESHOLD_DASH;
+        let threshold = format!("ours: fail above {}%", self.fail_above);
+        entry(&threshold, None, &|(x, y)| {
+            area.draw(&DashedPathElement::new(
+                vec![(x - 16, y), (x + 16, y)],
+                dash,
+                gap,
+                threshold_style(),
+            ))
+            .map_err(plot_err)
+        })?;
+        if self.entries.iter().any(|e| !e.diverged_at.is_empty()) {
+            entry(
+                "a seed that diverged",
+                Some("along the top, with its iteration"),
+                &|at| draw_cross(area, at, GREY),
+            )?;
         }
-        if runs().any(|r| r.best.is_some()) {
-            chart
-                .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())
-                .map_err(plot_err)?
-                .label("paper: its best run")
-                .legend(|(x, y)| open_triangle((x + 12, y + 1), 6));
+        let papers: Vec<PaperNumber> = self.entries.iter().filter_map(|e| e.paper).collect();
+        if papers.iter().any(|p| p.error().is_some()) {
+            entry("paper", None, &|at| {
+                area.draw(&TriangleMarker::new(at, 8, BLACK.filled()))
+                    .map_err(plot_err)
+            })?;
         }
-        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        if papers.iter().any(PaperNumber::is_fail) {
+            entry(
+                "paper: fail",
+                Some("above 20% after full training; at the top"),
+                &|at| draw_paper_fail(area, at),
+            )?;
+        }
+        if papers.iter().any(|p| p.runs().is_some()) {
+            entry("paper: mean ± std of its runs", None, &|(x, y)| {
+                for path in [
+                    vec![(x, y - 7), (x, y + 7)],
+                    vec![(x - 6, y - 7), (x + 6, y - 7)],
+                    vec![(x - 6, y + 7), (x + 6, y + 7)],
+                ] {
+                    area.draw(&PathElement::new(path, BLACK.stroke_width(2)))
+                        .map_err(plot_err)?;
+                }
+                area.draw(&TriangleMarker::new((x, y), 5, BLACK.filled()))
+                    .map_err(plot_err)
+            })?;
+        }
+        if papers
+            .iter()
+            .any(|p| p.runs().is_some_and(|r| r.best.is_some()))
+        {
+            entry("paper: its best run", None, &|(x, y)| {
+                area.draw(&open_triangle((x, y + 1), 6)).map_err(plot_err)
+            })?;
+        }
         Ok(())
     }
+}
+
+/// A mean (filled circle at `mean`) with its interval from `low` to `high` (pixels), in
+/// `colour`.
+fn mean_bar(
+    x: i32,
+    (low, mean, high): (i32, i32, i32),
+    colour: RGBColor,
+) -> ErrorBar<i32, i32, ErrorBarOrientV<i32, i32>> {
+    ErrorBar::new_vertical(
+        x,
+        low,
+        mean,
+        high,
+        colour.filled().stroke_width(2),
+        2 * MEAN_RADIUS,
+    )
+}
+
+/// An ✕ of diverged seeds centred at `at`, in `colour`.
+fn draw_cross<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    colour: RGBColor,
+) -> Result<()> {
+    let r = 6;
+    for path in [
+        vec![(x - r, y - r), (x + r, y + r)],
+        vec![(x - r, y + r), (x + r, y - r)],
+    ] {
+        area.draw(&PathElement::new(path, colour.stroke_width(3)))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// A variant's diverged seeds, in its column along the top edge (`top`: that point): an ✕
+/// and, reading downward, where they diverged ("diverged at it. 838").
+fn draw_diverged<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, top): (i32, i32),
+    colour: RGBColor,
+    at: &[i64],
+) -> Result<()> {
+    draw_cross(root, (x, top + 10), colour)?;
+    let iterations: Vec<String> = at.iter().map(i64::to_string).collect();
+    let text = if at.len() == 1 {
+        format!("diverged at it. {}", iterations[0])
+    } else {
+        format!("{} diverged, at it. {}", at.len(), iterations.join(", "))
+    };
+    let style = (FONT, 12)
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    root.draw_text(&text, &style, (x, top + 22))
+        .map_err(plot_err)
+}
+
+/// The paper's "fail" (a test error above 20% after full training, a number it does not
+/// give): a triangle with "fail" under it, at `at` (the top edge of the chart, never on our
+/// own threshold).
+fn draw_paper_fail<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+) -> Result<()> {
+    area.draw(&TriangleMarker::new((x, y), 8, BLACK.filled()))
+        .map_err(plot_err)?;
+    let style = (FONT, 12)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    area.draw_text("fail", &style, (x, y + 8)).map_err(plot_err)
 }
 
 /// Radius of the filled marker on the final-error chart: a mean, or the one error of each
@@ -859,6 +1010,9 @@ fn seed_marker(means: bool, colour: RGBColor) -> (u32, ShapeStyle) {
     }
 }
 
+/// Pixels left of a mean's bar where its seeds are drawn.
+const SEED_OFFSET: i32 = 14;
+
 /// Pixels right of a variant's own markers where the paper's are drawn.
 const PAPER_OFFSET: i32 = 18;
 
@@ -872,13 +1026,13 @@ fn paper_top(paper: PaperNumber) -> Option<f64> {
 }
 
 /// The paper's number of one variant in black, at the pixels `at` gives for an error: a
-/// triangle at its test error; for `"fail"`, on the fail threshold, labelled; for mean ± std,
-/// a bar from mean − std to mean + std with a small triangle at the mean, an open triangle
-/// at the best run beside it, and the numbers (`y_max`: the top of the axis).
+/// triangle at its test error; for `"fail"`, a labelled triangle at the top edge (`y_max`:
+/// the top of the axis); for mean ± std, a bar from mean − std to mean + std with a small
+/// triangle at the mean, an open triangle at the best run beside it, and the numbers.
 fn draw_paper<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     paper: PaperNumber,
-    (threshold, y_max): (f64, f64),
+    y_max: f64,
     at: impl Fn(f64) -> (i32, i32),
 ) -> Result<()> {
     match paper {
@@ -886,15 +1040,8 @@ fn draw_paper<DB: DrawingBackend>(
             .draw(&TriangleMarker::new(at(e), 8, BLACK.filled()))
             .map_err(plot_err),
         PaperNumber::Fail(_) => {
-            let style = (FONT, 13)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Bottom));
-            let (px, py) = at(threshold);
-            root.draw(&TriangleMarker::new((px, py), 8, BLACK.filled()))
-                .map_err(plot_err)?;
-            root.draw_text("paper: fail", &style, (px, py - 12))
-                .map_err(plot_err)
+            let (px, top) = at(y_max);
+            draw_paper_fail(root, (px, top + 10))
         }
         PaperNumber::Runs(runs) => {
             let (px, low) = at(runs.mean - runs.std);

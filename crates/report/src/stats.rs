@@ -46,6 +46,17 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The `level` (e.g. 0.95) confidence interval of the mean: Student's t with n − 1
+    /// degrees of freedom; `None` for a single value.
+    pub fn mean_interval(&self, level: f64) -> Option<(f64, f64)> {
+        let std = self.std?;
+        let t = StudentsT::new(0.0, 1.0, (self.n - 1) as f64).ok()?;
+        let half = t.inverse_cdf(0.5 + level / 2.0) * std / (self.n as f64).sqrt();
+        Some((self.mean - half, self.mean + half))
+    }
+}
+
 /// Welch's t for the difference of two means, a − b, with Welch–Satterthwaite degrees of
 /// freedom (no equal-variance assumption: SciPy's `ttest_ind(equal_var=False)`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,6 +226,22 @@ mod tests {
             }
             assert!(w.excludes_zero());
         }
+    }
+
+    /// SciPy: stats.t.interval(0.95, df=n - 1, loc=mean(a), scale=stats.sem(a)).
+    #[test]
+    fn mean_interval_matches_scipy() {
+        for (values, (low, high)) in [
+            (
+                [6.5, 6.7, 6.6, 7.0, 6.2].as_slice(),
+                (6.237995847845628, 6.962004152154371),
+            ),
+            (&[27.20, 25.95], (18.633622039890817, 34.51637796010918)),
+        ] {
+            let (l, h) = Summary::of(values).unwrap().mean_interval(0.95).unwrap();
+            assert!((l - low).abs() < 1e-9 && (h - high).abs() < 1e-9, "{l} {h}");
+        }
+        assert_eq!(Summary::of(&[7.0]).unwrap().mean_interval(0.95), None);
     }
 
     #[test]

@@ -401,6 +401,8 @@ fn a_paper_mean_is_compared_with_our_mean_and_drawn_with_its_spread() {
     let plots = paths.plots.join("depth/cpu");
     let png = decode(&plots.join("final.png"));
     let (width, height) = png.dimensions();
+    // the chart, left of the legend column
+    let width = width - FINAL_LEGEND;
     let orange_columns: Vec<u32> = (0..width)
         .filter(|&x| {
             (64..height - 100).any(|y| {
@@ -478,6 +480,9 @@ fn a_run_with_one_epoch_so_far_is_drawn_as_a_dot() {
     assert!(orange > 30, "{orange} orange pixels where the epoch is");
 }
 
+/// Width of the final-error figure's legend column, right of its chart.
+const FINAL_LEGEND: u32 = 270;
+
 /// Pixels of `rgb` (within 10) in the columns `columns` of the plot area.
 fn colour_pixels(png: &image::RgbImage, columns: Range<u32>, rgb: [u8; 3]) -> usize {
     count_near_in(png, columns, 64..png.height() - 100, rgb, 10)
@@ -494,14 +499,16 @@ fn keep_seed_0(paths: &report::Paths, variant: &str) {
 #[test]
 fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
     // Beside means over three seeds, resnet-20's single seed is a hollow circle, and
-    // plain-20's mean (same colour) the filled marker. The figure is 4 variants × 80 + 300
-    // px wide, at least 900: plain-20 sits in the first quarter, resnet-20 in the third.
+    // plain-20's mean (same colour) the filled marker. The chart is 4 variants × 80 + 300
+    // px wide, at least 900 less the legend: plain-20 sits in its first quarter, resnet-20
+    // in its third.
     let (_dir, paths) = depth_sweep();
     keep_seed_0(&paths, "resnet-20");
     render("depth", "cpu", &paths).unwrap();
     let plots = paths.plots.join("depth/cpu");
     let png = decode(&plots.join("final.png"));
-    let w = png.width();
+    // the chart, left of the legend column
+    let w = png.width() - FINAL_LEGEND;
     let mean = colour_pixels(&png, 0..w / 3, BLUE);
     let single = colour_pixels(&png, w / 2..3 * w / 4, BLUE);
     assert!(mean > 120, "plain-20's mean marker has {mean} blue pixels");
@@ -510,9 +517,9 @@ fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
         "resnet-20's one seed has {single} blue pixels: a hollow circle has a few"
     );
     let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
-    assert!(svg.contains("mean ± std over seeds (up to 3)"));
-    // plotters writes a legend label as its own line inside <text>.
-    let mean_legend = ">\nmean ± std\n<";
+    assert!(svg.contains("the mean with its 95% interval (up to 3 seeds)"));
+    // plotters writes a text as its own line inside <text>.
+    let mean_legend = ">\nmean, 95% interval\n<";
     assert!(
         svg.contains(mean_legend),
         "the legend lacks the mean marker"
@@ -532,7 +539,7 @@ fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
     let svg = fs::read_to_string(plots.join("final.svg")).unwrap();
     assert!(svg.contains("one seed each"));
     assert!(
-        !svg.contains("over seeds"),
+        !svg.contains("95% interval (up to"),
         "a chart of single seeds claims a mean"
     );
     assert!(

@@ -464,8 +464,51 @@ fn figures_exist_decode_and_show_the_variants() {
         "the legend's last entry is at ({x}, {y})"
     );
     let final_svg = fs::read_to_string(dir.join("final.svg")).unwrap();
-    assert!(final_svg.contains("paper: fail"));
-    assert!(final_svg.contains("2 diverged"));
+    // the diverged seeds of dropout-0.5 are marked in its column, with their iterations
+    assert!(
+        final_svg.contains("2 diverged, at it. 450, 450"),
+        "no diverged mark"
+    );
+    // our threshold (20% here), a dashed red line: (y, x from, x to) of each dash
+    let dashes: Vec<(f64, f64, f64)> = final_svg
+        .lines()
+        .filter(|l| l.contains(r##"stroke="#FF0000""##))
+        .map(|l| {
+            let points = &l[l.find("points=\"").unwrap() + 8..];
+            let xy: Vec<f64> = points[..points.find('"').unwrap()]
+                .split([',', ' '])
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (xy[1], xy[0], xy[2])
+        })
+        .collect();
+    let legend_x = 970.0 - 270.0;
+    let (chart, legend): (Vec<(f64, f64, f64)>, Vec<_>) =
+        dashes.into_iter().partition(|d| d.1 < legend_x);
+    assert!(chart.len() > 10, "{chart:?}");
+    // the legend draws the threshold as the chart does: dashed, 8-pixel dashes, 6-pixel gaps
+    assert!(
+        legend.len() >= 2,
+        "the legend's threshold is not dashed: {legend:?}"
+    );
+    for set in [&chart, &legend] {
+        for pair in set.windows(2) {
+            assert!(
+                pair[0].2 - pair[0].1 <= 8.0 && pair[1].1 - pair[0].2 == 6.0,
+                "{pair:?}"
+            );
+        }
+    }
+    // the paper's "fail" (above 20% after full training) is at the top edge, far above our
+    // 20% line, not on it
+    let threshold_y = chart[0].0;
+    let (_, fail_y) = text_position(&final_svg, "fail");
+    assert!(
+        fail_y < threshold_y - 100.0,
+        "fail at {fail_y}, threshold at {threshold_y}"
+    );
+    assert!(final_svg.contains("above 20% after full training"));
 
     let curves = decode(&dir.join("curves.png"));
     assert_eq!(curves.dimensions(), (1100, 700));
@@ -474,10 +517,10 @@ fn figures_exist_decode_and_show_the_variants() {
     // The title band holds dark text pixels (the embedded font rendered).
     assert!(count_near(&curves, 0..64, [0, 0, 0], 60) > 500);
 
-    // Width: max(900, 5 × 80 + 300); height: 600 + room for the longest rotated label,
-    // "scaling-0.5-0.5", 15 × 7 + 25 = 130.
+    // Width: max(900, 5 × 80 + 300 + a 270-pixel legend column); height: 600 + room for
+    // the longest rotated label, "scaling-0.5-0.5", 15 × 7 + 25 = 130.
     let finals = decode(&dir.join("final.png"));
-    assert_eq!(finals.dimensions(), (900, 730));
+    assert_eq!(finals.dimensions(), (970, 730));
     let distinct: std::collections::HashSet<_> = finals.pixels().map(|p| p.0).collect();
     assert!(distinct.len() > 20, "{} colours only", distinct.len());
     // The paper's triangles are black.
