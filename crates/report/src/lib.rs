@@ -180,6 +180,7 @@ fn render_training(
         &results,
         &nets,
         table.fail_above,
+        &profile_spec.protocol.lr_drops,
     )?);
     Ok(Written {
         table: Tables::Training(table),

@@ -236,6 +236,9 @@ pub struct CurveSeries {
     pub train: Vec<(f64, f64)>,
     /// (iterations in thousands, test error %), evaluated epochs only.
     pub test: Vec<(f64, f64)>,
+    /// (iterations in thousands, lowest, highest test error %) over the seeds, where two or
+    /// more logged one.
+    pub test_band: Vec<(f64, f64, f64)>,
 }
 
 impl CurveSeries {
@@ -243,6 +246,7 @@ impl CurveSeries {
     pub fn of(runs: &VariantRuns, colour_index: usize) -> Option<Self> {
         let mut train: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
         let mut test: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+        let mut band: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
         let mut seeds = 0;
         for run in runs.runs.iter().filter(|r| !r.epochs.is_empty()) {
             seeds += 1;
@@ -256,6 +260,8 @@ impl CurveSeries {
                     let t = test.entry(row.iteration).or_default();
                     t.0 += e;
                     t.1 += 1;
+                    let b = band.entry(row.iteration).or_insert((e, e));
+                    *b = (b.0.min(e), b.1.max(e));
                 }
             }
         }
@@ -264,12 +270,18 @@ impl CurveSeries {
                 .map(|(it, (sum, n))| (it as f64 / 1000.0, sum / n as f64))
                 .collect()
         };
+        let test_band = band
+            .into_iter()
+            .filter(|(it, _)| test.get(it).is_some_and(|t| t.1 >= 2))
+            .map(|(it, (low, high))| (it as f64 / 1000.0, low, high))
+            .collect();
         let series = Self {
             name: runs.name.clone(),
             colour_index,
             seeds,
             train: mean(train),
             test: mean(test),
+            test_band,
         };
         (!series.train.is_empty() || !series.test.is_empty()).then_some(series)
     }
@@ -334,6 +346,8 @@ pub struct CurvePanel {
 pub struct CurvesFigure {
     pub caption: Caption,
     pub panels: Vec<CurvePanel>,
+    /// The iterations at which the profile's learning rate drops.
+    pub lr_drops: Vec<i64>,
 }
 
 /// Width of one panel of the plain-vs-ResNet figure, pixels.
@@ -343,7 +357,13 @@ impl CurvesFigure {
     /// The variants with at least one logged epoch, in file order. `nets` (one per variant
     /// of `results`, in its order) decides the layout: with any plain net among them, two
     /// panels; without, one.
-    pub fn new(caption: Caption, results: &ProfileResults, nets: &[VariantNet]) -> Self {
+    pub fn new(
+        caption: Caption,
+        results: &ProfileResults,
+        nets: &[VariantNet],
+        lr_drops: &[i64],
+    ) -> Self {
+        let lr_drops = lr_drops.to_vec();
         let plain = |i: usize| nets.get(i).is_some_and(|n| n.plain);
         if !has_plain(nets) {
             let series = results
@@ -356,7 +376,11 @@ impl CurvesFigure {
                 title: None,
                 series,
             }];
-            return Self { caption, panels };
+            return Self {
+                caption,
+                panels,
+                lr_drops,
+            };
         }
         let colours = variant_colours(nets);
         let panel = |title: &str, want_plain: bool| CurvePanel {
@@ -370,7 +394,11 @@ impl CurvesFigure {
                 .collect(),
         };
         let panels = vec![panel("plain networks", true), panel("ResNets", false)];
-        Self { caption, panels }
+        Self {
+            caption,
+            panels,
+            lr_drops,
+        }
     }
 
     fn series(&self) -> impl Iterator<Item = &CurveSeries> {
@@ -459,6 +487,42 @@ impl CurvesFigure {
                 )])
                 .map_err(plot_err)?;
         }
+        let (dash, gap) = LR_DROP_DASH;
+        for &drop in &self.lr_drops {
+            let k = drop as f64 / 1000.0;
+            if k < x_max {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(k, 0.0), (k, y_max)],
+                        dash,
+                        gap,
+                        lr_drop_style(),
+                    ))
+                    .map_err(plot_err)?;
+            }
+        }
+        // the spread over seeds under the curves
+        for series in &panel.series {
+            if series.test_band.len() < 2 {
+                continue;
+            }
+            let c = colour(series.colour_index);
+            let upper = series
+                .test_band
+                .iter()
+                .map(|&(k, _, high)| (k, high.min(y_max)));
+            let lower = series
+                .test_band
+                .iter()
+                .rev()
+                .map(|&(k, low, _)| (k, low.min(y_max)));
+            chart
+                .draw_series([Polygon::new(
+                    upper.chain(lower).collect::<Vec<_>>(),
+                    band_style(c),
+                )])
+                .map_err(plot_err)?;
+        }
         for series in &panel.series {
             let c = colour(series.colour_index);
             for piece in clip_above(&series.train, y_max) {
@@ -510,6 +574,27 @@ impl CurvesFigure {
                     PathElement::new(vec![(x, y), (x + 24, y)], GREY.stroke_width(width))
                 });
         }
+        if panel.series.iter().any(|s| s.test_band.len() >= 2) {
+            chart
+                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(plot_err)?
+                .label("test error, lowest to highest seed")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(GREY)));
+        }
+        if self.lr_drops.iter().any(|&d| (d as f64 / 1000.0) < x_max) {
+            chart
+                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(plot_err)?
+                .label("learning rate divided")
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(
+                        vec![(x + 12, y - 8), (x + 12, y + 8)],
+                        dash,
+                        gap,
+                        lr_drop_style(),
+                    )
+                });
+        }
         // One panel of many variants (shortcuts, activations): their legend is tall, and in
         // the upper right it would cover the ends of the worst curves. Error falls as training
         // goes on, so the lower left (early and low) is where no curve goes. Plain nets beside
@@ -521,6 +606,18 @@ impl CurvesFigure {
         };
         draw_legend(&mut chart, corner)
     }
+}
+
+/// Dash and gap of the lines at the learning-rate drops, pixels (chart and legend).
+const LR_DROP_DASH: (u32, u32) = (4, 4);
+
+fn lr_drop_style() -> ShapeStyle {
+    GREY.mix(0.7).stroke_width(1)
+}
+
+/// The fill of a curve's spread over seeds, in its colour.
+fn band_style(c: RGBColor) -> ShapeStyle {
+    c.mix(0.18).filled()
 }
 
 /// True when the variants include a plain net: He 2015 Fig. 6's comparison.
@@ -1499,9 +1596,10 @@ pub fn write_training_figures(
     results: &ProfileResults,
     nets: &[VariantNet],
     fail_above: f64,
+    lr_drops: &[i64],
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let curves = CurvesFigure::new(caption.clone(), results, nets);
+    let curves = CurvesFigure::new(caption.clone(), results, nets, lr_drops);
     if !curves.is_empty() {
         written.extend(write_figure(&curves, dir, "curves")?);
     }

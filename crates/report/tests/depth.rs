@@ -547,3 +547,54 @@ fn a_variant_with_one_seed_is_not_drawn_as_a_mean() {
         "the legend lists a mean marker that is not drawn"
     );
 }
+
+/// The curves show the spread over seeds (a shaded band from the lowest to the highest
+/// seed's test error, for a variant with two seeds or more) and the learning-rate drop (a
+/// dashed vertical line in each panel, at 0.5k iterations here), both in the legend.
+#[test]
+fn curves_shade_the_seed_spread_and_mark_the_lr_drops() {
+    let (_dir, paths) = depth_sweep();
+    keep_seed_0(&paths, "resnet-20");
+    render("depth", "cpu", &paths).unwrap();
+    let svg = fs::read_to_string(paths.plots.join("depth/cpu/curves.svg")).unwrap();
+    let bands: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.starts_with("<polygon") && l.contains(r#"opacity="0.18""#))
+        .collect();
+    // plain-20, plain-56 and resnet-56 have three seeds; resnet-20 has one: no band
+    assert_eq!(bands.len(), 3, "{bands:?}");
+    // one colour per depth: blue for plain-20 only, orange for plain-56 and resnet-56
+    let blue = bands
+        .iter()
+        .filter(|b| b.contains(r##"fill="#1F77B4""##))
+        .count();
+    assert_eq!(blue, 1, "{bands:?}");
+    assert!(svg.contains("test error, lowest to highest seed"));
+    // vertical grey dashes: x → how many
+    let mut dashes: BTreeMap<i64, usize> = BTreeMap::new();
+    for line in svg.lines().filter(|l| {
+        l.starts_with("<polyline")
+            && l.contains(r##"stroke="#5A5A5A""##)
+            && l.contains(r#"opacity="0.7""#)
+    }) {
+        let points = &line[line.find("points=\"").unwrap() + 8..];
+        let xy: Vec<i64> = points[..points.find('"').unwrap()]
+            .split([',', ' '])
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().unwrap())
+            .collect();
+        if xy[0] == xy[2] {
+            *dashes.entry(xy[0]).or_default() += 1;
+        }
+    }
+    let lines: Vec<i64> = dashes
+        .iter()
+        .filter(|(_, &n)| n >= 20)
+        .map(|(&x, _)| x)
+        .collect();
+    assert_eq!(lines.len(), 2, "{dashes:?}");
+    // one in each 700-pixel panel, at the same place within it
+    assert!(lines[0] < 700 && lines[1] >= 700);
+    assert_eq!(lines[1] - lines[0], 700);
+    assert!(svg.contains("learning rate divided"));
+}
