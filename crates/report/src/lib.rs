@@ -158,10 +158,9 @@ fn render_training(
     files.extend(write_comparisons(results_dir, &table)?);
     create_dir(plots_dir)?;
     let caption = Caption {
-        title: spec.title.clone(),
+        title: figure_title(spec, variants, &table.provenance.trained_depths()),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
-        note: depth_note(spec, profile, &table.provenance.trained_depths()),
     };
     let profile_spec = spec.profile(profile)?;
     let nets = variants
@@ -169,6 +168,7 @@ fn render_training(
         .map(|v| {
             let net = spec.net_config(v, profile_spec)?;
             Ok(plots::VariantNet {
+                label: display_name(&v.name, spec.declared_depth(v), net.depth),
                 plain: net.shortcut == ShortcutKind::Plain,
                 depth: net.depth,
             })
@@ -188,19 +188,41 @@ fn render_training(
     })
 }
 
-/// Where the profile trained other depths than the experiment file names (a `smoke`
-/// profile's 8-layer nets under a ResNet-110 title), a line under the figures' title saying
-/// what it trained.
-fn depth_note(spec: &Experiment, profile: &str, trained: &[usize]) -> Option<String> {
-    if trained.is_empty() || spec.declared_depths().as_deref() == Some(trained) {
-        return None;
+/// `depth 32`, `depths 20, 56`.
+fn depths_text(depths: &[usize]) -> String {
+    let listed: Vec<String> = depths.iter().map(usize::to_string).collect();
+    let s = if depths.len() == 1 { "" } else { "s" };
+    format!("depth{s} {}", listed.join(", "))
+}
+
+/// A figure's title: the experiment's, with the depths the papers trained `variants` at
+/// and, where the profile trained others (`trained`, from the runs' records), the depths
+/// trained here, so that a reduced profile's figure never reads as the paper's networks.
+fn figure_title(spec: &Experiment, variants: &[&Variant], trained: &[usize]) -> String {
+    let title = &spec.title;
+    match (spec.declared_depths(variants), trained) {
+        (Some(paper), []) => format!("{title} (paper: {})", depths_text(&paper)),
+        (Some(paper), trained) if paper == trained => format!("{title} ({})", depths_text(trained)),
+        (Some(paper), trained) => format!(
+            "{title} (paper: {}; trained here: {})",
+            depths_text(&paper),
+            depths_text(trained)
+        ),
+        (None, []) => title.clone(),
+        (None, trained) => format!("{title} (trained here: {})", depths_text(trained)),
     }
-    let listed: Vec<String> = trained.iter().map(usize::to_string).collect();
-    let s = if trained.len() == 1 { "" } else { "s" };
-    Some(format!(
-        "trained here at depth{s} {} (profile {profile}), not the depths of the title",
-        listed.join(", ")
-    ))
+}
+
+/// A variant's name in the figures: `110-a-original` trained at depth 32 is `a-original`
+/// (its depth prefix would name a network that was not trained); other names as they are.
+fn display_name(name: &str, declared: Option<usize>, trained: usize) -> String {
+    match declared {
+        Some(depth) if depth != trained => name
+            .strip_prefix(&format!("{depth}-"))
+            .unwrap_or(name)
+            .to_string(),
+        _ => name.to_string(),
+    }
 }
 
 /// `table.{csv,md}` and `norms` of a gradients experiment.
@@ -220,7 +242,6 @@ fn render_gradients(
         title: spec.title.clone(),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
-        note: None,
     };
     files.extend(plots::write_norms_figure(plots_dir, &caption, &results)?);
     Ok(Written {
@@ -272,4 +293,23 @@ pub fn locate(experiment: &str, experiments_dir: &Path) -> PathBuf {
         return as_path.to_path_buf();
     }
     experiments_dir.join(format!("{experiment}.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_depth_prefix_is_dropped_only_where_another_depth_was_trained() {
+        assert_eq!(display_name("110-a-original", Some(110), 32), "a-original");
+        assert_eq!(
+            display_name("110-a-original", Some(110), 110),
+            "110-a-original"
+        );
+        // a name without the prefix, or a file that names no depth: as it is
+        assert_eq!(display_name("conv1x1", Some(110), 32), "conv1x1");
+        assert_eq!(display_name("110-a-original", None, 32), "110-a-original");
+        assert_eq!(depths_text(&[32]), "depth 32");
+        assert_eq!(depths_text(&[20, 56]), "depths 20, 56");
+    }
 }

@@ -115,20 +115,14 @@ fn write_figure(figure: &impl Figure, dir: &Path, stem: &str) -> Result<Vec<Path
     Ok(vec![svg, png])
 }
 
-/// White background, the caption's bold title, its note if any, and a grey subtitle;
-/// returns the area below them.
+/// White background, the caption's bold title and a grey subtitle; returns the area below
+/// them.
 fn titled<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     caption: &Caption,
     subtitle: &str,
 ) -> Result<DrawingArea<DB, Shift>> {
-    let lines: Vec<&str> = caption
-        .note
-        .iter()
-        .map(String::as_str)
-        .chain([subtitle])
-        .collect();
-    titled_lines(root, &caption.title, &lines)
+    titled_lines(root, &caption.title, &[subtitle])
 }
 
 /// Width of `title` in the bold title font, pixels (fonts registered); 13 px a character
@@ -181,8 +175,6 @@ pub struct Caption {
     pub profile: String,
     /// `CIFAR-10, JPEG-75 copy`, `original CIFAR-10`, …
     pub data: String,
-    /// A line under the title, where the figure differs from what the title says.
-    pub note: Option<String>,
 }
 
 /// A dot for a curve of one point (a run with one epoch so far), which a line cannot show.
@@ -242,8 +234,9 @@ pub struct CurveSeries {
 }
 
 impl CurveSeries {
-    /// Means over the seeds of `runs` at each iteration logged (running seeds included).
-    pub fn of(runs: &VariantRuns, colour_index: usize) -> Option<Self> {
+    /// Means over the seeds of `runs` at each iteration logged (running seeds included),
+    /// named `label`.
+    pub fn of(runs: &VariantRuns, label: &str, colour_index: usize) -> Option<Self> {
         let mut train: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
         let mut test: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
         let mut band: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
@@ -276,7 +269,7 @@ impl CurveSeries {
             .map(|(it, (low, high))| (it as f64 / 1000.0, low, high))
             .collect();
         let series = Self {
-            name: runs.name.clone(),
+            name: label.to_string(),
             colour_index,
             seeds,
             train: mean(train),
@@ -324,8 +317,11 @@ impl CurveSeries {
 
 /// What the figures need to know of a variant's network for their layout and colours (from
 /// the experiment file, as the profile resolves it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VariantNet {
+    /// What the figures call the variant: its name, less a depth prefix (`110-`) that is not
+    /// the depth the profile trains.
+    pub label: String,
     /// `shortcut = "plain"`: no shortcuts at all.
     pub plain: bool,
     /// Weighted layers.
@@ -365,12 +361,14 @@ impl CurvesFigure {
     ) -> Self {
         let lr_drops = lr_drops.to_vec();
         let plain = |i: usize| nets.get(i).is_some_and(|n| n.plain);
+        let label =
+            |i: usize, v: &VariantRuns| nets.get(i).map_or(v.name.clone(), |n| n.label.clone());
         if !has_plain(nets) {
             let series = results
                 .variants
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| CurveSeries::of(v, i))
+                .filter_map(|(i, v)| CurveSeries::of(v, &label(i, v), i))
                 .collect();
             let panels = vec![CurvePanel {
                 title: None,
@@ -390,7 +388,7 @@ impl CurvesFigure {
                 .iter()
                 .enumerate()
                 .filter(|&(i, _)| plain(i) == want_plain)
-                .filter_map(|(i, v)| CurveSeries::of(v, colours[i]))
+                .filter_map(|(i, v)| CurveSeries::of(v, &label(i, v), colours[i]))
                 .collect(),
         };
         let panels = vec![panel("plain networks", true), panel("ResNets", false)];
@@ -741,7 +739,7 @@ impl FinalFigure {
                     .collect();
                 diverged_at.sort_unstable();
                 FinalEntry {
-                    name: v.name.clone(),
+                    name: nets.get(i).map_or(v.name.clone(), |n| n.label.clone()),
                     colour_index: colours.get(i).copied().unwrap_or(i),
                     summary: Summary::of(&errors),
                     errors,
@@ -1664,7 +1662,6 @@ mod tests {
                 title: title.into(),
                 profile: "cpu".into(),
                 data: "CIFAR-10".into(),
-                note: None,
             },
             entries: Vec::new(),
             fail_above: 50.0,
@@ -1714,7 +1711,11 @@ mod tests {
 
     #[test]
     fn plain_nets_and_resnets_share_a_colour_per_depth() {
-        let net = |plain, depth| VariantNet { plain, depth };
+        let net = |plain, depth| VariantNet {
+            label: String::new(),
+            plain,
+            depth,
+        };
         // He 2015 Fig. 6: plain-20/56, ResNet-20/56/110 → 20, 56, 110 ranked 0, 1, 2
         let depth = [
             net(true, 20),

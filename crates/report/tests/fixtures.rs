@@ -616,14 +616,15 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
     assert!(md.contains("- **Depth trained**: 8\n"), "{md}");
     for figure in ["curves.svg", "final.svg"] {
         let svg = fs::read_to_string(f.plots("shortcuts").join(figure)).unwrap();
-        assert!(svg.contains(title), "{figure}");
         assert!(
-            svg.contains("trained here at depth 8 (profile paper), not the depths of the title"),
+            svg.contains(&format!(
+                "{title} (paper: depth 110; trained here: depth 8)"
+            )),
             "{figure}"
         );
     }
 
-    // the depth the file names: the title as written
+    // two depths trained, one of them the paper's
     let f = Fixture::new();
     f.finished("original", 0, 7.0, CPU, JPEG);
     f.config("original", 0, 110);
@@ -636,14 +637,15 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
         "{md}"
     );
     let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
-    assert!(svg.contains("trained here at depths 56, 110 (profile paper)"));
+    assert!(svg.contains("(paper: depth 110; trained here: depths 56, 110)"));
 
+    // the depth the file names: said once, as the paper's and ours
     let f = Fixture::new();
     f.finished("original", 0, 7.0, CPU, JPEG);
     f.config("original", 0, 110);
     render("shortcuts", "paper", &f.paths).unwrap();
     let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
-    assert!(svg.contains(title) && !svg.contains("trained here"));
+    assert!(svg.contains(&format!("{title} (depth 110)")) && !svg.contains("trained here"));
 }
 
 /// A gated run's logged gates appear under `## Gates` at its first evaluation, its last at

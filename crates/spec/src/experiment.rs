@@ -577,20 +577,26 @@ impl Experiment {
         Ok(experiment)
     }
 
-    /// The depths the file names for its variants (a variant's own, else the experiment's),
+    /// The depths the file names for `variants` (a variant's own, else the experiment's),
     /// before any profile changes them, ascending; `None` when one of them names none.
-    pub fn declared_depths(&self) -> Option<Vec<usize>> {
-        let mut depths = self
-            .variants
+    pub fn declared_depths(&self, variants: &[&Variant]) -> Option<Vec<usize>> {
+        let mut depths = variants
             .iter()
-            .map(|v| {
-                let depth = v.model.get("depth").or(self.base_model.get("depth"))?;
-                usize::try_from(depth.as_integer()?).ok()
-            })
+            .map(|v| self.declared_depth(v))
             .collect::<Option<Vec<_>>>()?;
         depths.sort_unstable();
         depths.dedup();
         Some(depths)
+    }
+
+    /// The depth the file names for `variant` (its own, else the experiment's), before any
+    /// profile changes it.
+    pub fn declared_depth(&self, variant: &Variant) -> Option<usize> {
+        let depth = variant
+            .model
+            .get("depth")
+            .or(self.base_model.get("depth"))?;
+        usize::try_from(depth.as_integer()?).ok()
     }
 
     /// The profile called `name`, or an error listing the profiles there are.
@@ -1114,14 +1120,18 @@ protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
         assert_eq!(e.profiles["paper"].seeds, [0, 1, 2, 3, 4]);
         assert_eq!(e.profiles["smoke"].seeds, [0]);
         assert_eq!(e.kind, ExperimentKind::Training);
-        assert_eq!(e.declared_depths(), Some(vec![110]));
+        let all = |e: &Experiment| e.declared_depths(&e.variants.iter().collect::<Vec<_>>());
+        assert_eq!(all(&e), Some(vec![110]));
         let deeper = FILE.replace(
             "name = \"no-paper\"",
             "name = \"no-paper\"\nmodel = { depth = 164 }",
         );
+        let deeper = parse(&deeper).unwrap();
+        assert_eq!(all(&deeper), Some(vec![110, 164]));
+        // of some variants only: their depths
         assert_eq!(
-            parse(&deeper).unwrap().declared_depths(),
-            Some(vec![110, 164])
+            deeper.declared_depths(&[&deeper.variants[0]]),
+            Some(vec![110])
         );
         // A profile that sets the depth for every variant: the file itself names none.
         let unsaid = FILE
@@ -1131,7 +1141,7 @@ protocol = { batch_size = 32, iterations = 50, lr = 0.1, lr_drops = [] }
                 "[profiles.smoke]\nseeds = [0]\n",
                 "[profiles.smoke]\nseeds = [0]\nmodel = { units_per_stage = 1 }\n",
             );
-        assert_eq!(parse(&unsaid).unwrap().declared_depths(), None);
+        assert_eq!(all(&parse(&unsaid).unwrap()), None);
     }
 
     #[test]
