@@ -30,11 +30,16 @@ pub struct Measurement {
     /// Units whose norm is 0 (below float32's range): the true span is then wider than
     /// `decades`, which is a lower bound.
     pub zero_units: usize,
+    /// Units whose norm overflowed float32 (inf or NaN in every seed): (first, last, how
+    /// many). Where unit 1 is among them, `input_side` is the first finite unit's norm, a
+    /// lower bound, and so are the ratio and the span.
+    pub overflowed: Option<(u32, u32, usize)>,
 }
 
 impl Measurement {
-    /// The measurement of `units` ([(l, norm)], ascending l, finite norms), `None` if empty.
-    pub fn of(iteration: i64, units: &[(u32, f64)]) -> Option<Self> {
+    /// The measurement of `units` ([(l, norm)], ascending l, finite norms) and the units that
+    /// `overflowed` (ascending), `None` if `units` is empty.
+    pub fn of(iteration: i64, units: &[(u32, f64)], overflowed: &[u32]) -> Option<Self> {
         let (&(_, input_side), &(_, output_side)) = (units.first()?, units.last()?);
         let positive = units.iter().map(|&(_, v)| v).filter(|&v| v > 0.0);
         let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
@@ -47,7 +52,17 @@ impl Measurement {
             output_side,
             decades: (count >= 2).then(|| (hi / lo).log10()),
             zero_units: units.iter().filter(|&&(_, v)| v <= 0.0).count(),
+            overflowed: match (overflowed.first(), overflowed.last()) {
+                (Some(&first), Some(&last)) => Some((first, last, overflowed.len())),
+                _ => None,
+            },
         })
+    }
+
+    /// True when the input side overflowed: its norm, the ratio and the span are lower
+    /// bounds.
+    pub fn input_overflowed(&self) -> bool {
+        self.overflowed.is_some_and(|(first, _, _)| first == 1)
     }
 
     /// ‖∂E/∂x_1‖ / ‖∂E/∂x_L‖ (input side over output side); `None` when ‖∂E/∂x_L‖ is 0.
@@ -91,6 +106,9 @@ pub struct GradientRow {
     pub init: Option<Measurement>,
     /// At the last iteration recorded, when it is not 0.
     pub trained: Option<Measurement>,
+    /// A later iteration at which every unit's norm overflowed (so no measurement), and the
+    /// units.
+    pub all_overflowed: Option<(i64, usize)>,
     pub status: GradientStatus,
 }
 
@@ -112,6 +130,12 @@ impl GradientRow {
             seeds_expected,
             init,
             trained,
+            all_overflowed: norms.and_then(|n| {
+                n.overflowed
+                    .iter()
+                    .rfind(|(it, _)| !n.by_iteration.contains_key(it))
+                    .map(|(&it, units)| (it, units.len()))
+            }),
             status: if norms.is_some() {
                 GradientStatus::Measured
             } else {
@@ -131,8 +155,15 @@ impl GradientRow {
                     self.seeds_measured, self.seeds_expected
                 );
             }
-            if self.trained.is_none() {
-                text.push_str(" (at initialisation only)");
+            match (self.trained, self.all_overflowed) {
+                (None, Some((it, units))) => {
+                    let _ = write!(
+                        text,
+                        " (after {it} iterations all {units} units overflowed)"
+                    );
+                }
+                (None, None) => text.push_str(" (at initialisation only)"),
+                (Some(_), _) => {}
             }
         }
         text
@@ -141,16 +172,20 @@ impl GradientRow {
 
 /// The measurement at iteration 0 and at the last iteration (when later than 0).
 fn ends(norms: &VariantNorms) -> (Option<Measurement>, Option<Measurement>) {
+    let measure = |it: i64, units: &[(u32, f64)]| {
+        let overflowed = norms.overflowed.get(&it).map_or(&[][..], Vec::as_slice);
+        Measurement::of(it, units, overflowed)
+    };
     let init = norms
         .by_iteration
         .get(&0)
-        .and_then(|units| Measurement::of(0, units));
+        .and_then(|units| measure(0, units));
     let trained = norms
         .by_iteration
         .iter()
         .next_back()
         .filter(|(&it, _)| it != 0)
-        .and_then(|(&it, units)| Measurement::of(it, units));
+        .and_then(|(&it, units)| measure(it, units));
     (init, trained)
 }
 
@@ -238,12 +273,14 @@ impl GradientTable {
             "ratio_init",
             "decades_init",
             "zero_units_init",
+            "overflowed_units_init",
             "iterations",
             "x1_norm_trained",
             "xL_norm_trained",
             "ratio_trained",
             "decades_trained",
             "zero_units_trained",
+            "overflowed_units_trained",
             "status",
         ])?;
         // Norms and ratios span dozens of decades: exponent notation, shortest round trip.
@@ -257,6 +294,7 @@ impl GradientTable {
                 exp(m.and_then(|m| m.ratio())),
                 num(m.and_then(|m| m.decades)),
                 int(m.map(|m| m.zero_units.to_string())),
+                int(m.map(|m| m.overflowed.map_or(0, |o| o.2).to_string())),
             ]
         };
         for row in &self.rows {
@@ -311,13 +349,26 @@ impl GradientTable {
                 (None, None) => "–".to_string(),
             };
             let cells = |m: Option<Measurement>| match m {
-                Some(m) => format!(
-                    "{} | {} | {} | {}",
-                    sci(m.input_side),
-                    sci(m.output_side),
-                    m.ratio().map_or("–".to_string(), sci),
-                    decades_text(&m)
-                ),
+                Some(m) => {
+                    // a lower bound where the input side overflowed
+                    let at_least = if m.input_overflowed() { "≥ " } else { "" };
+                    let input = match m.overflowed {
+                        Some((first, last, _)) if m.input_overflowed() => {
+                            format!("≥ {} (units {first}–{last} overflowed)", sci(m.input_side))
+                        }
+                        _ => sci(m.input_side),
+                    };
+                    let mut decades = decades_text(&m);
+                    if m.input_overflowed() && !decades.starts_with('≥') && decades != "–" {
+                        decades = format!("≥ {decades}");
+                    }
+                    format!(
+                        "{input} | {} | {} | {decades}",
+                        sci(m.output_side),
+                        m.ratio()
+                            .map_or("–".to_string(), |r| format!("{at_least}{}", sci(r))),
+                    )
+                }
                 None => "– | – | – | –".to_string(),
             };
             let _ = writeln!(
@@ -340,7 +391,9 @@ impl GradientTable {
              keeps a term ∂E/∂x_L at every unit; along λ-scaled shortcuts eqs. 7–8 give the \
              factor ∏λ, 0.5^(L−1) for λ = 0.5 (the residual branches add their own terms). \
              decades = log10(max / min) of ‖∂E/∂x_l‖ over the L units; `≥` when some units' \
-             norms are 0 (below float32's range) and were left out. `init` = at \
+             norms are 0 (below float32's range) and were left out, or overflowed float32 \
+             (inf or NaN): then the first finite unit stands for the input side, and its norm, \
+             the ratio and the span are lower bounds. `init` = at \
              initialisation; the columns after `iterations` are measured after that many SGD \
              steps.\n",
         );
@@ -380,25 +433,67 @@ mod tests {
     #[test]
     fn measurement_ratio_and_decades() {
         // Norms 1e-3, 1e-2, 0.5, 2: ratio 1e-3 / 2 = 5e-4; span log10(2 / 1e-3) = 3.30.
-        let m = Measurement::of(0, &[(1, 1e-3), (2, 1e-2), (3, 0.5), (4, 2.0)]).unwrap();
+        let m = Measurement::of(0, &[(1, 1e-3), (2, 1e-2), (3, 0.5), (4, 2.0)], &[]).unwrap();
         assert_eq!((m.input_side, m.output_side), (1e-3, 2.0));
         assert!((m.ratio().unwrap() - 5e-4).abs() < 1e-15);
         assert!((m.decades.unwrap() - 2000f64.log10()).abs() < 1e-12);
         assert_eq!(m.zero_units, 0);
         assert_eq!(decades_text(&m), "3.3");
-        assert!(Measurement::of(0, &[]).is_none());
+        assert!(Measurement::of(0, &[], &[]).is_none());
+        assert!(!m.input_overflowed());
     }
 
     #[test]
     fn zero_norms_make_the_span_a_lower_bound() {
         // Units 1–2 underflowed: the ratio is 0, the span over 1e-30..1 is at least 30.
-        let m = Measurement::of(7, &[(1, 0.0), (2, 0.0), (3, 1e-30), (4, 1.0)]).unwrap();
+        let m = Measurement::of(7, &[(1, 0.0), (2, 0.0), (3, 1e-30), (4, 1.0)], &[]).unwrap();
         assert_eq!(m.ratio(), Some(0.0));
         assert_eq!(m.zero_units, 2);
         assert_eq!(decades_text(&m), "≥ 30.0 (2 at 0)");
-        let flat_zero = Measurement::of(0, &[(1, 1.0), (2, 0.0)]).unwrap();
+        let flat_zero = Measurement::of(0, &[(1, 1.0), (2, 0.0)], &[]).unwrap();
         assert_eq!(flat_zero.ratio(), None);
         assert_eq!(decades_text(&flat_zero), "– (1 at 0)");
+    }
+
+    #[test]
+    fn overflowed_input_units_make_norm_ratio_and_span_lower_bounds() {
+        // units 1–3 of 5 overflowed: unit 4 stands for the input side
+        let m = Measurement::of(0, &[(4, 7.15e38), (5, 1.0)], &[1, 2, 3]).unwrap();
+        assert_eq!(m.overflowed, Some((1, 3, 3)));
+        assert!(m.input_overflowed());
+        // overflow elsewhere leaves the input side measured
+        let inner = Measurement::of(0, &[(1, 2.0), (3, 1.0)], &[2]).unwrap();
+        assert!(!inner.input_overflowed());
+        let experiment = Experiment::parse(
+            std::path::Path::new("g.toml"),
+            "kind = \"gradients\"\ntitle = \"g\"\nsource = \"s\"\n[model]\ndepth = 8\n\
+             [[variants]]\nname = \"v\"\n[profiles.p]\nseeds = [0]\n\
+             protocol = { batch_size = 8, iterations = 1, lr = 0.1, lr_drops = [] }\n",
+        )
+        .unwrap();
+        let rows: Vec<spec::NormRow> = [(1, f64::INFINITY), (2, f64::NAN), (3, 7.15e38), (4, 1.0)]
+            .into_iter()
+            .map(|(unit, norm)| spec::NormRow {
+                seed: 0,
+                iteration: 0,
+                unit,
+                norm,
+            })
+            .collect();
+        let results = GradientResults {
+            dir: "g".into(),
+            variants: vec![VariantGradients {
+                name: "v".into(),
+                norms: Some(crate::results::average_norms("v", &rows)),
+                record: None,
+            }],
+            notes: Vec::new(),
+        };
+        let md = GradientTable::new(&experiment, "p", &[0], &results).to_markdown();
+        assert!(
+            md.contains("| ≥ 7.15e38 (units 1–2 overflowed) | 1.00e0 | ≥ 7.15e38 | ≥ 38.9 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -1216,6 +1216,9 @@ pub struct NormCurve {
     pub trained: Option<(i64, Vec<(f64, f64)>)>,
     /// Units left out because their norm is 0, at either measurement (the larger count).
     pub zero_units: usize,
+    /// Units left out because their norm overflowed float32 (inf or NaN), at initialisation
+    /// and at the second measurement: marked along the top edge.
+    pub overflowed: (Vec<u32>, Vec<u32>),
 }
 
 impl NormCurve {
@@ -1247,6 +1250,15 @@ impl NormCurve {
             .next_back()
             .filter(|(&it, _)| it != 0)
             .map(|(&it, u)| (it, points(u)));
+        let overflowed_at = |it: Option<i64>| {
+            it.and_then(|it| norms.overflowed.get(&it))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let overflowed = (
+            overflowed_at(Some(0)),
+            overflowed_at(trained.as_ref().map(|(it, _)| *it)),
+        );
         Some(Self {
             name: norms.name.clone(),
             colour_index,
@@ -1256,7 +1268,34 @@ impl NormCurve {
             init,
             trained,
             zero_units,
+            overflowed,
         })
+    }
+
+    /// log10(max / min) of its norms, both measurements.
+    fn decades(&self) -> f64 {
+        let (lo, hi) = self
+            .points()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, v)| {
+                (lo.min(v), hi.max(v))
+            });
+        if hi > 0.0 && lo.is_finite() {
+            (hi / lo).log10()
+        } else {
+            0.0
+        }
+    }
+
+    /// Units (ascending) as runs of consecutive units, (first, last).
+    fn runs(units: &[u32]) -> Vec<(u32, u32)> {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for &u in units {
+            match runs.last_mut() {
+                Some((_, last)) if *last + 1 == u => *last = u,
+                _ => runs.push((u, u)),
+            }
+        }
+        runs
     }
 
     fn iterations(&self) -> Option<i64> {
@@ -1281,6 +1320,9 @@ fn common<T: PartialEq + Copy>(mut items: impl Iterator<Item = T>) -> Option<T> 
 pub struct NormPanel {
     pub units: u32,
     pub curves: Vec<NormCurve>,
+    /// A second panel of the same nets: the curves that span few decades, on their own axis,
+    /// where the others' dozens of decades would flatten them.
+    pub zoomed: bool,
 }
 
 impl NormPanel {
@@ -1292,6 +1334,9 @@ impl NormPanel {
         };
         if let Some(it) = common(self.curves.iter().map(NormCurve::iterations)).flatten() {
             heading.push_str(&format!(" · solid after {it} iterations"));
+        }
+        if self.zoomed {
+            heading.push_str(" · the flatter curves on their own scale");
         }
         heading
     }
@@ -1420,6 +1465,11 @@ pub struct NormsFigure {
 
 /// Height of one panel, pixels.
 const PANEL_HEIGHT: u32 = 520;
+/// In a panel spanning more decades than this, a curve spanning less than 1 / `ZOOM_RATIO`
+/// of them is drawn again in a panel of its own scale.
+const ZOOM_MIN_DECADES: f64 = 12.0;
+const ZOOM_RATIO: f64 = 4.0;
+
 /// Width of the legend column right of each panel, pixels.
 const LEGEND_WIDTH: u32 = 320;
 
@@ -1430,10 +1480,31 @@ impl NormsFigure {
         for curve in curves {
             by_units.entry(curve.units).or_default().push(curve);
         }
-        let panels = by_units
-            .into_iter()
-            .map(|(units, curves)| NormPanel { units, curves })
-            .collect();
+        let mut panels = Vec::new();
+        for (units, curves) in by_units {
+            let panel = NormPanel {
+                units,
+                curves,
+                zoomed: false,
+            };
+            // Curves that span a few decades beside one that spans dozens are flat lines on
+            // the shared axis: a second panel shows them on their own.
+            let axis = panel.axis();
+            let span = axis.range.1 - axis.range.0;
+            let narrow: Vec<NormCurve> = panel
+                .curves
+                .iter()
+                .filter(|c| c.decades() < span / ZOOM_RATIO)
+                .cloned()
+                .collect();
+            let zoom = (span > ZOOM_MIN_DECADES && !narrow.is_empty()).then_some(NormPanel {
+                units,
+                curves: narrow,
+                zoomed: true,
+            });
+            panels.push(panel);
+            panels.extend(zoom);
+        }
         Self { caption, panels }
     }
 
@@ -1445,6 +1516,8 @@ impl NormsFigure {
         let (width, _) = area.dim_in_pixel();
         let (plot, legend) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
         let axis = panel.axis();
+        // just under the top edge: where overflowed units are marked
+        let top = axis.range.1 - (axis.range.1 - axis.range.0) * 0.015;
         let mut chart = ChartBuilder::on(&plot)
             .caption(
                 panel.heading(),
@@ -1490,6 +1563,20 @@ impl NormsFigure {
                     .draw_series(LineSeries::new(log(points), c.stroke_width(2)))
                     .map_err(plot_err)?;
             }
+            // overflowed units along the top edge, in the style of their measurement
+            let span = |(first, last): (u32, u32)| {
+                [(f64::from(first) - 0.5, top), (f64::from(last) + 0.5, top)]
+            };
+            for run in NormCurve::runs(&curve.overflowed.0) {
+                chart
+                    .draw_series(DashedLineSeries::new(span(run), 6, 5, c.stroke_width(5)))
+                    .map_err(plot_err)?;
+            }
+            for run in NormCurve::runs(&curve.overflowed.1) {
+                chart
+                    .draw_series(LineSeries::new(span(run), c.stroke_width(5)))
+                    .map_err(plot_err)?;
+            }
         }
         draw_norms_legend(panel, &legend)
     }
@@ -1524,8 +1611,20 @@ fn draw_norms_legend<DB: DrawingBackend>(
             };
             note.push_str(&format!(", {} {units} at 0 not drawn", curve.zero_units));
         }
+        let (at_init, trained) = &curve.overflowed;
+        let overflowed = if trained.len() > at_init.len() {
+            trained
+        } else {
+            at_init
+        };
         area.draw_text(&note, &note_style, (42, y + 18))
             .map_err(plot_err)?;
+        if let (Some(first), Some(last)) = (overflowed.first(), overflowed.last()) {
+            let line = format!("units {first}–{last} overflowed: marked along the top");
+            area.draw_text(&line, &note_style, (42, y + 32))
+                .map_err(plot_err)?;
+            y += 14;
+        }
         y += 42;
     }
     y += 10;

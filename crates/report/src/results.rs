@@ -178,6 +178,9 @@ pub struct VariantNorms {
     pub by_iteration: BTreeMap<i64, Vec<(u32, f64)>>,
     /// Rows whose norm is NaN or infinite, left out of the means.
     pub non_finite: usize,
+    /// iteration → the units whose norm no seed had finite (overflowed to inf or NaN),
+    /// ascending: absent from `by_iteration`.
+    pub overflowed: BTreeMap<i64, Vec<u32>>,
 }
 
 /// One variant of a gradients experiment as found on disk.
@@ -280,17 +283,23 @@ pub fn average_norms(name: &str, rows: &[NormRow]) -> VariantNorms {
     let mut sums: BTreeMap<(i64, u32), (f64, usize)> = BTreeMap::new();
     let mut seeds: Vec<u64> = Vec::new();
     let mut non_finite = 0;
+    let mut bad: std::collections::BTreeSet<(i64, u32)> = Default::default();
     for row in rows {
         if !seeds.contains(&row.seed) {
             seeds.push(row.seed);
         }
         if !row.norm.is_finite() {
             non_finite += 1;
+            bad.insert((row.iteration, row.unit));
             continue;
         }
         let entry = sums.entry((row.iteration, row.unit)).or_default();
         entry.0 += row.norm;
         entry.1 += 1;
+    }
+    let mut overflowed: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for &(iteration, unit) in bad.iter().filter(|key| !sums.contains_key(key)) {
+        overflowed.entry(iteration).or_default().push(unit);
     }
     let mut by_iteration: BTreeMap<i64, Vec<(u32, f64)>> = BTreeMap::new();
     for ((iteration, unit), (sum, n)) in sums {
@@ -304,6 +313,7 @@ pub fn average_norms(name: &str, rows: &[NormRow]) -> VariantNorms {
         seeds: seeds.len(),
         by_iteration,
         non_finite,
+        overflowed,
     }
 }
 
@@ -333,5 +343,19 @@ mod tests {
         assert_eq!(norms.by_iteration[&0], [(1, 2.0), (2, 6.0)]);
         assert_eq!(norms.by_iteration[&300], [(1, 0.5)]);
         assert_eq!(norms.non_finite, 1);
+        // unit 1 at 300 has seed 0's finite norm: not overflowed
+        assert!(norms.overflowed.is_empty());
+        let more = [
+            row(0, 300, 2, f64::INFINITY),
+            row(1, 300, 2, f64::NAN),
+            row(0, 300, 3, f64::NAN),
+            row(0, 300, 4, 1e38),
+        ];
+        let norms = average_norms("scaled", &[&rows[..], &more[..]].concat());
+        assert_eq!(
+            norms.overflowed.get(&300).map(Vec::as_slice),
+            Some(&[2, 3][..])
+        );
+        assert_eq!(norms.overflowed.get(&0), None);
     }
 }

@@ -428,3 +428,62 @@ fn cli_reports_unmeasured_variants_not_incomplete_runs() {
     );
     assert!(!text.contains("incomplete"), "{text}");
 }
+
+/// Units whose norm overflowed are marked along the top edge over those units (dashed for
+/// initialisation) and named in the table and legend as lower bounds; a flat curve beside one
+/// spanning dozens of decades is drawn again in a panel of its own scale.
+#[test]
+fn overflowed_units_are_marked_and_flat_curves_get_their_own_scale() {
+    let f = Fixture::new();
+    f.norms("identity-20", &[0], [0, 300], 9, |_, _, l| {
+        1.0 + 0.1 * f64::from(9 - l)
+    });
+    f.provenance("identity-20", 20, 300, CPU);
+    // 10^(5 (9 − l)): 40 decades; at initialisation units 1 and 2 overflowed
+    f.norms("scaling-0.5-20", &[0], [0, 300], 9, |_, it, l| {
+        if it == 0 && l <= 2 {
+            f64::INFINITY
+        } else {
+            10f64.powi(5 * (9 - l as i32))
+        }
+    });
+    f.provenance("scaling-0.5-20", 20, 300, CPU);
+    render("gradients", "paper", &f.paths).unwrap();
+
+    let md = fs::read_to_string(f.table_dir().join("table.md")).unwrap();
+    assert!(
+        md.contains("| ≥ 1.00e30 (units 1–2 overflowed) | 1.00e0 | ≥ 1.00e30 | ≥ 30.0 |"),
+        "{md}"
+    );
+
+    let svg = fs::read_to_string(f.plots().join("norms.svg")).unwrap();
+    assert!(svg.contains("units 1–2 overflowed: marked along the top"));
+    // the ResNet-20 panel, then identity-20 again on its own scale
+    assert!(svg.contains("ResNet-20: L = 9 residual units · solid after 300 iterations ·"));
+    assert!(svg.contains("the flatter curves on their own scale"));
+    let png = decode(&f.plots().join("norms.png"));
+    assert_eq!(png.dimensions(), (1100, 86 + 2 * 520));
+    // the mark: thick orange dashes near the top of the first panel, over units 1–2 only
+    // (the left part of its x axis)
+    let marks: Vec<(f64, f64, f64)> = svg
+        .lines()
+        .filter(|l| l.contains(r##"stroke="#FF7F0E" stroke-width="5""##))
+        .map(|l| {
+            let points = &l[l.find("points=\"").unwrap() + 8..];
+            let xy: Vec<f64> = points[..points.find('"').unwrap()]
+                .split([',', ' '])
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (xy[1], xy[0], xy[2])
+        })
+        .collect();
+    assert!(marks.len() >= 2, "{marks:?}");
+    for (y, x0, x1) in &marks {
+        assert!(*y < 86.0 + 80.0, "a mark at y {y}, not along the top");
+        assert!(
+            *x0 < 320.0 && *x1 < 320.0,
+            "a mark at x {x0}..{x1}, past unit 2"
+        );
+    }
+}
