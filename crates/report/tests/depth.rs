@@ -572,19 +572,9 @@ fn curves_shade_the_seed_spread_and_mark_the_lr_drops() {
     assert!(svg.contains("test error, lowest to highest seed"));
     // vertical grey dashes: x → how many
     let mut dashes: BTreeMap<i64, usize> = BTreeMap::new();
-    for line in svg.lines().filter(|l| {
-        l.starts_with("<polyline")
-            && l.contains(r##"stroke="#5A5A5A""##)
-            && l.contains(r#"opacity="0.7""#)
-    }) {
-        let points = &line[line.find("points=\"").unwrap() + 8..];
-        let xy: Vec<i64> = points[..points.find('"').unwrap()]
-            .split([',', ' '])
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse().unwrap())
-            .collect();
-        if xy[0] == xy[2] {
-            *dashes.entry(xy[0]).or_default() += 1;
+    for ((x0, _), (x1, _)) in svg_segments(&svg, &[r##"stroke="#5A5A5A""##, r#"opacity="0.7""#]) {
+        if x0 == x1 {
+            *dashes.entry(x0 as i64).or_default() += 1;
         }
     }
     let lines: Vec<i64> = dashes

@@ -470,18 +470,9 @@ fn figures_exist_decode_and_show_the_variants() {
         "no diverged mark"
     );
     // our threshold (20% here), a dashed red line: (y, x from, x to) of each dash
-    let dashes: Vec<(f64, f64, f64)> = final_svg
-        .lines()
-        .filter(|l| l.contains(r##"stroke="#FF0000""##))
-        .map(|l| {
-            let points = &l[l.find("points=\"").unwrap() + 8..];
-            let xy: Vec<f64> = points[..points.find('"').unwrap()]
-                .split([',', ' '])
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse().unwrap())
-                .collect();
-            (xy[1], xy[0], xy[2])
-        })
+    let dashes: Vec<(f64, f64, f64)> = svg_segments(&final_svg, &[r##"stroke="#FF0000""##])
+        .into_iter()
+        .map(|((x0, y), (x1, _))| (y, x0, x1))
         .collect();
     let legend_x = 970.0 - 270.0;
     let (chart, legend): (Vec<(f64, f64, f64)>, Vec<_>) =

@@ -465,19 +465,11 @@ fn overflowed_units_are_marked_and_flat_curves_get_their_own_scale() {
     assert_eq!(png.dimensions(), (1100, 86 + 2 * 520));
     // the mark: thick orange dashes near the top of the first panel, over units 1–2 only
     // (the left part of its x axis)
-    let marks: Vec<(f64, f64, f64)> = svg
-        .lines()
-        .filter(|l| l.contains(r##"stroke="#FF7F0E" stroke-width="5""##))
-        .map(|l| {
-            let points = &l[l.find("points=\"").unwrap() + 8..];
-            let xy: Vec<f64> = points[..points.find('"').unwrap()]
-                .split([',', ' '])
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse().unwrap())
-                .collect();
-            (xy[1], xy[0], xy[2])
-        })
-        .collect();
+    let marks: Vec<(f64, f64, f64)> =
+        svg_segments(&svg, &[r##"stroke="#FF7F0E" stroke-width="5""##])
+            .into_iter()
+            .map(|((x0, y), (x1, _))| (y, x0, x1))
+            .collect();
     assert!(marks.len() >= 2, "{marks:?}");
     for (y, x0, x1) in &marks {
         assert!(*y < 86.0 + 80.0, "a mark at y {y}, not along the top");

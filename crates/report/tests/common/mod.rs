@@ -100,3 +100,20 @@ pub fn text_position(svg: &str, label: &str) -> (f64, f64) {
     };
     (attribute("x"), attribute("y"))
 }
+
+/// The two-point polylines of an SVG whose line holds every one of `attributes` (plotters
+/// writes one element a line): ((x0, y0), (x1, y1)) each.
+pub fn svg_segments(svg: &str, attributes: &[&str]) -> Vec<((f64, f64), (f64, f64))> {
+    svg.lines()
+        .filter(|l| l.starts_with("<polyline") && attributes.iter().all(|a| l.contains(a)))
+        .filter_map(|l| {
+            let points = &l[l.find("points=\"")? + 8..];
+            let xy: Vec<f64> = points[..points.find('"')?]
+                .split([',', ' '])
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (xy.len() == 4).then(|| ((xy[0], xy[1]), (xy[2], xy[3])))
+        })
+        .collect()
+}
