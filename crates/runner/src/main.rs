@@ -213,17 +213,20 @@ struct BenchArgs {
     json: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    let result = run(cli);
-    if let Err(err) = &result {
-        if let Some(stop) = err.downcast_ref::<train::Interrupted>() {
-            eprintln!("runner: {stop}");
-            std::process::exit(train::EXIT_INTERRUPTED);
-        }
+    let Err(err) = run(cli) else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    if let Some(stop) = err.downcast_ref::<train::Interrupted>() {
+        eprintln!("runner: {stop}");
+        std::process::exit(train::EXIT_INTERRUPTED);
     }
-    result
+    // One line, the causes after the message, and never a stack trace (which anyhow adds to
+    // the default report when RUST_BACKTRACE is set): a refusal is not a crash.
+    eprintln!("runner: error: {err:#}");
+    std::process::ExitCode::FAILURE
 }
 
 /// Every training step frees and reallocates the same activation buffers (megabytes each).

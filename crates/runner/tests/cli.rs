@@ -101,6 +101,24 @@ fn numbers(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A refusal is one line naming the cause, with no stack trace even where RUST_BACKTRACE
+/// is set (common on research machines), and a failing exit status.
+#[test]
+fn a_refusal_is_one_line_without_a_stack_trace() {
+    let s = Setup::new();
+    let out = s
+        .train("results", &["--profile", "nope"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("runner: error: "), "{log}");
+    assert!(log.contains("has no profile `nope`"), "{log}");
+    assert!(!log.to_lowercase().contains("backtrace"), "{log}");
+    assert_eq!(log.trim_end().lines().count(), 1, "{log}");
+}
+
 #[test]
 fn devices_run_the_tasks_in_parallel_processes() {
     let s = Setup::new();
