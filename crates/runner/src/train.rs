@@ -972,11 +972,7 @@ impl Job<'_> {
             .into_iter()
             .map(|(n, t)| (n, t.chunk(k, 0)[i].to_device(Device::Cpu)))
             .collect();
-        let path = member.pending.run.weights_path();
-        let tmp = path.with_extension("ot.tmp");
-        Tensor::save_multi(&named, &tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+        checkpoint::write_tensors(&member.pending.run.weights_path(), &named)
     }
 
     /// Writes each live member's checkpoint: its slice of the weights, momentum and (inside
