@@ -156,6 +156,7 @@ fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
         stacked_with: 1,
         precision: spec::Precision::Fp32,
         finished_at_unix_s: 1_700_000_000,
+        weights: None,
     }
 }
 

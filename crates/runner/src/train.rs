@@ -1132,6 +1132,8 @@ impl Job<'_> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            // written just before (save_weights), checked whenever the run is read
+            weights: Some(spec::FileDigest::of(&member.pending.run.weights_path())?),
         };
         member.pending.run.write_final(&record)?;
         let _ = std::fs::remove_file(member.pending.run.checkpoint_path());
@@ -1707,6 +1709,41 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         assert_eq!(std::fs::read(seed0.final_path()).unwrap(), final0);
         assert_eq!(std::fs::read(seed1.final_path()).unwrap(), b"{ not json");
         assert!(!seed0.checkpoint_path().exists() && !seed1.checkpoint_path().exists());
+    }
+
+    /// final.json records model.ot's size and SHA-256; weights cut short afterwards make the
+    /// run damaged (left out, not retrained, one line naming model.ot); absent weights (a
+    /// fresh clone) leave it finished.
+    #[test]
+    fn weights_damaged_after_the_run_finished_are_caught_and_absent_ones_are_not_damage() {
+        let results = tempfile::tempdir().unwrap();
+        train(results.path(), "steps", 1, None).unwrap();
+        let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+        let seed1 = RunDir::new(results.path(), "test", "steps", "original", 1);
+        let record = seed0.finished().unwrap().unwrap();
+        let digest = record.weights.expect("final.json records the weights");
+        assert_eq!(
+            digest.bytes,
+            std::fs::metadata(seed0.weights_path()).unwrap().len()
+        );
+        assert_eq!(digest.sha256.len(), 64);
+        let bytes = std::fs::read(seed0.weights_path()).unwrap();
+        std::fs::write(seed0.weights_path(), &bytes[..100]).unwrap();
+        std::fs::remove_file(seed1.weights_path()).unwrap();
+        let err = format!("{:#}", train(results.path(), "steps", 1, None).unwrap_err());
+        assert!(err.contains("1 run(s) left out"), "{err}");
+        // the line the sweep printed for it
+        let damage = seed0.state().unwrap_err().to_string();
+        assert!(
+            damage.contains("model.ot is damaged: 100 bytes"),
+            "{damage}"
+        );
+        // not trained again: the cut file is as it was
+        assert_eq!(std::fs::read(seed0.weights_path()).unwrap().len(), 100);
+        assert!(matches!(
+            seed1.state().unwrap(),
+            spec::layout::RunState::Finished { .. }
+        ));
     }
 
     #[test]

@@ -181,6 +181,16 @@ impl RunDir {
                 self.epochs_path().display()
             )));
         }
+        // the weights as they were written, where they are here (a fresh clone has none)
+        let weights = self.weights_path();
+        if let (Some(digest), true) = (&record.weights, weights.exists()) {
+            if let Some(problem) = digest.mismatch(&weights).map_err(damaged)? {
+                return Err(damaged(anyhow::anyhow!(
+                    "{} is damaged: {problem}",
+                    weights.display()
+                )));
+            }
+        }
         Ok(RunState::Finished { record, epochs })
     }
 
@@ -433,6 +443,7 @@ fn same_file(file: &fs::File, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::FileDigest;
 
     #[cfg(unix)]
     #[test]
@@ -582,6 +593,45 @@ mod tests {
             "finished_at_unix_s": 1
         }))
         .unwrap()
+    }
+
+    /// Weights cut short or changed after the run finished make it damaged, naming
+    /// model.ot; weights that are absent (a fresh clone: they are not committed) do not.
+    #[test]
+    fn damaged_weights_make_a_damaged_run_and_absent_ones_do_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path(), "e", "p", "v", 0);
+        fs::create_dir_all(&run.dir).unwrap();
+        run.write_epochs(&[row(1), row(2)]).unwrap();
+        fs::write(run.weights_path(), vec![7u8; 1000]).unwrap();
+        let mut record = final_record(20);
+        record.weights = Some(FileDigest::of(&run.weights_path()).unwrap());
+        assert_eq!(record.weights.as_ref().unwrap().bytes, 1000);
+        run.write_final(&record).unwrap();
+        assert!(matches!(run.state().unwrap(), RunState::Finished { .. }));
+        // cut to 100 bytes
+        fs::write(run.weights_path(), vec![7u8; 100]).unwrap();
+        let msg = run.state().unwrap_err().to_string();
+        assert!(
+            msg.contains("model.ot is damaged: 100 bytes, but final.json records 1000"),
+            "{msg}"
+        );
+        // same size, other bytes
+        fs::write(run.weights_path(), vec![8u8; 1000]).unwrap();
+        let msg = run.state().unwrap_err().to_string();
+        assert!(
+            msg.contains("model.ot is damaged: its SHA-256 differs"),
+            "{msg}"
+        );
+        // absent: the records still count
+        fs::remove_file(run.weights_path()).unwrap();
+        assert!(matches!(run.state().unwrap(), RunState::Finished { .. }));
+        // a known digest: SHA-256 of "abc" (FIPS 180-2's example)
+        fs::write(run.weights_path(), b"abc").unwrap();
+        assert_eq!(
+            FileDigest::of(&run.weights_path()).unwrap().sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

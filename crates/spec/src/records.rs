@@ -151,6 +151,49 @@ pub struct FinalRecord {
     #[serde(default)]
     pub precision: Precision,
     pub finished_at_unix_s: u64,
+    /// `model.ot` as it was written (records written before weights were checked have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<FileDigest>,
+}
+
+/// A file's size and SHA-256: a finished run's `model.ot` is checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl FileDigest {
+    /// The digest of the file at `path`.
+    pub fn of(path: &Path) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            bytes: bytes.len() as u64,
+            sha256,
+        })
+    }
+
+    /// `None` when the file at `path` matches, else what differs (a missing file is not
+    /// checked here: weights are not committed, so a fresh clone has none).
+    pub fn mismatch(&self, path: &Path) -> Result<Option<String>> {
+        let found = Self::of(path)?;
+        Ok(if found.bytes != self.bytes {
+            Some(format!(
+                "{} bytes, but final.json records {}",
+                found.bytes, self.bytes
+            ))
+        } else if found.sha256 != self.sha256 {
+            Some("its SHA-256 differs from the one final.json records".to_string())
+        } else {
+            None
+        })
+    }
 }
 
 /// What [`FinalRecord::earlier_revisions`] says for training done by a runner whose
