@@ -21,10 +21,11 @@ pub const POWER: f64 = 0.8;
 pub const MAX_SEEDS: u64 = 1000;
 
 /// What can be said of one comparison.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// A side has no finished seed that did not diverge.
-    Missing,
+    /// A side has no finished seed that did not diverge: why, per side ("x: none finished
+    /// yet", "x: every seed diverged").
+    Missing(String),
     /// A side has one seed (or neither has a spread): no interval.
     NoInterval,
     /// The interval leaves out 0.
@@ -68,7 +69,18 @@ impl Comparison {
                     Verdict::Unresolved(w, seeds_needed(w.delta, sd, ALPHA, POWER, MAX_SEEDS))
                 }
             },
-            _ => Verdict::Missing,
+            _ => {
+                let why: Vec<String> = [ra, rb]
+                    .iter()
+                    .filter(|r| r.summary.is_none())
+                    .map(|r| match (r.finished, r.diverged) {
+                        (0, _) => format!("{}: none finished yet", r.variant),
+                        (f, d) if f == d => format!("{}: every seed diverged", r.variant),
+                        _ => format!("{}: no finite test error", r.variant),
+                    })
+                    .collect();
+                Verdict::Missing(why.join("; "))
+            }
         };
         Some(Self {
             a: a.to_string(),
@@ -90,7 +102,7 @@ impl Comparison {
     fn welch(&self) -> Option<&Welch> {
         match &self.verdict {
             Verdict::Resolved(w) | Verdict::Unresolved(w, _) => Some(w),
-            Verdict::Missing | Verdict::NoInterval => None,
+            Verdict::Missing(_) | Verdict::NoInterval => None,
         }
     }
 
@@ -160,18 +172,7 @@ pub fn to_markdown(comparisons: &[Comparison]) -> String {
         let (n_a, n_b) = (Comparison::n(c.summary_a), Comparison::n(c.summary_b));
         let delta = c.delta().map_or("–".to_string(), |d| format!("{d:+.2}"));
         let (interval, excludes, needed) = match c.verdict {
-            Verdict::Missing => {
-                let empty: Vec<&str> = [(&c.a, c.summary_a), (&c.b, c.summary_b)]
-                    .iter()
-                    .filter(|(_, s)| s.is_none())
-                    .map(|(name, _)| name.as_str())
-                    .collect();
-                let text = format!(
-                    "{}: no finished seed that did not diverge",
-                    empty.join(", ")
-                );
-                (text, "–", "–".to_string())
-            }
+            Verdict::Missing(ref why) => (why.clone(), "–", "–".to_string()),
             Verdict::NoInterval if n_a < 2 || n_b < 2 => {
                 ("n = 1: no interval".to_string(), "–", "–".to_string())
             }

@@ -677,7 +677,8 @@ fn gated_runs_show_their_gates_at_three_moments() {
 
 /// Every variant against the first (the fixture names no `compare`), in comparisons.csv,
 /// comparisons.md and table.md: a resolved difference with SciPy's Welch interval, an
-/// unresolved one with statsmodels' seeds per side, one seed on a side, none at all.
+/// unresolved one with statsmodels' seeds per side, one seed on a side, none finished, every seed
+/// diverged.
 /// Reference values (SciPy 1.17.1, statsmodels 0.15.0):
 ///   stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95) and
 ///   TTestIndPower().solve_power(effect_size=Δ / sqrt((s_a² + s_b²) / 2), alpha=0.05, power=0.8)
@@ -693,6 +694,7 @@ fn comparisons_test_each_difference_against_seed_noise() {
         f.finished("scaling-0.5-0.5", seed as u64, e, CPU, JPEG);
     }
     f.finished("scaling-0-1", 0, 30.0, CPU, JPEG);
+    f.diverged("dropout-0.5", 0);
     for (seed, e) in [12.0, 12.2, 12.4, 12.6, 12.8].into_iter().enumerate() {
         f.finished("conv1x1", seed as u64, e, CPU, JPEG);
     }
@@ -732,8 +734,8 @@ fn comparisons_test_each_difference_against_seed_noise() {
     for line in [
         "| scaling-0.5-0.5 − original | 3, 5 | +0.20 | [-0.51, +0.91] | no | +5.74 | 44 |",
         "| scaling-0-1 − original | 1, 5 | +23.40 | n = 1: no interval | – | – | – |",
-        "| dropout-0.5 − original | 0, 5 | – | dropout-0.5: no finished seed that did not \
-         diverge | – | – | – |",
+        "| dropout-0.5 − original | 0, 5 | – | dropout-0.5: every seed diverged | – | – | – |",
+        "| gating-6 − original | 0, 5 | – | gating-6: none finished yet | – | +2.09 | – |",
         "| conv1x1 − original | 5, 5 | +5.80 | [+5.36, +6.24] | yes | – | – |",
         "Welch's t interval",
     ] {
