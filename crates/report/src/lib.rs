@@ -157,11 +157,6 @@ fn render_training(
     let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     files.extend(write_comparisons(results_dir, &table)?);
     create_dir(plots_dir)?;
-    let caption = Caption {
-        title: figure_title(spec, variants, &table.provenance.trained_depths()),
-        profile: profile.to_string(),
-        data: table.provenance.data_label(),
-    };
     let profile_spec = spec.profile(profile)?;
     let nets = variants
         .iter()
@@ -174,6 +169,15 @@ fn render_training(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // the depths this profile trains (every run of it is checked against its configuration)
+    let mut trained: Vec<usize> = nets.iter().map(|n| n.depth).collect();
+    trained.sort_unstable();
+    trained.dedup();
+    let caption = Caption {
+        title: figure_title(spec, variants, &trained),
+        profile: profile.to_string(),
+        data: table.provenance.data_label(),
+    };
     files.extend(plots::write_training_figures(
         plots_dir,
         &caption,
@@ -196,8 +200,8 @@ fn depths_text(depths: &[usize]) -> String {
 }
 
 /// A figure's title: the experiment's, with the depths the papers trained `variants` at
-/// and, where the profile trained others (`trained`, from the runs' records), the depths
-/// trained here, so that a reduced profile's figure never reads as the paper's networks.
+/// and, where the profile trains others (`trained`), the depths trained here, so that a
+/// reduced profile's figure never reads as the paper's networks.
 fn figure_title(spec: &Experiment, variants: &[&Variant], trained: &[usize]) -> String {
     let title = &spec.title;
     match (spec.declared_depths(variants), trained) {
@@ -213,14 +217,15 @@ fn figure_title(spec: &Experiment, variants: &[&Variant], trained: &[usize]) -> 
     }
 }
 
-/// A variant's name in the figures: `110-a-original` trained at depth 32 is `a-original`
-/// (its depth prefix would name a network that was not trained); other names as they are.
+/// A variant's name in the figures: `110-a-original` trained at depth 32 is `32-a-original`
+/// (its depth prefix would name a network that was not trained; the depth trained keeps the
+/// 110- and 164- variants apart where a profile shrinks both); other names as they are.
 fn display_name(name: &str, declared: Option<usize>, trained: usize) -> String {
     match declared {
-        Some(depth) if depth != trained => name
-            .strip_prefix(&format!("{depth}-"))
-            .unwrap_or(name)
-            .to_string(),
+        Some(depth) if depth != trained => match name.strip_prefix(&format!("{depth}-")) {
+            Some(rest) => format!("{trained}-{rest}"),
+            None => name.to_string(),
+        },
         _ => name.to_string(),
     }
 }
@@ -301,7 +306,14 @@ mod tests {
 
     #[test]
     fn a_depth_prefix_is_dropped_only_where_another_depth_was_trained() {
-        assert_eq!(display_name("110-a-original", Some(110), 32), "a-original");
+        assert_eq!(
+            display_name("110-a-original", Some(110), 32),
+            "32-a-original"
+        );
+        assert_eq!(
+            display_name("164-a-original", Some(164), 11),
+            "11-a-original"
+        );
         assert_eq!(
             display_name("110-a-original", Some(110), 110),
             "110-a-original"

@@ -646,11 +646,12 @@ pub fn variant_colours(nets: &[VariantNet]) -> Vec<usize> {
 
 impl Figure for CurvesFigure {
     fn size(&self) -> (u32, u32) {
-        if self.is_plain_vs_residual() {
-            (CURVE_PANEL_WIDTH * self.panels.len() as u32, 700)
+        let width = if self.is_plain_vs_residual() {
+            CURVE_PANEL_WIDTH * self.panels.len() as u32
         } else {
-            (1100, 700)
-        }
+            1100
+        };
+        (width.max(title_width(&self.caption.title) + 40), 700)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {

@@ -597,7 +597,14 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
 #[test]
 fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
     let title = "Identity Mappings, Table 1: shortcut variants on ResNet-110";
+    // the paper profile shrunk to one unit a stage: depth 8, where the file names 110
+    let shrunk = EXPERIMENT.replace(
+        "[profiles.paper]\nseeds = [0, 1, 2, 3, 4]\nmodel = {}",
+        "[profiles.paper]\nseeds = [0, 1, 2, 3, 4]\nmodel = { units_per_stage = 1 }",
+    );
+    assert_ne!(shrunk, EXPERIMENT);
     let f = Fixture::new();
+    fs::write(f.paths.experiments.join("shortcuts.toml"), &shrunk).unwrap();
     for (variant, seed) in [("original", 0), ("conv1x1", 1)] {
         f.finished(variant, seed, 30.0, CPU, JPEG);
         f.config(variant, seed, 8);
@@ -615,8 +622,14 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
         );
     }
 
-    // two depths trained, one of them the paper's
+    // two depths in the file, both trained as written: said once
+    let two = EXPERIMENT.replace(
+        "name = \"conv1x1\"\n",
+        "name = \"conv1x1\"\nmodel = { depth = 56 }\n",
+    );
+    assert_ne!(two, EXPERIMENT);
     let f = Fixture::new();
+    fs::write(f.paths.experiments.join("shortcuts.toml"), &two).unwrap();
     f.finished("original", 0, 7.0, CPU, JPEG);
     f.config("original", 0, 110);
     f.finished("conv1x1", 0, 7.5, CPU, JPEG);
@@ -628,7 +641,7 @@ fn figures_say_when_a_profile_trained_other_depths_than_the_title() {
         "{md}"
     );
     let svg = fs::read_to_string(f.plots("shortcuts").join("final.svg")).unwrap();
-    assert!(svg.contains("(paper: depth 110; trained here: depths 56, 110)"));
+    assert!(svg.contains(&format!("{title} (depths 56, 110)")), "{svg}");
 
     // the depth the file names: said once, as the paper's and ours
     let f = Fixture::new();
