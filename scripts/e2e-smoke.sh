@@ -27,9 +27,19 @@ cargo run --quiet -p report -- "$exp" --profile smoke --results "$tmp/results" -
 variants=$(grep -c '^\[\[variants\]\]' "experiments/$exp.toml")
 finished=$(find "$tmp/results/$exp/smoke" -name final.json | wc -l)
 [ "$finished" -eq "$variants" ] || fail "$finished of $variants variants finished"
-rows=$(grep -c '^| ' "$tmp/results/$exp/smoke/table.md")
+# the variants' table: from its header to the first blank line (sections follow it)
+rows=$(awk '/^\| variant \|/ { t = 1 } t && /^$/ { exit } t && /^\| / { n++ } END { print n + 0 }' \
+  "$tmp/results/$exp/smoke/table.md")
 [ "$rows" -eq $((variants + 1)) ] || fail "table.md has $rows table rows, expected a header and $variants variants"
 [ -s "$tmp/results/$exp/smoke/table.csv" ] || fail "no table.csv"
+for file in comparisons.csv comparisons.md; do
+  [ -s "$tmp/results/$exp/smoke/$file" ] || fail "no $file"
+done
+grep -q '^## Comparisons' "$tmp/results/$exp/smoke/table.md" || fail "table.md has no Comparisons section"
+# gated variants log their gates, and the table shows them
+if grep -q 'gating' "experiments/$exp.toml"; then
+  grep -q '^## Gates' "$tmp/results/$exp/smoke/table.md" || fail "table.md has no Gates section"
+fi
 for figure in curves final; do
   for ext in svg png; do
     [ -s "$tmp/plots/$exp/smoke/$figure.$ext" ] || fail "no $figure.$ext"
