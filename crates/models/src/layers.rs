@@ -112,6 +112,11 @@ impl ConvConfig {
         (side + 2 * (self.kernel / 2) - self.kernel) / self.stride + 1
     }
 
+    /// Elements of one replica's output for one input of `(h, w)`.
+    pub fn output_elements(&self, (h, w): (i64, i64)) -> i64 {
+        self.out_channels * self.output_side(h) * self.output_side(w)
+    }
+
     /// Trainable parameters of one replica.
     pub fn params(&self) -> i64 {
         let bias = if self.bias_init.is_some() {

@@ -52,6 +52,11 @@ pub struct Summary {
     /// included) and the fc layer; BN, ReLU, additions and pooling not counted (the papers'
     /// "FLOPs").
     pub macs: i64,
+    /// Feature-map elements of one replica for one image: the output of every convolution
+    /// (stem, branches, projections, gates). Training keeps a few tensors of about this size
+    /// per image for the backward pass (each convolution's output, its BN's and its ReLU's);
+    /// the runner's memory estimate starts from it.
+    pub feature_elements: i64,
     /// The layer layout.
     pub layout: Vec<LayoutRow>,
 }
@@ -93,6 +98,7 @@ pub fn summarize(config: &NetConfig, input_size: (i64, i64)) -> Result<Summary> 
     let (stem_conv_macs, conv_size) = plan.stem.conv.macs(input_size);
     let (_, mut size) = plan.stem.macs(input_size);
     let mut macs = stem_conv_macs;
+    let mut feature_elements = plan.stem.conv.output_elements(input_size);
     let k = plan.stem.conv.kernel;
     let mut stem = format!("{k}×{k}, {}", plan.stem.conv.out_channels);
     if plan.stem.conv.stride != 1 {
@@ -127,6 +133,7 @@ pub fn summarize(config: &NetConfig, input_size: (i64, i64)) -> Result<Summary> 
     for (s, units) in plan.stages.iter().enumerate() {
         for unit in units {
             let (m, out) = unit.macs(size);
+            feature_elements += unit.feature_elements(size);
             macs += m;
             size = out;
             params += unit.params();
@@ -178,6 +185,7 @@ pub fn summarize(config: &NetConfig, input_size: (i64, i64)) -> Result<Summary> 
         params_total: params * config.replicas,
         input_size: [input_size.0, input_size.1],
         macs,
+        feature_elements,
         layout,
     })
 }

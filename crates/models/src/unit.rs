@@ -207,6 +207,22 @@ impl UnitConfig {
         (total, size)
     }
 
+    /// Elements of the feature maps the unit's convolutions (projection and gate included)
+    /// produce for one input of `(h, w)` in one replica.
+    pub fn feature_elements(&self, hw: (i64, i64)) -> i64 {
+        let mut total = 0;
+        let mut size = hw;
+        for conv in self.convs() {
+            total += conv.output_elements(size);
+            size = (conv.output_side(size.0), conv.output_side(size.1));
+        }
+        total
+            + self
+                .projection()
+                .map_or(0, |(conv, _)| conv.output_elements(hw))
+            + self.gate().map_or(0, |gate| gate.output_elements(hw))
+    }
+
     /// Creates the unit's weights under `p`: `conv1`, `bn1`, ..., `bn_out`, `shortcut/conv`,
     /// `shortcut/bn`, `shortcut/gate`.
     pub fn build(&self, p: &nn::Path) -> Result<ResidualUnit> {

@@ -400,3 +400,20 @@ fn initialisation_is_the_papers() {
         0.0
     );
 }
+
+/// The feature maps the memory estimate starts from, counted by hand: every convolution's
+/// output for one 32×32 image (16×32×32 = 16,384 in stage 1, 8,192 in stage 2, 4,096 in
+/// stage 3; two per basic unit, one for the stem).
+#[test]
+fn feature_elements_count_every_convolutions_output() {
+    let per_unit = |n: i64| 2 * n * (16_384 + 8_192 + 4_096);
+    assert_eq!(summary("resnet20").feature_elements, 16_384 + per_unit(3));
+    assert_eq!(summary("resnet110").feature_elements, 16_384 + per_unit(18));
+    // option B adds a 1×1 projection where the shape changes: 32×16×16 and 64×8×8
+    let mut b = NetConfig::cifar(20);
+    b.downsample = Downsample::B;
+    assert_eq!(
+        b.summary().unwrap().feature_elements,
+        16_384 + per_unit(3) + 8_192 + 4_096
+    );
+}

@@ -299,6 +299,8 @@ fn runtime_device_count() -> Result<i32> {
 pub struct GpuInfo {
     pub name: String,
     pub total_memory_bytes: u64,
+    /// What the device has free now (other processes' allocations excluded).
+    pub free_memory_bytes: u64,
 }
 
 /// Asks the CUDA runtime (`libcudart.so.13`, already loaded by libtorch) about device `index`.
@@ -339,6 +341,7 @@ pub fn gpu_info(index: i32) -> Result<GpuInfo> {
     Ok(GpuInfo {
         name,
         total_memory_bytes: total as u64,
+        free_memory_bytes: free as u64,
     })
 }
 

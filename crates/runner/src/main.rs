@@ -20,6 +20,7 @@ mod doctor;
 mod estimate;
 mod gradients;
 mod libtorch;
+mod memory;
 mod optim;
 mod plan;
 mod tensorboard;
@@ -60,6 +61,11 @@ enum Command {
     /// List the tasks of a sweep (one task: one variant's seeds, stacked), and with
     /// `--emit slurm` write an sbatch array script and its task list beside the results.
     Plan(PlanArgs),
+    /// TensorBoard event files, which are derived from each run's epochs.csv.
+    Tfevents {
+        #[command(subcommand)]
+        action: TfeventsAction,
+    },
     /// The CIFAR-10 data: download and verify the original archive, or inspect a folder.
     Data {
         #[command(subcommand)]
@@ -83,6 +89,18 @@ enum DataAction {
     /// Write a synthetic, learnable dataset in the CIFAR-10 layout into a new folder (for
     /// checking the pipeline without CIFAR-10; its results are labelled synthetic).
     Synthetic,
+}
+
+#[derive(Debug, Subcommand)]
+enum TfeventsAction {
+    /// Rebuild the event files of runs whose epochs are missing from them or there twice (a
+    /// deleted or truncated file), from their epochs.csv, so that TensorBoard shows every
+    /// epoch once. Runs being trained are left to their trainer.
+    Repair {
+        /// Run folders (`…/seed-N`), or folders above them, such as `results`.
+        #[arg(required = true)]
+        folders: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -252,6 +270,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { name, json } => models_command(name.as_deref(), json),
         Command::Bench(args) => bench_command(args),
         Command::Plan(args) => plan_command(args),
+        Command::Tfevents {
+            action: TfeventsAction::Repair { folders },
+        } => tensorboard::repair_folders(&folders),
         Command::Data {
             action,
             data_dir,
@@ -335,8 +356,20 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
+    let max_replicas = fit_in_memory(
+        &experiment,
+        profile,
+        &variants,
+        &seeds,
+        resolved.device,
+        args.replicas,
+        args.precision,
+    )?;
     let dir = data::training_dir(args.data_dir.as_deref(), args.quiet)?;
     let data = data::Cifar10::load(&dir)?;
+    if train::stop_requested() {
+        return Err(train::Interrupted { iteration: 0 }.into());
+    }
     eprintln!(
         "data: {} ({}), fingerprint {}",
         dir.display(),
@@ -346,9 +379,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let options = train::TrainOptions {
         results: args.results,
         device: resolved.device,
-        max_replicas: args
-            .replicas
-            .unwrap_or(if resolved.device.is_cuda() { 16 } else { 1 }),
+        max_replicas,
         layout: args
             .sgd_layout
             .unwrap_or(optim::SgdLayout::for_device(resolved.device)),
@@ -373,6 +404,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
             layout: options.layout,
             precision: options.precision,
         })?;
+        if train::stop_requested() {
+            return Err(train::Interrupted { iteration: 0 }.into());
+        }
     }
     match experiment.kind {
         spec::ExperimentKind::Training => train::train_experiment(
@@ -394,6 +428,67 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &options,
         ),
     }
+}
+
+/// Checks, before any tensor exists, that every variant's network fits in the device's memory
+/// at the batch size and stack size asked for, and says the largest estimate. Returns the most
+/// seeds to stack: `--replicas`, else the device's default (16 on CUDA, 1 on the CPU) lowered
+/// to what fits. Refuses a network that does not fit alone, or with `--replicas` as asked.
+fn fit_in_memory(
+    experiment: &spec::Experiment,
+    profile: &spec::Profile,
+    variants: &[&spec::Variant],
+    seeds: &[u64],
+    device: tch::Device,
+    asked: Option<usize>,
+    precision: Option<spec::Precision>,
+) -> Result<usize> {
+    let default = if device.is_cuda() { 16 } else { 1 };
+    let stack = asked.unwrap_or(default).min(seeds.len()).max(1) as i64;
+    let (available, source) = memory::available(device)?;
+    let mut replicas = stack;
+    let mut largest: Option<(memory::Need, &str)> = None;
+    for variant in variants {
+        let config = experiment.net_config(variant, profile)?;
+        let protocol = experiment.protocol(variant, profile)?;
+        let precision = precision.unwrap_or(protocol.precision);
+        let batch = protocol.batch_size;
+        let fit = memory::replicas_that_fit(&config, batch, stack, precision, available)?;
+        let alone = memory::Need::of(&config, batch, 1, precision)?;
+        let location = format!(
+            "{}: profile `{}`, variant `{}`",
+            experiment.model_location(variant, profile),
+            profile.name,
+            variant.name
+        );
+        memory::refuse_unless_fits(&alone, available, &source, &location, device)?;
+        if fit < stack && asked.is_some() {
+            anyhow::bail!(
+                "{location}: {stack} stacked replicas do not fit: they need {} and the device                  has {} {source}; --replicas {fit} fits",
+                memory::Need::of(&config, batch, stack, precision)?.describe(),
+                memory::bytes(available),
+            );
+        }
+        replicas = replicas.min(fit);
+        let need = memory::Need::of(&config, batch, fit, precision)?;
+        if largest.is_none_or(|(l, _)| need.total() > l.total()) {
+            largest = Some((need, &variant.name));
+        }
+    }
+    if replicas < stack {
+        eprintln!(
+            "memory: stacking at most {replicas} seeds at once (not {stack}): more do not fit              in {} {source}",
+            memory::bytes(available)
+        );
+    }
+    if let Some((need, name)) = largest {
+        eprintln!(
+            "estimate: memory for {name}: {} of {} {source}",
+            need.describe(),
+            memory::bytes(available)
+        );
+    }
+    Ok(replicas as usize)
 }
 
 fn models_command(name: Option<&str>, json: bool) -> Result<()> {

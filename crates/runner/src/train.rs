@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -28,7 +28,7 @@ use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::checkpoint::{self, Checkpoint, TrainedWith};
 use crate::data::Cifar10;
 use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
-use crate::tensorboard::{unix_now_s, EventFile};
+use crate::tensorboard::{self, unix_now_s, EventFile};
 
 /// How to train, beyond what the experiment file says.
 #[derive(Debug, Clone)]
@@ -448,8 +448,20 @@ impl Job<'_> {
         let name = format!("{}/seed-{seed}", self.variant.name);
         match run.state() {
             Ok(RunState::Unfinished { epochs, config, .. }) => Some((epochs, config)),
-            Ok(RunState::Finished { record, .. }) => {
-                log(&format!("{name}: finished ({:?}), skipped", record.status));
+            Ok(RunState::Finished { record, epochs }) => {
+                let mut said = format!("{name}: finished ({:?}), skipped", record.status);
+                // its events are derived from its rows: rebuild them if they were lost
+                let repaired = run.lock().and_then(|_lock| {
+                    tensorboard::repair(&run.dir, &epochs, record.finished_at_unix_s as f64)
+                });
+                match repaired {
+                    Ok(r) if r.rebuilt() => said.push_str(&format!("; {r}")),
+                    Ok(_) => {}
+                    Err(err) => said.push_str(&format!(
+                        "; its TensorBoard events could not be checked ({err:#})"
+                    )),
+                }
+                log(&said);
                 sweep.skipped += 1;
                 None
             }
@@ -523,6 +535,10 @@ impl Job<'_> {
         let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
         let mut stack = self.build(&seeds)?;
         let start = group[0].start_iteration();
+        if stop_requested() {
+            // asked while the network was built: nothing trained since the checkpoint
+            return Err(Interrupted { iteration: start }.into());
+        }
         let clock = Clock {
             before: group[0].checkpoint.as_ref().map_or(0.0, |c| c.wall_s),
             started: Instant::now(),
@@ -618,6 +634,17 @@ impl Job<'_> {
                     ));
                 }
                 let resume_from = if start == 0 { -1 } else { start };
+                let written = modified_unix_s(&pending.run.epochs_path());
+                match tensorboard::repair(&pending.run.dir, &rows, written) {
+                    Ok(r) if r.rebuilt() => {
+                        log(&format!("{}/seed-{}: {r}", self.variant.name, pending.seed))
+                    }
+                    Ok(_) => {}
+                    Err(err) => log(&format!(
+                        "{}/seed-{}: its TensorBoard events could not be rebuilt ({err:#})",
+                        self.variant.name, pending.seed
+                    )),
+                }
                 let events = match EventFile::create(&pending.run.dir, resume_from) {
                     Ok(events) => {
                         let dropped = events.pruned().events_dropped;
@@ -858,22 +885,7 @@ impl Job<'_> {
         let Some(row) = member.rows.last() else {
             return;
         };
-        let mut scalars = vec![
-            ("train/loss", row.train_loss),
-            ("train/error", row.train_error),
-            ("train/lr", row.lr),
-            ("train/images_per_s", row.images_per_s),
-        ];
-        if let (Some(loss), Some(error)) = (row.test_loss, row.test_error) {
-            scalars.extend([("test/loss", loss), ("test/error", error)]);
-        }
-        if let Some([first, middle, last]) = row.gates() {
-            scalars.extend([
-                ("gate/first_unit", first),
-                ("gate/middle_unit", middle),
-                ("gate/last_unit", last),
-            ]);
-        }
+        let scalars = crate::tensorboard::row_scalars(row);
         if let Err(err) = events.append(row.iteration, unix_now_s(), &scalars) {
             log(&format!(
                 "{}/seed-{}: TensorBoard events stop here ({err:#})",
@@ -1163,6 +1175,15 @@ impl Job<'_> {
 }
 
 /// One line on stderr (with `--quiet`, or off a terminal, these lines replace the bars).
+/// When `path` was last written, in seconds since the Unix epoch (now if it cannot be told).
+fn modified_unix_s(path: &Path) -> f64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(unix_now_s, |d| d.as_secs_f64())
+}
+
 fn log(line: &str) {
     eprintln!("{line}");
 }
@@ -1934,6 +1955,36 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             numbers(&run.read_epochs().unwrap()),
             numbers(&at(whole.path()).read_epochs().unwrap())
         );
+
+        // the event files are derived from epochs.csv: an interrupted run whose files were
+        // deleted gets its earlier epochs back when it resumes
+        let lost = tempfile::tempdir().unwrap();
+        train(lost.path(), "sparse", 1, Some(6)).unwrap_err();
+        let run = at(lost.path());
+        let delete_events = |run: &RunDir| {
+            for entry in std::fs::read_dir(&run.dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.to_string_lossy().contains("tfevents") {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        };
+        delete_events(&run);
+        train(lost.path(), "sparse", 1, None).unwrap();
+        check(&run, "resumed after its events were deleted");
+        // and a finished run gets them back when a sweep skips it, deleted or cut short
+        delete_events(&run);
+        train(lost.path(), "sparse", 1, None).unwrap();
+        check(&run, "finished, events deleted");
+        for entry in std::fs::read_dir(&run.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("tfevents") {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            }
+        }
+        train(lost.path(), "sparse", 1, None).unwrap();
+        check(&run, "finished, events cut in half");
     }
 
     /// The precision trained with is in config.toml and final.json: the profile's, or the one

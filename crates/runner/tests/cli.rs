@@ -119,6 +119,40 @@ fn a_refusal_is_one_line_without_a_stack_trace() {
     assert_eq!(log.trim_end().lines().count(), 1, "{log}");
 }
 
+/// A network far too big for the machine (60,002 layers: about 1 G parameters and 2 TiB of
+/// activations per batch) is refused before anything is built, naming the line of the
+/// profile's model and the estimate; nothing is written. It used to grow until the kernel's
+/// OOM killer ended it, minutes later.
+#[test]
+fn a_network_too_big_for_memory_is_refused_at_once_with_the_estimate() {
+    let experiment = format!(
+        "{EXPERIMENT}[profiles.huge]\nseeds = [0]\nmodel = {{ units_per_stage = 10000 }}\n\
+         protocol = {{ batch_size = 128, iterations = 10, lr = 0.1, lr_drops = [] }}\n"
+    );
+    let line = experiment.lines().count() - 1;
+    let s = Setup::with(&experiment);
+    let started = Instant::now();
+    let out = s
+        .train("results", &["--profile", "huge", "--variant", "original"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let expected = format!(
+        "runner: error: {}:{line}: profile `huge`, variant `original`: too big for this \
+         machine: training needs about ",
+        s.root.join("cli.toml").display()
+    );
+    assert!(log.contains(&expected), "{log}");
+    assert!(log.contains("TiB (972.14M parameters × 1 replica"), "{log}");
+    assert!(log.contains("lower the depth (units_per_stage)"), "{log}");
+    assert_eq!(log.trim_end().lines().count(), 1, "{log}");
+    assert!(!s.root.join("results").exists(), "nothing is written");
+    // under a second when the machine is quiet; the bound leaves room for a busy CI
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
 #[test]
 fn devices_run_the_tasks_in_parallel_processes() {
     let s = Setup::new();

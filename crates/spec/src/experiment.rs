@@ -280,6 +280,8 @@ pub struct Variant {
     pub name: String,
     pub paper: Option<PaperNumber>,
     model: Table,
+    /// The line of its `model` table, when it has one.
+    model_line: Option<usize>,
     protocol: BTreeMap<String, Table>,
 }
 
@@ -312,6 +314,8 @@ pub struct Profile {
     pub protocol: Protocol,
     protocol_table: Table,
     model: Table,
+    /// The line of its `model` table, or of its header when it has none.
+    model_line: usize,
 }
 
 fn protocol_from(table: Table) -> Result<Protocol> {
@@ -392,6 +396,7 @@ impl Experiment {
                     .as_ref()
                     .map(|m| m.get_ref().clone())
                     .unwrap_or_default(),
+                model_line: v.model.as_ref().map(|m| line_of(text, m.span().start)),
                 protocol: v
                     .protocol
                     .iter()
@@ -485,6 +490,12 @@ impl Experiment {
                         .as_ref()
                         .map(|m| m.get_ref().clone())
                         .unwrap_or_default(),
+                    model_line: line_of(
+                        text,
+                        p.model
+                            .as_ref()
+                            .map_or(profile.span().start, |m| m.span().start),
+                    ),
                 },
             );
         }
@@ -703,6 +714,17 @@ impl Experiment {
     }
 
     /// The network of `variant` under `profile` (one replica), checked.
+    /// `file:line` of where the network of `variant` in `profile` is set: the profile's
+    /// `model` table when it has one, else the variant's, else the profile's header.
+    pub fn model_location(&self, variant: &Variant, profile: &Profile) -> String {
+        let line = if profile.model.is_empty() {
+            variant.model_line.unwrap_or(profile.model_line)
+        } else {
+            profile.model_line
+        };
+        format!("{}:{line}", self.path.display())
+    }
+
     pub fn net_config(&self, variant: &Variant, profile: &Profile) -> Result<NetConfig> {
         let mut table = self.base_model.clone();
         for (key, value) in variant.model.iter().chain(profile.model.iter()) {
@@ -769,6 +791,25 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
 
     fn parse(text: &str) -> Result<Experiment> {
         Experiment::parse(Path::new("experiments/t.toml"), text)
+    }
+
+    /// Where a network is set, for errors about it (a network too big for memory): the
+    /// profile's model table, else the variant's, else the profile's header.
+    #[test]
+    fn the_model_of_a_variant_in_a_profile_is_located_by_its_line() {
+        let text = "title = \"t\"\nsource = \"s\"\n[model]\ndepth = 20\n\
+                    [[variants]]\nname = \"a\"\n\
+                    [[variants]]\nname = \"b\"\nmodel = { depth = 32 }\n\
+                    [profiles.big]\nseeds = [0]\nmodel = { units_per_stage = 99 }\n\
+                    protocol = { batch_size = 8, iterations = 10, lr = 0.1, lr_drops = [] }\n\
+                    [profiles.small]\nseeds = [0]\n\
+                    protocol = { batch_size = 8, iterations = 10, lr = 0.1, lr_drops = [] }\n";
+        let e = parse(text).unwrap();
+        let at = |v: usize, p: &str| e.model_location(&e.variants[v], e.profile(p).unwrap());
+        assert_eq!(at(0, "big"), "experiments/t.toml:12");
+        assert_eq!(at(1, "big"), "experiments/t.toml:12");
+        assert_eq!(at(1, "small"), "experiments/t.toml:9");
+        assert_eq!(at(0, "small"), "experiments/t.toml:14");
     }
 
     #[test]
