@@ -141,7 +141,7 @@ pub fn measure(
             rates.sort_by(f64::total_cmp);
             BenchResult {
                 model: trial.name.clone(),
-                device: format!("{device:?}"),
+                device: crate::device::device_name(device),
                 replicas: c.replicas,
                 batch_per_model: c.batch,
                 layout: c.layout,

@@ -294,6 +294,14 @@ fn runtime_device_count() -> Result<i32> {
     Ok(count)
 }
 
+/// A device as the command line spells it: `cpu`, `cuda:0`.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
 /// Name and total memory of a CUDA device, read through the CUDA runtime that libtorch loaded.
 #[derive(Debug, Clone)]
 pub struct GpuInfo {

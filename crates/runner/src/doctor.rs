@@ -92,8 +92,9 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     let resolved = device::resolve(choice);
     match &resolved {
         Ok(resolved) => println!(
-            "training on   {:?} with --device {choice:?}{}",
-            resolved.device,
+            "training on   {} with --device {}{}",
+            device::device_name(resolved.device),
+            crate::launch::flag_value(&choice),
             if resolved.fallback.is_some() {
                 " (no usable CUDA)"
             } else {
@@ -117,7 +118,10 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         }
     }
     if resolved.is_err() {
-        anyhow::bail!("--device {choice:?} cannot train on this machine (see above)");
+        anyhow::bail!(
+            "--device {} cannot train on this machine (see above)",
+            crate::launch::flag_value(&choice)
+        );
     }
     Ok(())
 }

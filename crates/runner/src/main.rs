@@ -19,6 +19,7 @@ mod device;
 mod doctor;
 mod estimate;
 mod gradients;
+mod launch;
 mod libtorch;
 mod memory;
 mod optim;
@@ -103,39 +104,12 @@ enum TfeventsAction {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 struct TrainArgs {
     /// The experiment file, e.g. experiments/shortcuts.toml.
     experiment: PathBuf,
-    /// Which profile of the file: its protocol and seeds.
-    #[arg(long, default_value = "paper")]
-    profile: String,
-    /// Train only these variants (repeatable; default: all).
-    #[arg(long = "variant")]
-    variants: Vec<String>,
-    /// Train only these of the profile's seeds, e.g. 0,1,2 (default: all).
-    #[arg(long, value_delimiter = ',')]
-    seeds: Vec<u64>,
-    #[arg(long, value_enum, default_value = "auto")]
-    device: device::DeviceChoice,
-    /// Most seeds stacked in one network (default: all of a variant's seeds on CUDA, 1 on
-    /// the CPU; 1 disables stacking).
-    #[arg(long)]
-    replicas: Option<usize>,
-    /// Parameter layout of the optimizer (default: flat on CUDA, per tensor on the CPU).
-    #[arg(long, value_enum)]
-    sgd_layout: Option<optim::SgdLayout>,
-    /// Numeric precision, instead of the profile's (`precision` in its protocol; fp32, the
-    /// papers', unless the file says otherwise): fp16 is CUDA autocast with dynamic loss
-    /// scaling. Recorded in each run's config.toml and final.json.
-    #[arg(long, value_enum)]
-    precision: Option<optim::Precision>,
-    /// Where results go.
-    #[arg(long, default_value = "results")]
-    results: PathBuf,
-    /// CIFAR-10 binary folder (default: $CIFAR10_DIR, else data/cifar-10-batches-bin).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    launch: launch::Launch,
     /// No progress bars; one line per epoch.
     #[arg(long)]
     quiet: bool,
@@ -152,17 +126,9 @@ struct TrainArgs {
 struct PlanArgs {
     /// The experiment file.
     experiment: PathBuf,
-    #[arg(long, default_value = "paper")]
-    profile: String,
-    #[arg(long = "variant")]
-    variants: Vec<String>,
-    #[arg(long, value_delimiter = ',')]
-    seeds: Vec<u64>,
-    /// Most seeds per task (default: all of a variant's seeds; 1: one seed per task).
-    #[arg(long)]
-    replicas: Option<usize>,
-    #[arg(long, default_value = "results")]
-    results: PathBuf,
+    /// The options of `runner train` that every task is launched with.
+    #[command(flatten)]
+    launch: launch::Launch,
     /// Write a Slurm array script and task list into results/<exp>/<profile>/slurm/.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
@@ -184,9 +150,6 @@ struct PlanArgs {
     /// Seconds before the time limit at which Slurm asks the task to checkpoint and stop.
     #[arg(long, default_value_t = 120)]
     signal_lead: u32,
-    /// `--device` of the array tasks.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: device::DeviceChoice,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -302,57 +265,38 @@ fn run(cli: Cli) -> Result<()> {
 fn train_command(args: TrainArgs) -> Result<()> {
     let experiment = spec::Experiment::load(&args.experiment)?;
     train::install_signal_handlers()?;
-    let profile = experiment.profile(&args.profile)?;
     let mut args = args;
+    let profile = experiment.profile(&args.launch.profile)?;
     if let Some(id) = args.task {
-        let list = plan::slurm_dir(&args.results, &experiment, profile).join("tasks.tsv");
+        let list = plan::slurm_dir(&args.launch.results, &experiment, profile).join("tasks.tsv");
         let task = plan::read_task(&list, id)?;
         eprintln!("task {id}: {} seeds {:?}", task.variant, task.seeds);
-        args.replicas = Some(task.seeds.len());
-        args.variants = vec![task.variant];
-        args.seeds = task.seeds;
+        args.launch.replicas = Some(task.seeds.len());
+        args.launch.variants = vec![task.variant];
+        args.launch.seeds = task.seeds;
     }
-    let variants = experiment.select_variants(profile, &args.variants)?;
-    let seeds = profile.select_seeds(&args.seeds)?;
+    let variants = experiment.select_variants(profile, &args.launch.variants)?;
+    let seeds = profile.select_seeds(&args.launch.seeds)?;
     if !args.devices.is_empty() {
-        let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
+        let tasks = plan::tasks(
+            &variants,
+            &seeds,
+            args.launch.replicas.unwrap_or(seeds.len()),
+        );
         let child_args = |task: &plan::Task| -> Vec<String> {
-            let mut a: Vec<String> = vec![
-                "train".into(),
-                args.experiment.display().to_string(),
-                "--profile".into(),
-                profile.name.clone(),
-                "--variant".into(),
-                task.variant.clone(),
-                "--seeds".into(),
-                task.seeds
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                "--replicas".into(),
-                task.seeds.len().to_string(),
-                "--device".into(),
-                format!("{:?}", args.device).to_lowercase(),
-                "--results".into(),
-                args.results.display().to_string(),
-                "--quiet".into(),
-            ];
-            if let Some(dir) = &args.data_dir {
-                a.extend(["--data-dir".into(), dir.display().to_string()]);
-            }
-            if let Some(precision) = args.precision {
-                a.extend([
-                    "--precision".into(),
-                    format!("{precision:?}").to_lowercase(),
-                ]);
-            }
-            a
+            let launch = launch::Launch {
+                variants: vec![task.variant.clone()],
+                seeds: task.seeds.clone(),
+                replicas: Some(task.seeds.len()),
+                ..args.launch.clone()
+            };
+            launch::train_args(&args.experiment, &launch, true)
         };
         return plan::run_on_devices(&tasks, &args.devices, &child_args);
     }
+    let TrainArgs { launch, quiet, .. } = args;
     let torch = libtorch::check()?;
-    let resolved = device::resolve(args.device)?;
+    let resolved = device::resolve(launch.device)?;
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
@@ -362,10 +306,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
         &variants,
         &seeds,
         resolved.device,
-        args.replicas,
-        args.precision,
+        launch.replicas,
+        launch.precision,
     )?;
-    let dir = data::training_dir(args.data_dir.as_deref(), args.quiet)?;
+    let dir = data::training_dir(launch.data_dir.as_deref(), quiet)?;
     let data = data::Cifar10::load(&dir)?;
     if train::stop_requested() {
         return Err(train::Interrupted { iteration: 0 }.into());
@@ -377,14 +321,14 @@ fn train_command(args: TrainArgs) -> Result<()> {
         data.fingerprint.digest
     );
     let options = train::TrainOptions {
-        results: args.results,
+        results: launch.results,
         device: resolved.device,
         max_replicas,
-        layout: args
+        layout: launch
             .sgd_layout
             .unwrap_or(optim::SgdLayout::for_device(resolved.device)),
-        precision: args.precision,
-        quiet: args.quiet,
+        precision: launch.precision,
+        quiet,
         stop_after_steps: None,
     };
     let provenance = train::Provenance {
@@ -595,9 +539,9 @@ fn bench_command(args: BenchArgs) -> Result<()> {
                 r.model,
                 r.replicas,
                 r.batch_per_model,
-                format!("{:?}", r.layout),
-                format!("{:?}", r.memory_format),
-                format!("{:?}", r.precision).to_lowercase(),
+                launch::flag_value(&r.layout),
+                launch::flag_value(&r.memory_format),
+                launch::flag_value(&r.precision),
                 r.images_per_s,
                 r.round_seconds.len(),
                 r.steps,
@@ -611,14 +555,15 @@ fn bench_command(args: BenchArgs) -> Result<()> {
 
 fn plan_command(args: PlanArgs) -> Result<()> {
     let experiment = spec::Experiment::load(&args.experiment)?;
-    let profile = experiment.profile(&args.profile)?;
-    let variants = experiment.select_variants(profile, &args.variants)?;
-    let seeds = profile.select_seeds(&args.seeds)?;
-    let tasks = plan::tasks(&variants, &seeds, args.replicas.unwrap_or(seeds.len()));
+    let launch = &args.launch;
+    let profile = experiment.profile(&launch.profile)?;
+    let variants = experiment.select_variants(profile, &launch.variants)?;
+    let seeds = profile.select_seeds(&launch.seeds)?;
+    let tasks = plan::tasks(&variants, &seeds, launch.replicas.unwrap_or(seeds.len()));
     println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");
     for task in &tasks {
         let seeds: Vec<String> = task.seeds.iter().map(u64::to_string).collect();
-        let status = plan::task_status(&args.results, &experiment, profile, task);
+        let status = plan::task_status(&launch.results, &experiment, profile, task);
         println!(
             "{:>4}  {:<28} {:<16} {status}",
             task.id,
@@ -634,10 +579,18 @@ fn plan_command(args: PlanArgs) -> Result<()> {
                 std::env::current_dir()?.join(p)
             })
         };
+        // each array task names its variant and seeds by `--task`
+        let tasks_launch = launch::Launch {
+            variants: Vec::new(),
+            seeds: Vec::new(),
+            results: absolute(&launch.results)?,
+            data_dir: launch.data_dir.as_deref().map(absolute).transpose()?,
+            ..launch.clone()
+        };
         let paths = plan::SlurmPaths {
             runner: std::env::current_exe()?,
-            experiment: absolute(&args.experiment)?,
-            results: absolute(&args.results)?,
+            train_args: launch::train_args(&absolute(&args.experiment)?, &tasks_launch, true),
+            results: tasks_launch.results.clone(),
             workdir: std::env::current_dir()?,
         };
         let options = plan::SlurmOptions {
@@ -647,7 +600,6 @@ fn plan_command(args: PlanArgs) -> Result<()> {
             time: args.time,
             max_parallel: args.max_parallel,
             signal_lead_s: args.signal_lead,
-            device: format!("{:?}", args.device).to_lowercase(),
         };
         let script = plan::emit_slurm(&experiment, profile, &tasks, &paths, &options)?;
         println!(
@@ -657,4 +609,114 @@ fn plan_command(args: PlanArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A full `runner train` command line: every option set to something other than its
+    /// default, except `--task` and `--devices`, which split a sweep into processes.
+    const TRAIN: [&str; 24] = [
+        "runner",
+        "train",
+        "exp/x.toml",
+        "--profile",
+        "cpu",
+        "--variant",
+        "a",
+        "--variant",
+        "b c",
+        "--seeds",
+        "0,2",
+        "--device",
+        "cuda",
+        "--replicas",
+        "3",
+        "--sgd-layout",
+        "per-tensor",
+        "--precision",
+        "bf16",
+        "--results",
+        "out dir",
+        "--data-dir",
+        "/d/c10",
+        "--quiet",
+    ];
+
+    fn train_args(line: &[String]) -> TrainArgs {
+        match Cli::try_parse_from(line).unwrap().command {
+            Command::Train(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What a child process is launched with parses back to the options given: `--devices`
+    /// and the Slurm script lose no flag. The line above sets every option of `train`, so a
+    /// flag added later fails this test until it is set here and passed on.
+    #[test]
+    fn every_train_option_round_trips_through_the_child_command_line() {
+        let cli = Cli::command();
+        let train = cli.find_subcommand("train").unwrap();
+        for arg in train.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if !["task", "devices", "help"].contains(&long) {
+                assert!(
+                    TRAIN.contains(&format!("--{long}").as_str()),
+                    "--{long} is not in the test's command line"
+                );
+            }
+        }
+        let line: Vec<String> = TRAIN.iter().map(|s| s.to_string()).collect();
+        let args = train_args(&line);
+        assert_eq!(args.launch.sgd_layout, Some(optim::SgdLayout::PerTensor));
+        let mut child = vec!["runner".to_string()];
+        child.extend(launch::train_args(
+            &args.experiment,
+            &args.launch,
+            args.quiet,
+        ));
+        assert_eq!(train_args(&child), args);
+        // the defaults round-trip too
+        let bare = train_args(&["runner".into(), "train".into(), "x.toml".into()]);
+        let mut child = vec!["runner".to_string()];
+        child.extend(launch::train_args(
+            &bare.experiment,
+            &bare.launch,
+            bare.quiet,
+        ));
+        assert_eq!(train_args(&child), bare);
+    }
+
+    /// `plan` takes every option of `train` that changes what is trained or where it reads
+    /// data, so that the array tasks it writes train what was asked.
+    #[test]
+    fn plan_takes_every_launch_option_of_train() {
+        let cli = Cli::command();
+        let longs = |name: &str| -> Vec<String> {
+            cli.find_subcommand(name)
+                .unwrap()
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string))
+                .collect()
+        };
+        let plan = longs("plan");
+        for long in longs("train") {
+            if !["task", "devices", "quiet"].contains(&long.as_str()) {
+                assert!(plan.contains(&long), "plan lacks --{long}");
+            }
+        }
+    }
+
+    /// Values are said as the flags spell them, not as Rust's Debug names.
+    #[test]
+    fn values_are_said_with_the_flags_spelling() {
+        assert_eq!(
+            launch::flag_value(&optim::SgdLayout::PerTensor),
+            "per-tensor"
+        );
+        assert_eq!(launch::flag_value(&device::DeviceChoice::Auto), "auto");
+        assert_eq!(launch::flag_value(&optim::Precision::Bf16), "bf16");
+    }
 }

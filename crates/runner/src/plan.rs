@@ -133,14 +133,14 @@ pub struct SlurmOptions {
     pub max_parallel: Option<usize>,
     /// Seconds before the time limit at which Slurm sends SIGUSR1.
     pub signal_lead_s: u32,
-    /// `--device` of the array tasks.
-    pub device: String,
 }
 
-/// Everything the script needs to name, as absolute paths.
+/// What the script runs and where, paths absolute.
 pub struct SlurmPaths {
     pub runner: PathBuf,
-    pub experiment: PathBuf,
+    /// The arguments of `runner train` for every task (`--task` is added per task):
+    /// [`crate::launch::train_args`].
+    pub train_args: Vec<String>,
     pub results: PathBuf,
     pub workdir: PathBuf,
 }
@@ -198,8 +198,8 @@ pub fn sbatch_script(
 cd {workdir}
 # Slurm signals this script (B:USR1) ahead of the time limit, and SIGTERM on preemption: pass
 # it on; the runner finishes its step, writes checkpoints and exits 75.
-{runner} train {experiment} --profile {profile} --results {results} --device {device} \
-  --task "$SLURM_ARRAY_TASK_ID" --quiet &
+{runner} {train} \
+  --task "$SLURM_ARRAY_TASK_ID" &
 child=$!
 trap 'kill -USR1 "$child" 2>/dev/null' USR1 TERM
 status=0
@@ -213,12 +213,14 @@ if [ "$status" -eq 75 ]; then
 fi
 exit "$status"
 "#,
-        workdir = quote(&paths.workdir),
-        runner = quote(&paths.runner),
-        experiment = quote(&paths.experiment),
-        profile = profile.name,
-        results = quote(&paths.results),
-        device = opts.device,
+        workdir = quote_path(&paths.workdir),
+        runner = quote_path(&paths.runner),
+        train = paths
+            .train_args
+            .iter()
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     s
 }
@@ -243,8 +245,19 @@ pub fn emit_slurm(
     Ok(script)
 }
 
+/// A word for a shell command line: as it is when it holds nothing the shell would read
+/// (letters, digits, `-_.,/=:`), else single-quoted.
+fn quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,/=:".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// A path for a shell command line, single-quoted.
-fn quote(path: &Path) -> String {
+fn quote_path(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
@@ -362,9 +375,21 @@ mod tests {
         let profile = e.profile("paper").unwrap();
         let variants = e.select_variants(profile, &[]).unwrap();
         let tasks = tasks(&variants, &profile.seeds, 5);
+        let launch = crate::launch::Launch {
+            profile: "paper".into(),
+            variants: Vec::new(),
+            seeds: Vec::new(),
+            device: crate::device::DeviceChoice::Cuda,
+            replicas: None,
+            sgd_layout: None,
+            precision: Some(crate::optim::Precision::Bf16),
+            results: "/w/results".into(),
+            data_dir: Some("/data/my cifar".into()),
+        };
+        let experiment = Path::new("/w/experiments/shortcuts.toml");
         let paths = SlurmPaths {
             runner: "/opt/it's here/runner".into(),
-            experiment: "/w/experiments/shortcuts.toml".into(),
+            train_args: crate::launch::train_args(experiment, &launch, true),
             results: "/w/results".into(),
             workdir: "/w".into(),
         };
@@ -375,7 +400,6 @@ mod tests {
             time: Some("12:00:00".into()),
             max_parallel: Some(4),
             signal_lead_s: 180,
-            device: "cuda".into(),
         };
         let script = sbatch_script(&e, profile, &tasks, &paths, &opts);
         for line in [
@@ -395,9 +419,10 @@ mod tests {
             );
         }
         // The path with a quote survives the shell.
-        assert!(script.contains(
-            r"'/opt/it'\''s here/runner' train '/w/experiments/shortcuts.toml' --profile paper"
-        ));
+        let line = "'/opt/it'\\''s here/runner' train /w/experiments/shortcuts.toml --profile \
+                    paper --device cuda --precision bf16 --results /w/results --data-dir \
+                    '/data/my cifar' --quiet \\\n";
+        assert!(script.contains(line), "{line} not in\n{script}");
         assert!(script.contains(r#"--task "$SLURM_ARRAY_TASK_ID""#));
     }
 }
