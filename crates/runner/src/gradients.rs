@@ -13,8 +13,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
-use crate::optim::Sgd;
-use crate::train::{build_stacked, Provenance, TrainOptions};
+use crate::step::Stack;
+use crate::train::{Provenance, TrainOptions};
 use spec::{write_atomic, Experiment, GradientRecord, Profile, Variant, VariantDir};
 
 /// Measures every selected variant that has no `norms.csv` yet.
@@ -41,20 +41,21 @@ pub fn run(
             continue;
         }
         let config = experiment.net_config(variant, profile)?;
-        let protocol = experiment.protocol(variant, profile)?;
+        let protocol = crate::step::protocol(
+            experiment,
+            variant,
+            profile,
+            options.precision,
+            options.device,
+        )?;
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(["seed", "iteration", "unit", "norm"])?;
         for &seed in seeds {
             let started = std::time::Instant::now();
-            // A lone model, initialised as `train` initialises it.
-            let (vs, net) = build_stacked(&config, &[seed], options.device)?;
-            let mut sgd = Sgd::new(
-                &vs,
-                protocol.momentum,
-                protocol.weight_decay,
-                options.layout,
-            );
+            // A lone model, initialised and trained as `train` trains it.
+            let mut stack =
+                Stack::new(&config, &[seed], &protocol, options.device, options.layout)?;
 
             // The probe batch: the first batch of the run, fixed for both measurements.
             let order = device_data.epoch_order(seed, 0);
@@ -72,7 +73,7 @@ pub fn run(
                 }
                 Ok(())
             };
-            record(0, &net)?;
+            record(0, &stack.net)?;
             let steps_per_epoch = device_data.steps_per_epoch(protocol.batch_size);
             let mut order = order;
             for iteration in 0..protocol.iterations {
@@ -86,18 +87,18 @@ pub fn run(
                     seed,
                     iteration,
                 );
-                let logits = seeded(
-                    derived_seed(seed, Stream::Forward, iteration as u64),
-                    || net.forward_stacked(&xs.unsqueeze(0), true),
+                let _trained = stack.step(
+                    &xs.unsqueeze(0),
+                    &ys.unsqueeze(0),
+                    iteration,
+                    protocol.lr_at(iteration),
                 )?;
-                let loss = per_replica_loss(&logits, &ys.unsqueeze(0))?.sum(Kind::Float);
-                sgd.step(&loss, protocol.lr_at(iteration));
             }
-            record(protocol.iterations, &net)?;
+            record(protocol.iterations, &stack.net)?;
             eprintln!(
                 "{}/seed-{seed}: {} units, measured at 0 and {} iterations ({:.1} s)",
                 variant.name,
-                net.num_units(),
+                stack.net.num_units(),
                 protocol.iterations,
                 started.elapsed().as_secs_f64()
             );
@@ -133,9 +134,87 @@ fn unit_norms(net: &Net, xs: &Tensor, ys: &Tensor, seed: u64, iteration: i64) ->
         derived_seed(seed, Stream::Forward, iteration as u64),
         || net.forward_with_unit_inputs(&xs.unsqueeze(0), true),
     )?;
-    let loss = per_replica_loss(&logits, &ys.unsqueeze(0))?.sum(Kind::Float);
+    let loss = per_replica_loss(&logits.to_kind(Kind::Float), &ys.unsqueeze(0))?.sum(Kind::Float);
     let norms = unit_grad_norms(&loss, &inputs, 1, false)?; // [L, 1]
     Ok(Vec::<f64>::try_from(
         norms.to_device(Device::Cpu).view([-1]),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::optim::{Precision, SgdLayout};
+
+    const EXPERIMENT: &str = r#"
+kind = "gradients"
+title = "t"
+source = "t"
+[model]
+depth = 8
+[[variants]]
+name = "identity"
+[profiles.tiny]
+seeds = [0]
+protocol = { batch_size = 16, iterations = 3, lr = 0.1, lr_drops = [], train_subset = 64, test_subset = 16 }
+"#;
+
+    /// The norms a measurement writes, and the precision its provenance records.
+    fn measure(results: &Path, precision: Option<Precision>) -> (String, String) {
+        let experiment = Experiment::parse(Path::new("experiments/t.toml"), EXPERIMENT).unwrap();
+        let profile = experiment.profile("tiny").unwrap();
+        let variants = experiment.select_variants(profile, &[]).unwrap();
+        let options = TrainOptions {
+            results: results.to_path_buf(),
+            device: Device::Cpu,
+            max_replicas: 1,
+            layout: SgdLayout::PerTensor,
+            precision,
+            quiet: true,
+            stop_after_steps: None,
+        };
+        let provenance = Provenance {
+            git_revision: "test".into(),
+            libtorch: "test".into(),
+            device: "cpu".into(),
+        };
+        let data = crate::train::tests::synthetic();
+        run(
+            &experiment,
+            profile,
+            &variants,
+            &[0],
+            &data,
+            &provenance,
+            &options,
+        )
+        .unwrap();
+        let files = VariantDir::new(results, "t", "tiny", "identity");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(files.provenance_path()).unwrap()).unwrap();
+        (
+            std::fs::read_to_string(files.norms_path()).unwrap(),
+            record["protocol"]["precision"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    }
+
+    /// The gradient measurement trains with the step of `train`, so `--precision` is honoured
+    /// there too: bf16 gives other norms than fp32 and is what the provenance records.
+    #[test]
+    fn gradients_are_measured_in_the_precision_asked_for() {
+        let (fp32, bf16) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (fp32_norms, fp32_precision) = measure(fp32.path(), None);
+        let (bf16_norms, bf16_precision) = measure(bf16.path(), Some(Precision::Bf16));
+        assert_eq!(fp32_precision, "fp32");
+        assert_eq!(bf16_precision, "bf16");
+        // seed, iteration, unit, norm: 3 units at iterations 0 and 3
+        assert_eq!(fp32_norms.lines().count(), 1 + 2 * 3, "{fp32_norms}");
+        assert_eq!(bf16_norms.lines().count(), fp32_norms.lines().count());
+        assert_ne!(bf16_norms, fp32_norms);
+    }
 }

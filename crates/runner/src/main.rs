@@ -24,6 +24,7 @@ mod libtorch;
 mod memory;
 mod optim;
 mod plan;
+mod step;
 mod tensorboard;
 mod train;
 

@@ -27,7 +27,8 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::checkpoint::{self, Checkpoint, TrainedWith};
 use crate::data::Cifar10;
-use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
+use crate::optim::{LossScaler, Precision, SgdLayout};
+use crate::step::Stack;
 use crate::tensorboard::{self, unix_now_s, EventFile};
 
 /// How to train, beyond what the experiment file says.
@@ -184,13 +185,13 @@ pub fn train_experiment(
             log(&format!("{}: the paper reports {paper}", variant.name));
         }
         let config = experiment.net_config(variant, profile)?;
-        let mut protocol = experiment.protocol(variant, profile)?;
-        if let Some(precision) = options.precision {
-            protocol.precision = precision;
-        }
-        if protocol.precision == Precision::Fp16 && !options.device.is_cuda() {
-            bail!("precision fp16 uses CUDA autocast; it needs --device cuda");
-        }
+        let protocol = crate::step::protocol(
+            experiment,
+            variant,
+            profile,
+            options.precision,
+            options.device,
+        )?;
         if protocol.precision == Precision::Bf16 {
             if let Some(warning) = crate::doctor::bf16_warning(options.device) {
                 log(&format!("{}: {warning}", variant.name));
@@ -287,20 +288,6 @@ struct Job<'a> {
 }
 
 /// The stacked network of a group and what trains it.
-struct Stack {
-    seeds: Vec<u64>,
-    vs: VarStore,
-    net: Net,
-    sgd: Sgd,
-    scaler: Option<LossScaler>,
-}
-
-impl Stack {
-    fn k(&self) -> i64 {
-        self.seeds.len() as i64
-    }
-}
-
 /// Per-model state of a stack during training.
 struct Member {
     pending: Pending,
@@ -589,24 +576,13 @@ impl Job<'_> {
 
     /// The stacked network and its optimizer, initialised from the seeds.
     fn build(&self, seeds: &[u64]) -> Result<Stack> {
-        let device = self.options.device;
-        let (vs, mut net) = build_stacked(self.config, seeds, device)?;
-        crate::optim::set_precision(&mut net, self.protocol.precision);
-        let sgd = Sgd::new(
-            &vs,
-            self.protocol.momentum,
-            self.protocol.weight_decay,
+        Stack::new(
+            self.config,
+            seeds,
+            self.protocol,
+            self.options.device,
             self.options.layout,
-        );
-        let scaler = (self.protocol.precision == Precision::Fp16)
-            .then(|| LossScaler::new(device, seeds.len() as i64));
-        Ok(Stack {
-            seeds: seeds.to_vec(),
-            vs,
-            net,
-            sgd,
-            scaler,
-        })
+        )
     }
 
     /// Each member's records: the rows so far, `config.toml` on a fresh start, and this
@@ -689,7 +665,6 @@ impl Job<'_> {
         let protocol = self.protocol;
         let steps_per_epoch = self.steps_per_epoch();
         let device = self.options.device;
-        let fp16 = crate::optim::autocast_fp16(self.protocol.precision);
         let first = epoch * steps_per_epoch;
         let last = ((epoch + 1) * steps_per_epoch).min(protocol.iterations);
         let orders: Vec<Tensor> = stack
@@ -720,22 +695,7 @@ impl Job<'_> {
                 .unzip();
             let xs = Tensor::stack(&images, 0); // [K, B, 3, 32, 32]
             let ys = Tensor::stack(&labels, 0); // [K, B]
-                                                // each model's dropout masks from its own seed, as in a lone run
-            let forward_seeds: Vec<i64> = stack
-                .seeds
-                .iter()
-                .map(|&s| derived_seed(s, Stream::Forward, iteration as u64))
-                .collect();
-            let logits = seeded(forward_seeds[0], || {
-                tch::autocast(fp16, || {
-                    stack.net.forward_stacked_seeded(&xs, true, &forward_seeds)
-                })
-            })?
-            .to_kind(Kind::Float); // [K, B, 10]
-            let losses = per_replica_loss(&logits, &ys)?; // [K]
-            stack
-                .sgd
-                .step_with(&losses, protocol.lr_at(iteration), stack.scaler.as_mut())?;
+            let (logits, losses) = stack.step(&xs, &ys, iteration, protocol.lr_at(iteration))?;
             tally.losses.push(losses.detach());
             tally.errors += stacked_errors(&logits.detach(), &ys)?;
             tally.timed_steps += 1;
@@ -1189,7 +1149,7 @@ fn log(line: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::{Fingerprint, Split};
     use std::path::Path;
@@ -1228,7 +1188,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
 "#;
 
     /// Random images whose class shifts the mean, so that there is something to learn.
-    fn synthetic() -> Cifar10 {
+    pub(crate) fn synthetic() -> Cifar10 {
         let split = |n: i64, seed: i64| {
             seeded(seed, || {
                 let labels = Tensor::randint(10, [n], (Kind::Int64, Device::Cpu));
