@@ -44,7 +44,7 @@ pub use config::{
 };
 pub use error::{ModelError, Result};
 pub use layers::{is_channels_last, MemoryFormat};
-pub use net::{HeadConfig, Net, NetPlan, StemConfig};
+pub use net::{splitmix64_finish, HeadConfig, Net, NetPlan, StemConfig, SPLITMIX64_GAMMA};
 pub use stack::{
     extract_replica, init_replicas_from_seeds, per_replica_loss, probe_grad_norms,
     stack_var_stores, stacked_errors, stacked_loss, unit_grad_norms,

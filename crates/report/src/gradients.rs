@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::results::{GradientResults, VariantGradients, VariantNorms};
-use crate::table::{markdown_header, Provenance};
+use crate::table::{markdown_header, Sources};
 use spec::Experiment;
 
 /// ‖∂E/∂x_l‖ over the units at one iteration (mean over seeds).
@@ -198,7 +198,7 @@ pub struct GradientTable {
     pub seeds: Vec<u64>,
     pub rows: Vec<GradientRow>,
     /// Tallied over the `provenance.json` of the measured variants.
-    pub provenance: Provenance,
+    pub provenance: Sources,
     /// Wall time of the measured variants, seconds.
     pub wall_s: f64,
     pub notes: Vec<String>,
@@ -212,7 +212,7 @@ impl GradientTable {
         seeds: &[u64],
         results: &GradientResults,
     ) -> Self {
-        let mut provenance = Provenance::default();
+        let mut provenance = Sources::default();
         let mut wall_s = 0.0;
         let mut notes = results.notes.clone();
         for variant in results.variants.iter().filter(|v| v.norms.is_some()) {
@@ -221,9 +221,9 @@ impl GradientTable {
             };
             provenance.add(
                 &record.data,
-                &record.device,
-                &record.git_revision,
-                &record.libtorch,
+                &record.provenance.device,
+                &record.provenance.git_revision,
+                &record.provenance.libtorch,
             );
             wall_s += record.wall_s;
             if record.profile != profile {

@@ -78,7 +78,7 @@ impl Tables {
                 let incomplete = table
                     .rows
                     .iter()
-                    .filter(|r| r.status() == table::Status::Incomplete)
+                    .filter(|r| r.status() == table::Verdict::Incomplete)
                     .count();
                 let pending = (incomplete > 0).then(|| {
                     format!(

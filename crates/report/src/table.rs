@@ -13,12 +13,9 @@ use crate::results::{ProfileResults, VariantRuns};
 use crate::stats::Summary;
 use spec::{Experiment, Fingerprint, PaperNumber};
 
-/// Identity Mappings' threshold, used when no finished run says otherwise.
-pub const DEFAULT_FAIL_ABOVE_PERCENT: f64 = 20.0;
-
 /// The verdict on a variant, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum Verdict {
     /// Fewer seeds finished than the profile lists.
     Incomplete,
     /// At least one seed diverged.
@@ -30,15 +27,15 @@ pub enum Status {
     Ok,
 }
 
-impl Status {
+impl Verdict {
     /// The single word written to `table.csv`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Incomplete => "incomplete",
-            Status::Diverged => "diverged",
-            Status::Fail => "fail",
-            Status::NoTestError => "no-test-error",
-            Status::Ok => "ok",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Diverged => "diverged",
+            Verdict::Fail => "fail",
+            Verdict::NoTestError => "no-test-error",
+            Verdict::Ok => "ok",
         }
     }
 }
@@ -138,31 +135,31 @@ impl Row {
     }
 
     /// Incomplete, then diverged, then fail (median above the threshold), then ok.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> Verdict {
         if self.finished < self.expected {
-            Status::Incomplete
+            Verdict::Incomplete
         } else if self.diverged > 0 {
-            Status::Diverged
+            Verdict::Diverged
         } else if self.above_threshold() {
-            Status::Fail
+            Verdict::Fail
         } else if self.summary.is_none() {
-            Status::NoTestError
+            Verdict::NoTestError
         } else {
-            Status::Ok
+            Verdict::Ok
         }
     }
 
     /// The status as written in `table.md`, with the counts behind it.
     pub fn status_text(&self) -> String {
         let mut text = match self.status() {
-            Status::Incomplete => format!("incomplete {}/{}", self.finished, self.expected),
-            Status::Diverged => format!("diverged {}/{}", self.diverged, self.finished),
-            Status::Fail => "fail".to_string(),
-            Status::NoTestError => "no test error".to_string(),
-            Status::Ok => "ok".to_string(),
+            Verdict::Incomplete => format!("incomplete {}/{}", self.finished, self.expected),
+            Verdict::Diverged => format!("diverged {}/{}", self.diverged, self.finished),
+            Verdict::Fail => "fail".to_string(),
+            Verdict::NoTestError => "no test error".to_string(),
+            Verdict::Ok => "ok".to_string(),
         };
         let mut extra = Vec::new();
-        if self.status() == Status::Incomplete {
+        if self.status() == Verdict::Incomplete {
             if self.diverged > 0 {
                 extra.push(format!("{} diverged", self.diverged));
             }
@@ -175,8 +172,8 @@ impl Row {
         }
         if self.above_threshold() {
             match self.status() {
-                Status::Incomplete => extra.push("fail so far".to_string()),
-                Status::Diverged => extra.push("the others fail".to_string()),
+                Verdict::Incomplete => extra.push("fail so far".to_string()),
+                Verdict::Diverged => extra.push("the others fail".to_string()),
                 _ => {}
             }
         }
@@ -234,7 +231,7 @@ impl Tally {
 
 /// Where the numbers of a table come from, gathered from every `final.json`.
 #[derive(Debug, Clone, Default)]
-pub struct Provenance {
+pub struct Sources {
     pub data_sources: Tally,
     pub data_digests: Tally,
     pub devices: Tally,
@@ -250,7 +247,7 @@ pub struct Provenance {
     pub diverged: usize,
 }
 
-impl Provenance {
+impl Sources {
     /// Tallies the `final.json` of every finished run of the profile.
     pub fn of(results: &ProfileResults) -> Self {
         let mut p = Self::default();
@@ -258,9 +255,9 @@ impl Provenance {
             // a run resumed by another build counts as its chain of revisions, `a → b`
             p.add(
                 &record.data,
-                &record.device,
+                &record.provenance.device,
                 &record.revisions(),
-                &record.libtorch,
+                &record.provenance.libtorch,
             );
             p.diverged += usize::from(record.diverged());
         }
@@ -339,7 +336,7 @@ pub struct Table {
     pub profile: String,
     pub seeds: Vec<u64>,
     pub rows: Vec<Row>,
-    pub provenance: Provenance,
+    pub provenance: Sources,
     pub fail_above: f64,
     pub notes: Vec<String>,
     /// The gated variants' logged gates, when any run has them.
@@ -360,7 +357,7 @@ impl Table {
             .finished()
             .map(|r| r.fail_above_percent)
             .next()
-            .unwrap_or(DEFAULT_FAIL_ABOVE_PERCENT);
+            .unwrap_or(spec::protocol::DEFAULT_FAIL_ABOVE_PERCENT);
         let rows: Vec<Row> = results
             .variants
             .iter()
@@ -379,7 +376,7 @@ impl Table {
             profile: profile.to_string(),
             seeds: seeds.to_vec(),
             rows,
-            provenance: Provenance::of(results),
+            provenance: Sources::of(results),
             fail_above,
             notes: results.notes.clone(),
             gates: GateTable::of(results),
@@ -555,7 +552,7 @@ pub fn markdown_header(
     source: &str,
     profile: &str,
     seeds: &[u64],
-    p: &Provenance,
+    p: &Sources,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n");
@@ -604,29 +601,29 @@ mod tests {
 
     #[test]
     fn status_precedence_incomplete_diverged_fail_ok() {
-        assert_eq!(row(5, 0, &[6.5, 6.7, 6.6, 7.0, 6.2]).status(), Status::Ok);
+        assert_eq!(row(5, 0, &[6.5, 6.7, 6.6, 7.0, 6.2]).status(), Verdict::Ok);
         assert_eq!(
             row(5, 0, &[85.0, 90.0, 88.0, 91.0, 89.5]).status(),
-            Status::Fail
+            Verdict::Fail
         );
         let diverged = row(5, 2, &[30.0, 25.0, 40.0]);
-        assert_eq!(diverged.status(), Status::Diverged);
+        assert_eq!(diverged.status(), Verdict::Diverged);
         assert_eq!(diverged.status_text(), "diverged 2/5 (the others fail)");
         let incomplete = row(3, 1, &[6.0, 7.0]);
-        assert_eq!(incomplete.status(), Status::Incomplete);
+        assert_eq!(incomplete.status(), Verdict::Incomplete);
         assert_eq!(incomplete.status_text(), "incomplete 3/5 (1 diverged)");
         assert_eq!(row(0, 0, &[]).status_text(), "incomplete 0/5");
         assert_eq!(
             row(3, 0, &[50.0, 60.0, 70.0]).status_text(),
             "incomplete 3/5 (fail so far)"
         );
-        assert_eq!(row(5, 0, &[]).status(), Status::NoTestError);
+        assert_eq!(row(5, 0, &[]).status(), Verdict::NoTestError);
     }
 
     #[test]
     fn threshold_is_strictly_above() {
-        assert_eq!(row(5, 0, &[20.0]).status(), Status::Ok);
-        assert_eq!(row(5, 0, &[20.01]).status(), Status::Fail);
+        assert_eq!(row(5, 0, &[20.0]).status(), Verdict::Ok);
+        assert_eq!(row(5, 0, &[20.01]).status(), Verdict::Fail);
     }
 
     #[test]

@@ -214,9 +214,9 @@ fn md5_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// Provenance record written by `runner data fetch` (and `runner data synthetic`).
+/// The provenance record written by `runner data fetch` (and `runner data synthetic`).
 #[derive(Debug, Serialize, Deserialize)]
-struct Provenance {
+struct ArchiveRecord {
     archive_url: String,
     archive_md5: String,
     files: BTreeMap<String, String>,
@@ -243,7 +243,7 @@ fn fingerprint_of(dir: &Path, files: BTreeMap<String, String>) -> Fingerprint {
         .map(|name| format!("{}  {name}\n", files[name]))
         .collect();
     let digest = format!("{:x}", Md5::digest(listing.as_bytes()));
-    let provenance: Option<Provenance> = fs::read(dir.join(PROVENANCE_FILE))
+    let provenance: Option<ArchiveRecord> = fs::read(dir.join(PROVENANCE_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let matches = provenance.as_ref().filter(|p| p.files == files);
@@ -392,7 +392,7 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
     for name in all_files() {
         files.insert(name.to_string(), md5_file(&staging.path().join(name))?);
     }
-    let provenance = Provenance {
+    let provenance = ArchiveRecord {
         archive_url: url.to_string(),
         archive_md5: md5,
         files,
@@ -462,7 +462,7 @@ pub fn write_synthetic(dir: &Path) -> Result<()> {
         files.insert(name.to_string(), format!("{:x}", Md5::digest(&bytes)));
         fs::write(staging.path().join(name), bytes)?;
     }
-    let provenance = Provenance {
+    let provenance = ArchiveRecord {
         archive_url: "none".into(),
         archive_md5: "none".into(),
         files,
@@ -647,7 +647,7 @@ pub mod tests {
         // The provenance names this archive; the files are "original" only for the official MD5.
         let print = fingerprint(&dir).unwrap();
         assert!(!print.original);
-        let mut provenance: Provenance =
+        let mut provenance: ArchiveRecord =
             serde_json::from_slice(&fs::read(dir.join(PROVENANCE_FILE)).unwrap()).unwrap();
         assert_eq!(provenance.files, print.files);
         provenance.archive_md5 = ARCHIVE_MD5.to_string();

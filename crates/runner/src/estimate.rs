@@ -18,10 +18,7 @@ use crate::optim::SgdLayout;
 
 /// Images in the evaluation set of a protocol (the CIFAR-10 test set unless it says otherwise).
 fn eval_images(protocol: &Protocol) -> i64 {
-    let all = match protocol.split {
-        spec::protocol::SplitKind::Full => 10_000,
-        spec::protocol::SplitKind::Holdout5k => 5_000,
-    };
+    let (_, all) = protocol.split.sizes(50_000, 10_000);
     protocol.test_subset.map_or(all, |n| n.min(all))
 }
 
@@ -119,6 +116,8 @@ pub struct Sweep<'a> {
     pub layout: SgdLayout,
     /// `--precision`, instead of the profile's.
     pub precision: Option<spec::Precision>,
+    /// The memory estimate, said after the time estimate.
+    pub memory: &'a str,
 }
 
 /// Times a few steps of the first network with work left and says how long the sweep (and,
@@ -157,6 +156,9 @@ pub fn announce(sweep: &Sweep) -> Result<()> {
         timed[0].images_per_s,
         human(total)
     );
+    if !sweep.memory.is_empty() {
+        eprintln!("estimate: {}", sweep.memory);
+    }
     if sweep.device == Device::Cpu && total > 86_400.0 {
         let reduced = reduced_profiles(
             sweep.experiment,

@@ -14,8 +14,10 @@ use tch::{Device, Kind, Tensor};
 use crate::batches::{derived_seed, seeded, DeviceData, Stream};
 use crate::data::Cifar10;
 use crate::step::Stack;
-use crate::train::{Provenance, TrainOptions};
-use spec::{write_atomic, Experiment, GradientRecord, Profile, Variant, VariantDir};
+use crate::train::TrainOptions;
+use spec::{
+    write_atomic, Experiment, GradientRecord, NormRow, Profile, Provenance, Variant, VariantDir,
+};
 
 /// Measures every selected variant that has no `norms.csv` yet.
 pub fn run(
@@ -49,8 +51,7 @@ pub fn run(
             options.device,
         )?;
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
-        let mut csv = csv::Writer::from_writer(Vec::new());
-        csv.write_record(["seed", "iteration", "unit", "norm"])?;
+        let mut rows = Vec::new();
         for &seed in seeds {
             let started = std::time::Instant::now();
             // A lone model, initialised and trained as `train` trains it.
@@ -63,14 +64,12 @@ pub fn run(
                 device_data.batch(&order.narrow(0, 0, protocol.batch_size), seed, 0);
             let mut record = |iteration: i64, net: &Net| -> Result<()> {
                 let norms = unit_norms(net, &probe_x, &probe_y, seed, iteration)?;
-                for (unit, norm) in norms.iter().enumerate() {
-                    csv.write_record([
-                        seed.to_string(),
-                        iteration.to_string(),
-                        (unit + 1).to_string(),
-                        norm.to_string(),
-                    ])?;
-                }
+                rows.extend(norms.iter().zip(1..).map(|(&norm, unit)| NormRow {
+                    seed,
+                    iteration,
+                    unit,
+                    norm,
+                }));
                 Ok(())
             };
             record(0, &stack.net)?;
@@ -112,9 +111,7 @@ pub fn run(
             model: config.clone(),
             protocol: protocol.clone(),
             data: data.fingerprint.clone(),
-            git_revision: provenance.git_revision.clone(),
-            libtorch: provenance.libtorch.clone(),
-            device: provenance.device.clone(),
+            provenance: provenance.clone(),
             wall_s: variant_started.elapsed().as_secs_f64(),
         };
         write_atomic(
@@ -122,7 +119,7 @@ pub fn run(
             &serde_json::to_vec_pretty(&record)?,
         )?;
         // norms.csv last: its presence marks the measurement done.
-        write_atomic(&out, &csv.into_inner().context("csv buffer")?)?;
+        files.write_norms(&rows)?;
     }
     Ok(())
 }

@@ -301,7 +301,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
-    let max_replicas = fit_in_memory(
+    let (max_replicas, memory_line) = fit_in_memory(
         &experiment,
         profile,
         &variants,
@@ -332,7 +332,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         quiet,
         stop_after_steps: None,
     };
-    let provenance = train::Provenance {
+    let provenance = spec::Provenance {
         git_revision: train::git_revision(),
         libtorch: torch.provenance(),
         device: doctor::describe_device(resolved.device),
@@ -348,6 +348,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             replicas: options.max_replicas,
             layout: options.layout,
             precision: options.precision,
+            memory: &memory_line,
         })?;
         if train::stop_requested() {
             return Err(train::Interrupted { iteration: 0 }.into());
@@ -376,9 +377,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
 }
 
 /// Checks, before any tensor exists, that every variant's network fits in the device's memory
-/// at the batch size and stack size asked for, and says the largest estimate. Returns the most
-/// seeds to stack: `--replicas`, else the device's default (16 on CUDA, 1 on the CPU) lowered
-/// to what fits. Refuses a network that does not fit alone, or with `--replicas` as asked.
+/// at the batch size and stack size asked for. Returns the most seeds to stack (`--replicas`,
+/// else the device's default, 16 on CUDA and 1 on the CPU, lowered to what fits) and the
+/// largest estimate, for the time estimate to say. Refuses a network that does not fit alone,
+/// or with `--replicas` as asked.
 fn fit_in_memory(
     experiment: &spec::Experiment,
     profile: &spec::Profile,
@@ -387,7 +389,7 @@ fn fit_in_memory(
     device: tch::Device,
     asked: Option<usize>,
     precision: Option<spec::Precision>,
-) -> Result<usize> {
+) -> Result<(usize, String)> {
     let default = if device.is_cuda() { 16 } else { 1 };
     let stack = asked.unwrap_or(default).min(seeds.len()).max(1) as i64;
     let (available, source) = memory::available(device)?;
@@ -426,14 +428,14 @@ fn fit_in_memory(
             memory::bytes(available)
         );
     }
-    if let Some((need, name)) = largest {
-        eprintln!(
-            "estimate: memory for {name}: {} of {} {source}",
+    let said = largest.map_or_else(String::new, |(need, name)| {
+        format!(
+            "memory for {name}: {} of {} {source}",
             need.describe(),
             memory::bytes(available)
-        );
-    }
-    Ok(replicas as usize)
+        )
+    });
+    Ok((replicas as usize, said))
 }
 
 fn models_command(name: Option<&str>, json: bool) -> Result<()> {

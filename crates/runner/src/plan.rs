@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use spec::layout::RunState;
 use spec::{write_atomic, Experiment, Profile, RunDir, Variant};
 
 /// One unit of work: seeds of one variant, trained together.
@@ -39,10 +40,7 @@ pub fn tasks(variants: &[&Variant], seeds: &[u64], replicas: usize) -> Vec<Task>
 
 /// `results/<experiment>/<profile>/slurm/`.
 pub fn slurm_dir(results: &Path, experiment: &Experiment, profile: &Profile) -> PathBuf {
-    results
-        .join(&experiment.name)
-        .join(&profile.name)
-        .join("slurm")
+    spec::profile_dir(results, &experiment.name, &profile.name).join("slurm")
 }
 
 const TASKS_HEADER: &str = "task\tvariant\tseeds";
@@ -94,14 +92,15 @@ pub fn read_task(path: &Path, id: usize) -> Result<Task> {
     bail!("{} has no task {id}", path.display())
 }
 
-/// Where a task stands, from its runs' folders.
+/// Where a task stands, from its runs' records (as `train` reads them: a damaged run is
+/// neither finished nor started).
 pub fn task_status(
     results: &Path,
     experiment: &Experiment,
     profile: &Profile,
     task: &Task,
 ) -> String {
-    let (mut finished, mut started) = (0, 0);
+    let (mut finished, mut started, mut damaged) = (0, 0, 0);
     for &seed in &task.seeds {
         let run = RunDir::new(
             results,
@@ -110,16 +109,26 @@ pub fn task_status(
             &task.variant,
             seed,
         );
-        if run.final_path().exists() {
-            finished += 1;
-        } else if run.checkpoint_path().exists() || run.epochs_path().exists() {
-            started += 1;
+        match run.state() {
+            Ok(RunState::Finished { .. }) => finished += 1,
+            Ok(RunState::Unfinished { epochs, .. })
+                if !epochs.is_empty() || run.checkpoint_path().exists() =>
+            {
+                started += 1
+            }
+            Ok(RunState::Unfinished { .. }) => {}
+            Err(_) => damaged += 1,
         }
     }
-    match (finished, started) {
+    let status = match (finished, started) {
         (f, _) if f == task.seeds.len() => "finished".into(),
         (0, 0) => "pending".into(),
         (f, s) => format!("{f} finished, {s} started"),
+    };
+    if damaged > 0 {
+        format!("{status}, {damaged} damaged (`runner train` names them)")
+    } else {
+        status
     }
 }
 

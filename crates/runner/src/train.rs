@@ -19,8 +19,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig, NetConfigExt};
 use spec::layout::{Damaged, RunState};
 use spec::{
-    gate_units, EpochRow, Experiment, FinalRecord, Profile, Protocol, RunConfig, RunDir, RunLock,
-    Status, Variant,
+    gate_units, EpochRow, Experiment, FinalRecord, Profile, Protocol, Provenance, RunConfig,
+    RunDir, RunLock, Status, Variant,
 };
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -99,14 +99,6 @@ pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Resul
     })?;
     stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
     Ok((vs, net))
-}
-
-/// What a run records about where it ran.
-#[derive(Debug, Clone)]
-pub struct Provenance {
-    pub git_revision: String,
-    pub libtorch: String,
-    pub device: String,
 }
 
 /// The source revision this binary was built from (`rev-parse --short=12`, with `-dirty` when
@@ -243,10 +235,7 @@ pub fn train_experiment(
 /// Refuses a `train_subset` or `test_subset` larger than the images there are: the run
 /// would record a subset it did not use.
 fn check_subsets(protocol: &Protocol, data: &Cifar10) -> Result<()> {
-    let (train, eval) = match protocol.split {
-        spec::protocol::SplitKind::Full => (data.train.len(), data.test.len()),
-        spec::protocol::SplitKind::Holdout5k => (data.train.len() - 5_000, 5_000),
-    };
+    let (train, eval) = protocol.split.sizes(data.train.len(), data.test.len());
     for (name, subset, available) in [
         ("train_subset", protocol.train_subset, train),
         ("test_subset", protocol.test_subset, eval),
@@ -1094,10 +1083,8 @@ impl Job<'_> {
             fail_above_percent: self.protocol.fail_above_percent,
             wall_s,
             data: self.fingerprint.fingerprint.clone(),
-            git_revision: self.provenance.git_revision.clone(),
+            provenance: self.provenance.clone(),
             earlier_revisions: earlier_revisions(&member.trained_by).to_vec(),
-            libtorch: self.provenance.libtorch.clone(),
-            device: self.provenance.device.clone(),
             stacked_with,
             precision: self.protocol.precision,
             finished_at_unix_s: std::time::SystemTime::now()
@@ -1575,7 +1562,7 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
         assert_eq!(trained_by(&run0), ["aaa", "bbb"]);
         by("ccc").train(results.path(), None).unwrap();
         let record = run0.finished().unwrap().unwrap();
-        assert_eq!(record.git_revision, "ccc");
+        assert_eq!(record.provenance.git_revision, "ccc");
         assert_eq!(record.earlier_revisions, ["aaa", "bbb"]);
         assert_eq!(record.revisions(), "aaa → bbb → ccc");
         let fresh = run(results.path(), "original", 1)
@@ -1583,7 +1570,10 @@ protocol = { batch_size = 32, iterations = 11, lr = 0.05, lr_drops = [6], train_
             .unwrap()
             .unwrap();
         assert_eq!(
-            (fresh.git_revision.as_str(), fresh.earlier_revisions.len()),
+            (
+                fresh.provenance.git_revision.as_str(),
+                fresh.earlier_revisions.len()
+            ),
             ("ccc", 0)
         );
         let json =

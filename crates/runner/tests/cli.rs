@@ -341,6 +341,11 @@ fn a_divergence_is_said_as_it_happens_and_in_the_summary_and_is_not_an_error() {
         log.contains("estimate: 2 run(s) to train, 80 iterations; 32 depth-8 steps timed here"),
         "{log}"
     );
+    // and what memory it needs, after the time
+    assert!(
+        log.contains("\nestimate: memory for explode: about "),
+        "{log}"
+    );
     // a second sweep has nothing to train and nothing to estimate
     let again = s.train("results", &["--profile", "tiny"]).output().unwrap();
     let log = String::from_utf8_lossy(&again.stderr);

@@ -739,11 +739,11 @@ impl Experiment {
                 Some(b) => b.clone().try_into().context("invalid block")?,
                 None => BlockKind::default(),
             };
-            let per_unit = match block {
-                BlockKind::Basic => 6,
-                BlockKind::Bottleneck => 9,
-            };
-            table.insert("depth".into(), Value::Integer(per_unit * n + 2));
+            let depth = usize::try_from(n)
+                .ok()
+                .and_then(|n| i64::try_from(block.cifar_depth(n)).ok())
+                .context("units_per_stage is too large")?;
+            table.insert("depth".into(), Value::Integer(depth));
         }
         if table.contains_key("replicas") {
             bail!("`replicas` is chosen by the runner (--replicas), not by the experiment file");

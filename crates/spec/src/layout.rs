@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::records::{csv_bytes, read_csv, EpochRow, FinalRecord, RunConfig, EPOCH_COLUMNS};
+use crate::records::{
+    csv_bytes, read_csv, EpochRow, FinalRecord, NormRow, RunConfig, EPOCH_COLUMNS, NORM_COLUMNS,
+};
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -67,6 +69,11 @@ impl VariantDir {
     }
     pub fn provenance_path(&self) -> PathBuf {
         self.dir.join("provenance.json")
+    }
+
+    /// Writes `norms.csv` with `rows`, atomically (last: it marks the measurement done).
+    pub fn write_norms(&self, rows: &[NormRow]) -> Result<()> {
+        write_atomic(&self.norms_path(), &csv_bytes(&NORM_COLUMNS, rows)?)
     }
 }
 

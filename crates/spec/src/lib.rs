@@ -23,6 +23,6 @@ pub use net::{
 };
 pub use protocol::{Precision, Protocol};
 pub use records::{
-    gate_units, EpochRow, FileDigest, FinalRecord, Fingerprint, GradientRecord, NormRow, RunConfig,
-    Status, UNRECORDED_REVISION,
+    gate_units, EpochRow, FileDigest, FinalRecord, Fingerprint, GradientRecord, NormRow,
+    Provenance, RunConfig, Status, UNRECORDED_REVISION,
 };

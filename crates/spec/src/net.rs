@@ -68,6 +68,22 @@ pub enum BlockKind {
     Bottleneck,
 }
 
+impl BlockKind {
+    /// Weighted layers a CIFAR network gains per unit in each of its three stages: depth
+    /// 6n+2 with basic units (2015 sec. 4.2), 9n+2 with bottleneck units (2016 appendix).
+    pub fn cifar_layers_per_unit(self) -> usize {
+        match self {
+            BlockKind::Basic => 6,
+            BlockKind::Bottleneck => 9,
+        }
+    }
+
+    /// The depth of a CIFAR network with `n` units per stage: 6n+2 or 9n+2.
+    pub fn cifar_depth(self, n: usize) -> usize {
+        self.cifar_layers_per_unit() * n + 2
+    }
+}
+
 /// How a shortcut crosses a change of shape (2015 sec. 3.3 and Table 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -388,9 +404,10 @@ impl NetConfig {
         let depth = self.depth;
         match (self.family, self.block) {
             (Family::Cifar, block) => {
-                let (per_unit, rule) = match block {
-                    BlockKind::Basic => (6, "6n+2 with basic units (2015 sec. 4.2)"),
-                    BlockKind::Bottleneck => (9, "9n+2 with bottleneck units (2016 appendix)"),
+                let per_unit = block.cifar_layers_per_unit();
+                let rule = match block {
+                    BlockKind::Basic => "6n+2 with basic units (2015 sec. 4.2)",
+                    BlockKind::Bottleneck => "9n+2 with bottleneck units (2016 appendix)",
                 };
                 if depth < per_unit + 2 || (depth - 2) % per_unit != 0 {
                     let below = depth.saturating_sub(2) / per_unit * per_unit + 2;

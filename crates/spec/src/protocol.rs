@@ -80,8 +80,12 @@ fn default_momentum() -> f64 {
 fn default_weight_decay() -> f64 {
     1e-4
 }
+/// A final test error above this (%) is a failed run, unless a protocol says otherwise: the
+/// threshold of Identity Mappings (2016), which reports "fail" for error above 20%.
+pub const DEFAULT_FAIL_ABOVE_PERCENT: f64 = 20.0;
+
 fn default_fail_threshold() -> f64 {
-    20.0
+    DEFAULT_FAIL_ABOVE_PERCENT
 }
 fn default_eval_every() -> i64 {
     1
@@ -104,6 +108,20 @@ pub enum SplitKind {
     Full,
     /// Train on the first 45k, evaluate on the last 5k training images (He 2015, Fig. 6 curves).
     Holdout5k,
+}
+
+impl SplitKind {
+    /// The training images `Holdout5k` keeps out of training and evaluates on (the last ones).
+    pub const HOLDOUT_IMAGES: i64 = 5_000;
+
+    /// (training, evaluation) image counts of this split of `train` training and `test`
+    /// test images.
+    pub fn sizes(self, train: i64, test: i64) -> (i64, i64) {
+        match self {
+            SplitKind::Full => (train, test),
+            SplitKind::Holdout5k => (train - Self::HOLDOUT_IMAGES, Self::HOLDOUT_IMAGES),
+        }
+    }
 }
 
 /// How inputs are normalised; the statistics come from the training images of the run.

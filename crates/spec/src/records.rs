@@ -134,16 +134,16 @@ pub struct FinalRecord {
     pub fail_above_percent: f64,
     pub wall_s: f64,
     pub data: Fingerprint,
-    /// The revision of the binary that finished the run.
-    pub git_revision: String,
+    /// The binary that finished the run (its `git_revision`), its libtorch and the device:
+    /// fields of the record itself.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     /// The revisions of the binaries that trained the run before the one that finished it,
     /// oldest first, when it was resumed by another build ([`UNRECORDED_REVISION`] for a
     /// stretch trained by a runner whose checkpoints did not record theirs). Empty, and left
     /// out of the file, when one binary trained the whole run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_revisions: Vec<String>,
-    pub libtorch: String,
-    pub device: String,
     /// Models trained together as one stacked network (1: alone).
     pub stacked_with: usize,
     /// The numeric precision of training (records written before it was recorded: fp32,
@@ -154,6 +154,16 @@ pub struct FinalRecord {
     /// `model.ot` as it was written (records written before weights were checked have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<FileDigest>,
+}
+
+/// Where a result was made, recorded in every `final.json` and gradients `provenance.json`:
+/// the revision of the binary, the libtorch it ran on (version and source, no machine path)
+/// and the device (`cpu AMD EPYC (2 threads)`, `cuda:0 NVIDIA H200`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub git_revision: String,
+    pub libtorch: String,
+    pub device: String,
 }
 
 /// A file's size and SHA-256: a finished run's `model.ot` is checked against it.
@@ -206,7 +216,7 @@ impl FinalRecord {
     pub fn revisions(&self) -> String {
         self.earlier_revisions
             .iter()
-            .chain(std::iter::once(&self.git_revision))
+            .chain(std::iter::once(&self.provenance.git_revision))
             .map(String::as_str)
             .collect::<Vec<_>>()
             .join(" → ")
@@ -236,6 +246,9 @@ pub struct NormRow {
     pub norm: f64,
 }
 
+/// The columns of `norms.csv`, in [`NormRow`]'s order.
+pub const NORM_COLUMNS: [&str; 4] = ["seed", "iteration", "unit", "norm"];
+
 /// `provenance.json` beside a gradients experiment's `norms.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GradientRecord {
@@ -246,9 +259,9 @@ pub struct GradientRecord {
     pub model: NetConfig,
     pub protocol: Protocol,
     pub data: Fingerprint,
-    pub git_revision: String,
-    pub libtorch: String,
-    pub device: String,
+    /// `git_revision`, `libtorch` and `device`, as fields of the record itself.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub wall_s: f64,
 }
 
@@ -298,7 +311,12 @@ mod tests {
         let record: FinalRecord = serde_json::from_str(FINAL).unwrap();
         assert!(record.diverged());
         assert_eq!(record.test_error(), None);
-        assert_eq!(record.device, "cpu x");
+        assert_eq!(record.provenance.device, "cpu x");
+        // the provenance stays three fields of the record itself, as every file has them
+        let written = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["git_revision"], "5f672cc");
+        assert_eq!(written["libtorch"], "2.11.0");
+        assert!(written.get("provenance").is_none(), "{written}");
         // written before precision was recorded: fp32, the only precision there was
         assert_eq!(record.precision, Precision::Fp32);
         // written before earlier revisions were recorded: the one revision
