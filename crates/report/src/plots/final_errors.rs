@@ -1,0 +1,546 @@
+//! The `final` figure: final test error per variant, each seed and the mean with its
+//! interval, beside the paper's number.
+
+use anyhow::Result;
+use plotters::coord::Shift;
+use plotters::element::{DashedPathElement, ErrorBarOrientV};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontTransform;
+
+use super::{
+    colour, plot_err, title_width, titled, variant_colours, Caption, Figure, VariantNet, FONT, GREY,
+};
+use crate::results::ProfileResults;
+use crate::stats::Summary;
+use spec::PaperNumber;
+
+/// One variant's final test errors.
+#[derive(Debug, Clone)]
+pub struct FinalEntry {
+    pub name: String,
+    pub colour_index: usize,
+    pub errors: Vec<f64>,
+    pub summary: Option<Summary>,
+    pub paper: Option<PaperNumber>,
+    /// The iteration at which each diverged seed's loss stopped being finite, ascending.
+    pub diverged_at: Vec<i64>,
+}
+
+/// `plots/<exp>/<profile>/final.{svg,png}`.
+pub struct FinalFigure {
+    pub caption: Caption,
+    pub entries: Vec<FinalEntry>,
+    pub fail_above: f64,
+}
+
+impl FinalFigure {
+    /// Variants with at least one finished seed, in file order, coloured as in the curves
+    /// figure (`nets`: see [`variant_colours`]).
+    pub fn new(
+        caption: Caption,
+        results: &ProfileResults,
+        nets: &[VariantNet],
+        fail_above: f64,
+    ) -> Self {
+        let colours = variant_colours(nets);
+        let entries = results
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.finished().next().is_some())
+            .map(|(i, v)| {
+                let errors: Vec<f64> = v.runs.iter().filter_map(|r| r.final_test_error()).collect();
+                let mut diverged_at: Vec<i64> = v
+                    .finished()
+                    .filter(|r| r.diverged())
+                    .map(|r| r.diverged_at_iteration.unwrap_or(r.iterations))
+                    .collect();
+                diverged_at.sort_unstable();
+                FinalEntry {
+                    name: nets.get(i).map_or(v.name.clone(), |n| n.label.clone()),
+                    colour_index: colours.get(i).copied().unwrap_or(i),
+                    summary: Summary::of(&errors),
+                    errors,
+                    paper: v.paper,
+                    diverged_at,
+                }
+            })
+            .collect();
+        Self {
+            caption,
+            entries,
+            fail_above,
+        }
+    }
+
+    fn y_max(&self) -> f64 {
+        let top = self
+            .entries
+            .iter()
+            .flat_map(|e| {
+                let paper = e.paper.map(paper_top);
+                let interval = e.summary.and_then(|s| s.mean_interval(MEAN_LEVEL));
+                e.errors
+                    .iter()
+                    .copied()
+                    .chain(paper.flatten())
+                    .chain(interval.map(|(_, high)| high))
+            })
+            .fold(self.fail_above, f64::max);
+        // room above the highest point for the marks along the top edge (the paper's "fail",
+        // diverged seeds and their iterations)
+        top * 1.35
+    }
+
+    fn label_room(&self) -> u32 {
+        let longest = self
+            .entries
+            .iter()
+            .map(|e| e.name.chars().count())
+            .max()
+            .unwrap_or(4);
+        (longest as u32 * 7 + 25).clamp(60, 300)
+    }
+}
+
+/// The confidence level of the final-error chart's bars.
+const MEAN_LEVEL: f64 = 0.95;
+/// Width of the final-error chart's legend column, right of the chart.
+const FINAL_LEGEND_WIDTH: u32 = 270;
+/// Dash and gap of our fail threshold's line, pixels (the chart and its legend).
+const THRESHOLD_DASH: (u32, u32) = (8, 6);
+
+fn threshold_style() -> ShapeStyle {
+    RED.mix(0.6).stroke_width(1)
+}
+
+impl Figure for FinalFigure {
+    fn size(&self) -> (u32, u32) {
+        let width = (self.entries.len() as u32 * 80 + 300 + FINAL_LEGEND_WIDTH)
+            .max(900)
+            .max(title_width(&self.caption.title) + 40);
+        (width, 600 + self.label_room())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let max_seeds = self
+            .entries
+            .iter()
+            .map(|e| e.errors.len())
+            .max()
+            .unwrap_or(0);
+        // Where no variant has two seeds yet, each variant's one error is the filled marker
+        // and nothing claims a mean; otherwise hollow circles are seeds, filled ones means.
+        let means = max_seeds >= 2;
+        let what = if means {
+            format!("each seed, and the mean with its 95% interval (up to {max_seeds} seeds)")
+        } else {
+            "one seed each".to_string()
+        };
+        let subtitle = format!(
+            "{} · profile {} · final test error, {what}",
+            self.caption.data, self.caption.profile
+        );
+        let body = titled(root, &self.caption, &subtitle)?;
+        let (width, _) = body.dim_in_pixel();
+        let (plot, legend) = body.split_horizontally(width.saturating_sub(FINAL_LEGEND_WIDTH));
+        let n = self.entries.len();
+        let y_max = self.y_max();
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(20)
+            .x_label_area_size(self.label_room())
+            .y_label_area_size(60)
+            // plotters' integer ranges include their end: 0..n − 1 is n segments.
+            .build_cartesian_2d((0..n.saturating_sub(1)).into_segmented(), 0.0..y_max)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            // Variant names are drawn below, rotated: plotters centres rotated axis labels on
+            // their tick, across the axis.
+            .x_label_formatter(&|_| String::new())
+            .label_style((FONT, 15))
+            .y_desc("final test error (%)")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(plot_err)?;
+
+        let (dash, gap) = THRESHOLD_DASH;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [
+                    (SegmentValue::Exact(0), self.fail_above),
+                    (SegmentValue::Last, self.fail_above),
+                ],
+                dash,
+                gap,
+                threshold_style(),
+            ))
+            .map_err(plot_err)?;
+
+        for (i, entry) in self.entries.iter().enumerate() {
+            let c = colour(entry.colour_index);
+            let x = SegmentValue::CenterOf(i);
+            let seed_style = seed_marker(means, c);
+            let interval = entry
+                .summary
+                .and_then(|s| Some((s, s.mean_interval(MEAN_LEVEL)?)));
+            let px = |error: f64| chart.backend_coord(&(x.clone(), error));
+            if let Some((s, (low, high))) = interval {
+                let (cx, mean) = px(s.mean);
+                root.draw(&mean_bar(cx, (px(low).1, mean, px(high).1), c))
+                    .map_err(plot_err)?;
+            }
+            // beside a mean's bar, the seeds left of it, so that it hides none
+            let shift = if interval.is_some() { SEED_OFFSET } else { 0 };
+            for &e in &entry.errors {
+                let (sx, sy) = px(e);
+                root.draw(&Circle::new((sx - shift, sy), seed_style.0, seed_style.1))
+                    .map_err(plot_err)?;
+            }
+            // the top edge of the chart in this column
+            let (cx, top) = chart.backend_coord(&(x.clone(), y_max));
+            if let Some(paper) = entry.paper {
+                // beside ours, so that neither hides the other
+                let at = |error: f64| {
+                    let (px, py) = chart.backend_coord(&(x.clone(), error));
+                    (px + PAPER_OFFSET, py)
+                };
+                draw_paper(root, paper, y_max, at)?;
+            }
+            if !entry.diverged_at.is_empty() {
+                draw_diverged(root, (cx, top), c, &entry.diverged_at)?;
+            }
+        }
+
+        // Variant names, reading upward, each ending just under its tick.
+        let name_style = (FONT, 15)
+            .into_font()
+            .transform(FontTransform::Rotate270)
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        for (i, entry) in self.entries.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(SegmentValue::CenterOf(i), 0.0));
+            root.draw_text(&entry.name, &name_style, (px, py + 10))
+                .map_err(plot_err)?;
+        }
+        self.draw_legend(&legend, means)
+    }
+}
+
+impl FinalFigure {
+    /// The legend column: every kind of mark the chart draws, drawn by the same code (grey
+    /// stands for any variant's colour).
+    fn draw_legend<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        means: bool,
+    ) -> Result<()> {
+        let text = (FONT, 14).into_font().color(&BLACK);
+        let note = (FONT, 12).into_font().color(&GREY);
+        let mark_x = 22;
+        let mut y = 70;
+        let mut entry =
+            |label: &str, detail: Option<&str>, draw: &dyn Fn((i32, i32)) -> Result<()>| {
+                draw((mark_x, y))?;
+                area.draw_text(
+                    label,
+                    &text.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+                    (48, y),
+                )
+                .map_err(plot_err)?;
+                if let Some(detail) = detail {
+                    area.draw_text(detail, &note, (48, y + 10))
+                        .map_err(plot_err)?;
+                    y += 14;
+                }
+                y += 30;
+                Ok::<(), anyhow::Error>(())
+            };
+        let seed = seed_marker(means, GREY);
+        entry("one seed", None, &|at| {
+            area.draw(&Circle::new(at, seed.0, seed.1))
+                .map_err(plot_err)
+        })?;
+        if means {
+            entry(
+                "mean, 95% interval",
+                Some("Student's t, n ≥ 2 seeds"),
+                &|(x, y)| {
+                    area.draw(&mean_bar(x, (y + 12, y, y - 12), GREY))
+                        .map_err(plot_err)
+                },
+            )?;
+        }
+        let (dash, gap) = THRESHOLD_DASH;
+        let threshold = format!("ours: fail above {}%", self.fail_above);
+        entry(&threshold, None, &|(x, y)| {
+            area.draw(&DashedPathElement::new(
+                vec![(x - 16, y), (x + 16, y)],
+                dash,
+                gap,
+                threshold_style(),
+            ))
+            .map_err(plot_err)
+        })?;
+        if self.entries.iter().any(|e| !e.diverged_at.is_empty()) {
+            entry(
+                "a seed that diverged",
+                Some("along the top, with its iteration"),
+                &|at| draw_cross(area, at, GREY),
+            )?;
+        }
+        let papers: Vec<PaperNumber> = self.entries.iter().filter_map(|e| e.paper).collect();
+        if papers.iter().any(|p| p.error().is_some()) {
+            entry("paper", None, &|at| {
+                area.draw(&TriangleMarker::new(at, 8, BLACK.filled()))
+                    .map_err(plot_err)
+            })?;
+        }
+        if papers.iter().any(PaperNumber::is_fail) {
+            entry(
+                "paper: fail",
+                Some("above 20% after full training; at the top"),
+                &|at| draw_paper_fail(area, at),
+            )?;
+        }
+        if papers.iter().any(|p| p.runs().is_some()) {
+            entry("paper: mean ± std of its runs", None, &|(x, y)| {
+                for path in [
+                    vec![(x, y - 7), (x, y + 7)],
+                    vec![(x - 6, y - 7), (x + 6, y - 7)],
+                    vec![(x - 6, y + 7), (x + 6, y + 7)],
+                ] {
+                    area.draw(&PathElement::new(path, BLACK.stroke_width(2)))
+                        .map_err(plot_err)?;
+                }
+                area.draw(&TriangleMarker::new((x, y), 5, BLACK.filled()))
+                    .map_err(plot_err)
+            })?;
+        }
+        if papers
+            .iter()
+            .any(|p| p.runs().is_some_and(|r| r.best.is_some()))
+        {
+            entry("paper: its best run", None, &|(x, y)| {
+                area.draw(&open_triangle((x, y + 1), 6)).map_err(plot_err)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A mean (filled circle at `mean`) with its interval from `low` to `high` (pixels), in
+/// `colour`.
+fn mean_bar(
+    x: i32,
+    (low, mean, high): (i32, i32, i32),
+    colour: RGBColor,
+) -> ErrorBar<i32, i32, ErrorBarOrientV<i32, i32>> {
+    ErrorBar::new_vertical(
+        x,
+        low,
+        mean,
+        high,
+        colour.filled().stroke_width(2),
+        2 * MEAN_RADIUS,
+    )
+}
+
+/// An ✕ of diverged seeds centred at `at`, in `colour`.
+fn draw_cross<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    colour: RGBColor,
+) -> Result<()> {
+    let r = 6;
+    for path in [
+        vec![(x - r, y - r), (x + r, y + r)],
+        vec![(x - r, y + r), (x + r, y - r)],
+    ] {
+        area.draw(&PathElement::new(path, colour.stroke_width(3)))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// A variant's diverged seeds, in its column along the top edge (`top`: that point): an ✕
+/// and, reading downward, where they diverged ("diverged at it. 838").
+fn draw_diverged<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, top): (i32, i32),
+    colour: RGBColor,
+    at: &[i64],
+) -> Result<()> {
+    draw_cross(root, (x, top + 10), colour)?;
+    let iterations: Vec<String> = at.iter().map(i64::to_string).collect();
+    let text = if at.len() == 1 {
+        format!("diverged at it. {}", iterations[0])
+    } else {
+        format!("{} diverged, at it. {}", at.len(), iterations.join(", "))
+    };
+    let style = (FONT, 12)
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    root.draw_text(&text, &style, (x, top + 22))
+        .map_err(plot_err)
+}
+
+/// The paper's "fail" (a test error above 20% after full training, a number it does not
+/// give): a triangle with "fail" under it, at `at` (the top edge of the chart, never on our
+/// own threshold).
+fn draw_paper_fail<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+) -> Result<()> {
+    area.draw(&TriangleMarker::new((x, y), 8, BLACK.filled()))
+        .map_err(plot_err)?;
+    let style = (FONT, 12)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    area.draw_text("fail", &style, (x, y + 8)).map_err(plot_err)
+}
+
+/// Radius of the filled marker on the final-error chart: a mean, or the one error of each
+/// variant where none has two seeds.
+const MEAN_RADIUS: u32 = 7;
+/// Radius of a hollow circle at one seed's error beside a mean.
+const SEED_RADIUS: u32 = 4;
+
+/// Radius and style of one seed's marker in `colour`: a hollow circle beside means, the
+/// filled marker where no variant has two seeds (`means` false).
+fn seed_marker(means: bool, colour: RGBColor) -> (u32, ShapeStyle) {
+    if means {
+        (SEED_RADIUS, colour.stroke_width(1))
+    } else {
+        (MEAN_RADIUS, colour.filled())
+    }
+}
+
+/// Pixels left of a mean's bar where its seeds are drawn.
+const SEED_OFFSET: i32 = 14;
+
+/// Pixels right of a variant's own markers where the paper's are drawn.
+const PAPER_OFFSET: i32 = 18;
+
+/// The highest error a paper number puts on the final-error axis.
+fn paper_top(paper: PaperNumber) -> Option<f64> {
+    match paper {
+        PaperNumber::Error(e) => Some(e),
+        PaperNumber::Runs(runs) => Some(runs.mean + runs.std),
+        PaperNumber::Fail(_) => None,
+    }
+}
+
+/// The paper's number of one variant in black, at the pixels `at` gives for an error: a
+/// triangle at its test error; for `"fail"`, a labelled triangle at the top edge (`y_max`:
+/// the top of the axis); for mean ± std, a bar from mean − std to mean + std with a small
+/// triangle at the mean, an open triangle at the best run beside it, and the numbers.
+fn draw_paper<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    paper: PaperNumber,
+    y_max: f64,
+    at: impl Fn(f64) -> (i32, i32),
+) -> Result<()> {
+    match paper {
+        PaperNumber::Error(e) => root
+            .draw(&TriangleMarker::new(at(e), 8, BLACK.filled()))
+            .map_err(plot_err),
+        PaperNumber::Fail(_) => {
+            let (px, top) = at(y_max);
+            draw_paper_fail(root, (px, top + 10))
+        }
+        PaperNumber::Runs(runs) => {
+            let (px, low) = at(runs.mean - runs.std);
+            let (_, high) = at(runs.mean + runs.std);
+            let line = BLACK.stroke_width(2);
+            for path in [
+                vec![(px, low), (px, high)],
+                vec![(px - 6, low), (px + 6, low)],
+                vec![(px - 6, high), (px + 6, high)],
+            ] {
+                root.draw(&PathElement::new(path, line)).map_err(plot_err)?;
+            }
+            root.draw(&TriangleMarker::new(at(runs.mean), 5, BLACK.filled()))
+                .map_err(plot_err)?;
+            if let Some(best) = runs.best {
+                let (_, py) = at(best);
+                root.draw(&open_triangle((px + BEST_OFFSET, py), 6))
+                    .map_err(plot_err)?;
+            }
+            // The numbers, reading upward from above the bar (a spread of a few tenths of a
+            // percent is a few pixels), or downward from below it where the top is too near.
+            let mut label = format!("paper {:.2} ± {:.2}", runs.mean, runs.std);
+            if let Some(best) = runs.best {
+                label.push_str(&format!(", best {best:.2}"));
+            }
+            let (_, top) = at(y_max);
+            let style = (FONT, 12)
+                .into_font()
+                .transform(FontTransform::Rotate270)
+                .color(&BLACK);
+            let (length, _) = root.estimate_text_size(&label, &style).map_err(plot_err)?;
+            let above = high - 10 - top >= length as i32;
+            let (anchor, y) = if above {
+                (HPos::Left, high - 10)
+            } else {
+                (HPos::Right, low + 10)
+            };
+            root.draw_text(&label, &style.pos(Pos::new(anchor, VPos::Center)), (px, y))
+                .map_err(plot_err)
+        }
+    }
+}
+
+/// Pixels right of the paper's bar where its best run is marked.
+const BEST_OFFSET: i32 = 12;
+
+/// An upward triangle's outline of `size` (centre to corner), pixels.
+fn open_triangle((x, y): (i32, i32), size: i32) -> PathElement<(i32, i32)> {
+    // corners at 90°, 210° and 330°: the top, then bottom left and bottom right
+    let half = (f64::from(size) * 0.866).round() as i32;
+    let low = size / 2;
+    PathElement::new(
+        vec![
+            (x, y - size),
+            (x - half, y + low),
+            (x + half, y + low),
+            (x, y - size),
+        ],
+        BLACK.stroke_width(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plots::register_fonts;
+
+    #[test]
+    fn a_final_figure_is_wide_enough_for_its_title() {
+        register_fonts().unwrap();
+        let figure = |title: &str| FinalFigure {
+            caption: Caption {
+                title: title.into(),
+                profile: "cpu".into(),
+                data: "CIFAR-10".into(),
+            },
+            entries: Vec::new(),
+            fail_above: 50.0,
+        };
+        assert_eq!(figure("Short").size().0, 900);
+        // The title is drawn from x = 20: the figure leaves at least as much on the right.
+        let long =
+            "Activation placements on ResNet-110 and ResNet-164 (Identity Mappings, Table 2)";
+        let width = title_width(long);
+        assert!(width > 860, "{long:?} measures {width} px");
+        assert!(figure(long).size().0 >= width + 40);
+    }
+}
