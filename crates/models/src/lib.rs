@@ -21,8 +21,10 @@
 //! the fc is a batched matmul. Every variable of a K-replica store is the K single-model
 //! tensors concatenated along dim 0, so [`stack_var_stores`] and [`extract_replica`] are
 //! exact copies; [`init_replicas_from_seeds`] initialises replica k as the lone model of
-//! `seeds[k]` (built on the CPU after `tch::manual_seed`). Train with [`stacked_loss`] (sum
-//! of the replicas' mean losses); count mistakes with [`stacked_errors`].
+//! `seeds[k]` (built on the CPU after `tch::manual_seed`), as the runner initialises every
+//! run. Train with [`per_replica_loss`] (each replica's mean loss, `[K]`; the runner's
+//! optimizer steps on them) or its sum [`stacked_loss`]; either gives each replica the
+//! gradient it would get alone. Count mistakes with [`stacked_errors`].
 //!
 //! # Introspection
 //! [`summarize`] / [`NetConfigExt::summary`] count depth, units, parameters and multiply-adds

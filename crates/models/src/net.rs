@@ -251,9 +251,9 @@ impl fmt::Debug for Head {
 /// images `[K, B, 3, H, W]` (replica k sees its own batch `xs[k]`) to logits
 /// `[K, B, classes]`, for any K including 1. [`Net::forward_single`] (and `forward_t` on a
 /// 4-d input) maps `[B, 3, H, W]` to `[B, classes]` and needs K = 1. Inside, activations
-/// are `[B, K·C, H, W]` and convolutions run with `groups = K`. Train the K models with
-/// [`crate::stacked_loss`] (sum over k of each model's mean loss), which gives each model
-/// exactly the gradient it would get alone.
+/// are `[B, K·C, H, W]` and convolutions run with `groups = K`. Train the K models on
+/// [`crate::per_replica_loss`] (each model's mean loss; or their sum,
+/// [`crate::stacked_loss`]), which gives each model exactly the gradient it would get alone.
 pub struct Net {
     config: NetConfig,
     plan: NetPlan,

@@ -215,9 +215,10 @@ pub fn probe_grad_norms(probes: &[Tensor], replicas: i64) -> Result<Tensor> {
 /// Initialises a K-replica network as K lone models seeded apart: for each `seeds[k]`,
 /// `tch::manual_seed(seed)` then a K = 1 build of `config` on the CPU, then
 /// [`stack_var_stores`] into `stacked` (which holds `config` built with `replicas = K`, on
-/// any device). Building on the CPU makes replica k's init the same on every machine, and
-/// the same as `runner` training that seed alone after `manual_seed(seed)` on the CPU.
-/// Leaves the global RNG seeded by the last build.
+/// any device). Building on the CPU makes replica k's init the same on every machine and
+/// whatever it is stacked with; the runner initialises every run this way, with the seed it
+/// derives from the run's seed. Leaves the global RNG seeded by the last build; a caller
+/// that shares the RNG between threads holds its lock around the call.
 pub fn init_replicas_from_seeds(
     config: &NetConfig,
     seeds: &[i64],

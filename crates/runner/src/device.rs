@@ -167,7 +167,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The `lib/` folder of the Python environment's PyTorch, if it is version 2.11.
+/// The `lib/` folder of the Python environment's PyTorch, if it is the linked version's
+/// minor ([`crate::libtorch::expected_minor`]).
 fn python_torch_lib_dir() -> Result<PathBuf, String> {
     let script = "import os, torch; print(torch.__version__); \
                   print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
@@ -183,8 +184,9 @@ fn python_torch_lib_dir() -> Result<PathBuf, String> {
     let (Some(version), Some(dir)) = (lines.next(), lines.next()) else {
         return Err("could not read torch's version and folder".into());
     };
-    if !version.starts_with("2.11.") {
-        return Err(format!("its torch is {version}, not 2.11"));
+    let minor = crate::libtorch::expected_minor();
+    if !version.starts_with(&format!("{minor}.")) {
+        return Err(format!("its torch is {version}, not {minor}"));
     }
     Ok(PathBuf::from(dir))
 }

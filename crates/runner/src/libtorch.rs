@@ -14,6 +14,14 @@ use crate::device::find_loaded;
 /// The libtorch version tch 0.24.0 is written against.
 pub const EXPECTED_VERSION: &str = "2.11.0";
 
+/// `2.11` of [`EXPECTED_VERSION`]: an installed PyTorch of this minor carries the same
+/// libraries (its CUDA half can serve this binary).
+pub fn expected_minor() -> &'static str {
+    EXPECTED_VERSION
+        .rsplit_once('.')
+        .map_or(EXPECTED_VERSION, |(minor, _)| minor)
+}
+
 /// The libtorch folder the binary was linked against (set by the build script).
 pub const LINKED_LIB_DIR: &str = env!("LIBTORCH_LINKED_DIR");
 
@@ -103,6 +111,11 @@ fn version_beside(lib_dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expected_minor_is_the_version_without_its_patch() {
+        assert_eq!(expected_minor(), "2.11");
+    }
 
     #[test]
     fn the_loaded_libtorch_is_2_11_0() {

@@ -500,11 +500,8 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         (true, true) => vec![1, 8, 16],
         (true, false) => vec![1],
     };
-    if args.precision.contains(&optim::Precision::Fp16) && !cuda {
-        anyhow::bail!("--precision fp16 uses CUDA autocast; it needs --device cuda");
-    }
-    if args.precision.contains(&optim::Precision::Bf16) {
-        if let Some(warning) = doctor::bf16_warning(resolved.device) {
+    for &precision in &args.precision {
+        if let Some(warning) = optim::check_precision(precision, resolved.device)? {
             eprintln!("bench: {warning}");
         }
     }

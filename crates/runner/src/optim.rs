@@ -249,6 +249,21 @@ pub fn set_precision(net: &mut models::Net, precision: Precision) {
     });
 }
 
+/// Whether `precision` can train on `device`: an error for fp16 off CUDA (autocast fp16 is
+/// CUDA's), and for bf16 on a CPU without native bf16 the warning to say.
+pub fn check_precision(
+    precision: Precision,
+    device: tch::Device,
+) -> anyhow::Result<Option<String>> {
+    match precision {
+        Precision::Fp16 if !device.is_cuda() => {
+            anyhow::bail!("precision fp16 uses CUDA autocast; it needs --device cuda")
+        }
+        Precision::Bf16 => Ok(crate::doctor::bf16_warning(device)),
+        _ => Ok(None),
+    }
+}
+
 /// Whether the forward pass runs under CUDA fp16 autocast.
 pub fn autocast_fp16(precision: Precision) -> bool {
     precision == Precision::Fp16

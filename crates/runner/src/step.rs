@@ -3,7 +3,7 @@
 //! forward with each seed's own dropout stream (fp16 autocast where the precision asks),
 //! per-replica cross-entropy, and the SGD update (with the loss scaler in fp16).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use models::{per_replica_loss, Net, NetConfig};
 use spec::{Experiment, Profile, Protocol, Variant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -12,22 +12,21 @@ use crate::batches::{derived_seed, seeded, Stream};
 use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
 
 /// The protocol `variant` trains with in `profile`: the file's, with `precision` (the
-/// `--precision` flag) instead of its own, checked against `device`.
+/// `--precision` flag) instead of its own, checked against `device`
+/// ([`crate::optim::check_precision`]), and the warning to say about it, if any.
 pub fn protocol(
     experiment: &Experiment,
     variant: &Variant,
     profile: &Profile,
     precision: Option<Precision>,
     device: Device,
-) -> Result<Protocol> {
+) -> Result<(Protocol, Option<String>)> {
     let mut protocol = experiment.protocol(variant, profile)?;
     if let Some(precision) = precision {
         protocol.precision = precision;
     }
-    if protocol.precision == Precision::Fp16 && !device.is_cuda() {
-        bail!("precision fp16 uses CUDA autocast; it needs --device cuda");
-    }
-    Ok(protocol)
+    let warning = crate::optim::check_precision(protocol.precision, device)?;
+    Ok((protocol, warning))
 }
 
 /// K seeds' networks trained as one: the stacked weights, the optimizer and, in fp16, the

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::{per_replica_loss, stack_var_stores, stacked_errors, Net, NetConfig, NetConfigExt};
+use models::{per_replica_loss, stacked_errors, Net, NetConfig, NetConfigExt};
 use spec::layout::{Damaged, RunState};
 use spec::{
     gate_units, EpochRow, Experiment, FinalRecord, Profile, Protocol, Provenance, RunConfig,
@@ -78,18 +78,9 @@ pub struct Interrupted {
 pub const EXIT_INTERRUPTED: i32 = 75;
 
 /// K lone models of `config`, each initialised from its own seed on the CPU (so the initial
-/// weights are the same on every device), stacked into one network on `device`.
+/// weights are the same on every device), stacked into one network on `device`
+/// ([`models::init_replicas_from_seeds`] with each run's init seed).
 pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Result<(VarStore, Net)> {
-    let singles: Vec<VarStore> = seeds
-        .iter()
-        .map(|&seed| {
-            let vs = VarStore::new(Device::Cpu);
-            seeded(derived_seed(seed, Stream::Init, 0), || {
-                config.build(&vs.root())
-            })?;
-            Ok(vs)
-        })
-        .collect::<Result<_>>()?;
     let mut vs = VarStore::new(device);
     // Its random initial values are overwritten by the stack, but drawing them still uses the
     // global generator: under the lock, or they would shift another thread's seeded draws.
@@ -97,7 +88,13 @@ pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Resul
     let net = seeded(derived_seed(seeds[0], Stream::Init, 1), || {
         stacked.build(&vs.root())
     })?;
-    stack_var_stores(&singles.iter().collect::<Vec<_>>(), &mut vs)?;
+    let init: Vec<i64> = seeds
+        .iter()
+        .map(|&seed| derived_seed(seed, Stream::Init, 0))
+        .collect();
+    seeded(init[0], || {
+        models::init_replicas_from_seeds(&stacked, &init, &mut vs)
+    })?;
     Ok((vs, net))
 }
 
@@ -177,17 +174,15 @@ pub fn train_experiment(
             log(&format!("{}: the paper reports {paper}", variant.name));
         }
         let config = experiment.net_config(variant, profile)?;
-        let protocol = crate::step::protocol(
+        let (protocol, warning) = crate::step::protocol(
             experiment,
             variant,
             profile,
             options.precision,
             options.device,
         )?;
-        if protocol.precision == Precision::Bf16 {
-            if let Some(warning) = crate::doctor::bf16_warning(options.device) {
-                log(&format!("{}: {warning}", variant.name));
-            }
+        if let Some(warning) = warning {
+            log(&format!("{}: {warning}", variant.name));
         }
         check_subsets(&protocol, data).with_context(|| {
             format!(

@@ -1110,10 +1110,11 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
     }
 }
 
-/// What the report reads of a file: the variants in file order with the papers' numbers,
-/// the kind, the seeds and the depths of the title.
+/// What the readers of a file (the report's tables and titles, the runner's sweep) get from
+/// it: the variants in file order with the papers' numbers, the kind, the seeds and the
+/// depths of the title.
 #[cfg(test)]
-mod read_by_report {
+mod reading {
     use super::*;
 
     const FILE: &str = r#"

@@ -5,11 +5,11 @@
 //! name any network of the two papers. In TOML:
 //!
 //! ```toml
-//! [net]
+//! [model]
 //! depth = 110
 //! shortcut = { exclusive_gating = { gate_bias = -6.0 } }
 //! # family = "cifar", block = "basic", placement = "original", downsample = "a",
-//! # num_classes = 10, replicas = 1 are the defaults
+//! # num_classes = 10 are the defaults; `units_per_stage = n` may stand for the depth
 //! ```
 //!
 //! References: "2015" is He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition*
