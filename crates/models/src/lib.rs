@@ -7,7 +7,8 @@
 //! `report` shares without linking libtorch) names a network; [`NetConfig::validate`] checks
 //! it without building; [`NetConfigExt::build`] creates it under a `tch::nn::Path`. Weight names are paper-like: `stem.conv.weight`,
 //! `stage2.unit3.conv1.weight`, `stage2.unit3.bn1.weight`, `stage2.unit1.shortcut.conv.weight`,
-//! `stage1.unit1.shortcut.gate.bias`, `head.fc.weight` (tch joins path components with `.`).
+//! `stage1.unit1.shortcut.gate.bias`, `head.fc.weight` (tch joins path components with `.`;
+//! inside `.ot` files tch writes `|` for `.`, as in `stage2|unit3|conv1|weight`).
 //! Init: convolutions Kaiming normal with fan_out (std = sqrt(2 / (k²·C_out))); BN γ = 1,
 //! β = 0; the fc as PyTorch's `nn.Linear` (U(±1/√fan_in) for weight and bias); gate biases
 //! b_g as configured.
