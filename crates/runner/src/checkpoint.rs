@@ -9,6 +9,9 @@
 //! resume under another setup is refused, naming the differences: a run is one protocol from
 //! its first step to its last. A resume by another build is allowed (the code may change, the
 //! protocol may not) and recorded.
+//!
+//! This module owns the format: every tensor's name ([`names`]), the save of a stack's models
+//! ([`save`]) and their restore into a stack ([`restore`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -18,7 +21,48 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use spec::{EpochRow, RunConfig, RunDir};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+use crate::optim::LossScaler;
+use crate::step::Stack;
+
+/// The names of a checkpoint's tensors, each defined here once.
+pub mod names {
+    /// Prefix of a model's weights: `model/<variable>`.
+    pub const MODEL: &str = "model/";
+    /// Prefix of a parameter's momentum buffer: `momentum/<parameter>`.
+    pub const MOMENTUM: &str = "momentum/";
+    /// Whether the optimizer has taken its first step (shared by the models of a stack).
+    pub const MOMENTUM_STARTED: &str = "momentum_started";
+    /// fp16: the model's loss scale.
+    pub const AMP_SCALE: &str = "amp/scale";
+    /// fp16: the clean steps since the loss scale last changed.
+    pub const AMP_GROWTH_TRACKER: &str = "amp/growth_tracker";
+    /// The loss scaler's state, both of the above.
+    pub const AMP: [&str; 2] = [AMP_SCALE, AMP_GROWTH_TRACKER];
+    /// The interrupted epoch's losses so far, one per step.
+    pub const PARTIAL_LOSSES: &str = "partial/losses";
+    /// The interrupted epoch's error count so far.
+    pub const PARTIAL_ERRORS: &str = "partial/errors";
+    /// SGD steps done.
+    pub const META_ITERATION: &str = "meta/iteration";
+    /// Training seconds so far.
+    pub const META_WALL_S: &str = "meta/wall_s";
+    /// What the run is trained with (JSON bytes).
+    pub const META_TRAINED_WITH: &str = "meta/trained_with";
+    /// The revisions that trained it, oldest first (JSON bytes).
+    pub const META_TRAINED_BY: &str = "meta/trained_by";
+
+    /// The name of a model's weights `variable`.
+    pub fn model(variable: &str) -> String {
+        format!("{MODEL}{variable}")
+    }
+
+    /// The name of the momentum buffer of `parameter`.
+    pub fn momentum(parameter: &str) -> String {
+        format!("{MOMENTUM}{parameter}")
+    }
+}
 
 /// What a run is trained with (its precision is in the protocol); a checkpoint resumes only
 /// under the same.
@@ -109,10 +153,10 @@ impl Checkpoint {
                 .with_context(|| format!("{} lacks {name}", path.display()))
         };
         Ok(Some(Self {
-            iteration: scalar("meta/iteration")? as i64,
-            wall_s: scalar("meta/wall_s")?,
-            trained_with: json(&tensors, "meta/trained_with", &path)?,
-            trained_by: json(&tensors, "meta/trained_by", &path)?,
+            iteration: scalar(names::META_ITERATION)? as i64,
+            wall_s: scalar(names::META_WALL_S)?,
+            trained_with: json(&tensors, names::META_TRAINED_WITH, &path)?,
+            trained_by: json(&tensors, names::META_TRAINED_BY, &path)?,
             tensors,
         }))
     }
@@ -215,8 +259,162 @@ fn json<T: serde::de::DeserializeOwned>(
     Ok(Some(value))
 }
 
+/// An epoch trained partway, as a mid-epoch checkpoint holds it.
+pub struct EpochSoFar {
+    /// Per step, the `[K]` losses.
+    pub losses: Vec<Tensor>,
+    /// Per model, the error count: `[K]`.
+    pub errors: Tensor,
+}
+
+/// One model of a stack to checkpoint: its place in the stack, its run, and what it is
+/// trained with and by.
+pub struct Slot<'a> {
+    pub index: usize,
+    pub run: &'a RunDir,
+    pub trained_with: TrainedWith,
+    pub trained_by: &'a [String],
+}
+
+/// Writes the checkpoint of each model of `slots`: its slice of the weights, momentum and
+/// (inside an epoch) the epoch's tally so far (`partial`), with the shared optimizer state
+/// and the progress.
+pub fn save<'a>(
+    stack: &Stack,
+    partial: Option<&EpochSoFar>,
+    slots: impl IntoIterator<Item = Slot<'a>>,
+    iteration: i64,
+    wall_s: f64,
+) -> Result<()> {
+    let k = stack.k();
+    let mut shared: Vec<(String, Tensor)> = Vec::new();
+    let mut per_model: Vec<(String, Tensor)> = stack
+        .vs
+        .variables()
+        .iter()
+        .map(|(n, t)| (names::model(n), t.shallow_clone()))
+        .collect();
+    for (name, tensor) in stack
+        .sgd
+        .state()
+        .into_iter()
+        .chain(stack.scaler.iter().flat_map(LossScaler::state))
+    {
+        // Momentum and loss scales are per model like the weights; the step marker is shared.
+        if name.starts_with(names::MOMENTUM) || names::AMP.contains(&name.as_str()) {
+            per_model.push((name, tensor));
+        } else {
+            shared.push((name, tensor));
+        }
+    }
+    if let Some(tally) = partial {
+        // [K, s] so that each model's slice is a row.
+        per_model.push((
+            names::PARTIAL_LOSSES.into(),
+            Tensor::stack(&tally.losses, 1),
+        ));
+        per_model.push((names::PARTIAL_ERRORS.into(), tally.errors.shallow_clone()));
+    }
+    for slot in slots {
+        let mut named: Vec<(String, Tensor)> = per_model
+            .iter()
+            .map(|(n, t)| (n.clone(), t.chunk(k, 0)[slot.index].to_device(Device::Cpu)))
+            .collect();
+        named.extend(
+            shared
+                .iter()
+                .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu))),
+        );
+        save_model(
+            slot.run,
+            &mut named,
+            iteration,
+            wall_s,
+            &slot.trained_with,
+            slot.trained_by,
+        )?;
+    }
+    Ok(())
+}
+
+/// Loads each model's checkpoint (`checkpoints`, in the stack's order) into its slice of the
+/// stacked weights and momentum, and returns the interrupted epoch's tally when the
+/// checkpoint fell inside an epoch.
+pub fn restore(
+    stack: &mut Stack,
+    checkpoints: &[&Checkpoint],
+    device: Device,
+    steps_per_epoch: i64,
+) -> Result<Option<EpochSoFar>> {
+    let parts: Vec<&HashMap<String, Tensor>> = checkpoints.iter().map(|c| &c.tensors).collect();
+    let joined = |name: &str| -> Result<Tensor> {
+        let pieces = parts
+            .iter()
+            .map(|t| {
+                t.get(name)
+                    .map(|x| x.to_device(device))
+                    .with_context(|| format!("checkpoint lacks {name}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&pieces, 0))
+    };
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in stack.vs.variables() {
+            let saved = joined(&names::model(&name))?;
+            if saved.size() != var.size() {
+                bail!(
+                    "checkpoint of {name} has shape {:?}, the network {:?}",
+                    saved.size(),
+                    var.size()
+                );
+            }
+            var.copy_(&saved);
+        }
+        Ok(())
+    })?;
+    let mut state = HashMap::new();
+    for (name, _) in stack.sgd.state() {
+        let tensor = if name.starts_with(names::MOMENTUM) {
+            joined(&name)?
+        } else {
+            parts[0][&name].shallow_clone()
+        };
+        state.insert(name, tensor);
+    }
+    stack.sgd.load_state(&state)?;
+    // each model's own loss scale (a run checkpointed in fp32 keeps the initial scales)
+    if let Some(scaler) = stack.scaler.as_mut() {
+        if parts.iter().all(|t| t.contains_key(names::AMP_SCALE)) {
+            let state: HashMap<String, Tensor> = names::AMP
+                .into_iter()
+                .map(|name| Ok((name.to_string(), joined(name)?)))
+                .collect::<Result<_>>()?;
+            scaler.load_state(&state)?;
+        }
+    }
+    let start = checkpoints[0].iteration;
+    let into_epoch = start % steps_per_epoch;
+    if !parts[0].contains_key(names::PARTIAL_LOSSES) {
+        if into_epoch != 0 {
+            bail!("the checkpoint at iteration {start} falls inside an epoch but holds no partial epoch");
+        }
+        return Ok(None);
+    }
+    let losses = joined(names::PARTIAL_LOSSES)?; // [K, s]
+    if losses.size()[1] != into_epoch {
+        bail!(
+            "the checkpoint at iteration {start} holds {} steps of its epoch, not {into_epoch}",
+            losses.size()[1]
+        );
+    }
+    Ok(Some(EpochSoFar {
+        losses: losses.unbind(1),
+        errors: joined(names::PARTIAL_ERRORS)?, // [K]
+    }))
+}
+
 /// Writes one model's checkpoint atomically (temporary file, then rename).
-pub fn save(
+fn save_model(
     run: &RunDir,
     tensors: &mut Vec<(String, Tensor)>,
     iteration: i64,
@@ -224,11 +422,11 @@ pub fn save(
     trained_with: &TrainedWith,
     trained_by: &[String],
 ) -> Result<()> {
-    tensors.push(("meta/iteration".into(), Tensor::from(iteration)));
-    tensors.push(("meta/wall_s".into(), Tensor::from(wall_s)));
+    tensors.push((names::META_ITERATION.into(), Tensor::from(iteration)));
+    tensors.push((names::META_WALL_S.into(), Tensor::from(wall_s)));
     for (name, record) in [
-        ("meta/trained_with", serde_json::to_vec(trained_with)?),
-        ("meta/trained_by", serde_json::to_vec(trained_by)?),
+        (names::META_TRAINED_WITH, serde_json::to_vec(trained_with)?),
+        (names::META_TRAINED_BY, serde_json::to_vec(trained_by)?),
     ] {
         tensors.push((
             name.into(),

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Kind, Tensor};
 
+use crate::checkpoint::names;
+
 /// How the parameters and their momentum are laid out in memory.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -206,10 +208,10 @@ impl Sgd {
             .names
             .iter()
             .zip(&self.momentum)
-            .map(|(n, b)| (format!("momentum/{n}"), b.shallow_clone()))
+            .map(|(n, b)| (names::momentum(n), b.shallow_clone()))
             .collect();
         state.push((
-            "momentum_started".into(),
+            names::MOMENTUM_STARTED.into(),
             Tensor::from(i64::from(self.started)),
         ));
         state
@@ -219,7 +221,7 @@ impl Sgd {
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         for (name, buf) in self.names.iter().zip(&self.momentum) {
             let saved = state
-                .get(&format!("momentum/{name}"))
+                .get(&names::momentum(name))
                 .with_context(|| format!("no momentum for {name}"))?;
             if saved.size() != buf.size() {
                 bail!(
@@ -231,7 +233,7 @@ impl Sgd {
             tch::no_grad(|| buf.shallow_clone().copy_(saved));
         }
         let started = state
-            .get("momentum_started")
+            .get(names::MOMENTUM_STARTED)
             .context("no momentum_started marker")?;
         self.started = started.int64_value(&[]) != 0;
         Ok(())
@@ -302,9 +304,9 @@ impl LossScaler {
     /// The scale and the growth counter, for a checkpoint.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         vec![
-            ("amp/scale".into(), self.scale.shallow_clone()),
+            (names::AMP_SCALE.into(), self.scale.shallow_clone()),
             (
-                "amp/growth_tracker".into(),
+                names::AMP_GROWTH_TRACKER.into(),
                 self.growth_tracker.shallow_clone(),
             ),
         ]
@@ -313,9 +315,10 @@ impl LossScaler {
     /// Restores what [`LossScaler::state`] saved, `[K]` or one value for all (a checkpoint
     /// without it leaves the defaults).
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        if let (Some(scale), Some(tracker)) =
-            (state.get("amp/scale"), state.get("amp/growth_tracker"))
-        {
+        if let (Some(scale), Some(tracker)) = (
+            state.get(names::AMP_SCALE),
+            state.get(names::AMP_GROWTH_TRACKER),
+        ) {
             tch::no_grad(|| -> Result<()> {
                 self.scale.f_copy_(scale)?;
                 self.growth_tracker.f_copy_(tracker)?;
@@ -538,9 +541,9 @@ mod tests {
     fn loss_scales_restore_per_model_or_from_one_shared_value() {
         let saved = |scale: &[f32], tracker: &[i32]| -> HashMap<String, Tensor> {
             HashMap::from([
-                ("amp/scale".to_string(), Tensor::from_slice(scale)),
+                (names::AMP_SCALE.to_string(), Tensor::from_slice(scale)),
                 (
-                    "amp/growth_tracker".to_string(),
+                    names::AMP_GROWTH_TRACKER.to_string(),
                     Tensor::from_slice(tracker),
                 ),
             ])

@@ -4,7 +4,7 @@
 //! per-replica cross-entropy, and the SGD update (with the loss scaler in fp16).
 
 use anyhow::Result;
-use models::{per_replica_loss, Net, NetConfig};
+use models::{per_replica_loss, Net, NetConfig, NetConfigExt};
 use spec::{Experiment, Profile, Protocol, Variant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -29,6 +29,27 @@ pub fn protocol(
     Ok((protocol, warning))
 }
 
+/// K lone models of `config`, each initialised from its own seed on the CPU (so the initial
+/// weights are the same on every device), stacked into one network on `device`
+/// ([`models::init_replicas_from_seeds`] with each run's init seed).
+pub fn build_stacked(config: &NetConfig, seeds: &[u64], device: Device) -> Result<(VarStore, Net)> {
+    let mut vs = VarStore::new(device);
+    // Its random initial values are overwritten by the stack, but drawing them still uses the
+    // global generator: under the lock, or they would shift another thread's seeded draws.
+    let stacked = config.with_replicas(seeds.len() as i64);
+    let net = seeded(derived_seed(seeds[0], Stream::Init, 1), || {
+        stacked.build(&vs.root())
+    })?;
+    let init: Vec<i64> = seeds
+        .iter()
+        .map(|&seed| derived_seed(seed, Stream::Init, 0))
+        .collect();
+    seeded(init[0], || {
+        models::init_replicas_from_seeds(&stacked, &init, &mut vs)
+    })?;
+    Ok((vs, net))
+}
+
 /// K seeds' networks trained as one: the stacked weights, the optimizer and, in fp16, the
 /// loss scales.
 pub struct Stack {
@@ -50,7 +71,7 @@ impl Stack {
         device: Device,
         layout: SgdLayout,
     ) -> Result<Stack> {
-        let (vs, mut net) = crate::train::build_stacked(config, seeds, device)?;
+        let (vs, mut net) = build_stacked(config, seeds, device)?;
         crate::optim::set_precision(&mut net, protocol.precision);
         let sgd = Sgd::new(&vs, protocol.momentum, protocol.weight_decay, layout);
         let scaler = (protocol.precision == Precision::Fp16)
