@@ -43,16 +43,13 @@ pub fn run(
             continue;
         }
         let config = experiment.net_config(variant, profile)?;
-        let (protocol, warning) = crate::step::protocol(
+        let protocol = crate::step::protocol(
             experiment,
             variant,
             profile,
             options.precision,
             options.device,
         )?;
-        if let Some(warning) = warning {
-            eprintln!("{}: {warning}", variant.name);
-        }
         let device_data = DeviceData::new(&data.train, &data.test, &protocol, options.device);
         let mut rows = Vec::new();
         for &seed in seeds {

@@ -354,26 +354,19 @@ fn train_command(args: TrainArgs) -> Result<()> {
             return Err(train::Interrupted { iteration: 0 }.into());
         }
     }
-    match experiment.kind {
-        spec::ExperimentKind::Training => train::train_experiment(
-            &experiment,
-            profile,
-            &variants,
-            &seeds,
-            &data,
-            &provenance,
-            &options,
-        ),
-        spec::ExperimentKind::Gradients => gradients::run(
-            &experiment,
-            profile,
-            &variants,
-            &seeds,
-            &data,
-            &provenance,
-            &options,
-        ),
-    }
+    let run = match experiment.kind {
+        spec::ExperimentKind::Training => train::train_experiment,
+        spec::ExperimentKind::Gradients => gradients::run,
+    };
+    run(
+        &experiment,
+        profile,
+        &variants,
+        &seeds,
+        &data,
+        &provenance,
+        &options,
+    )
 }
 
 /// Checks, before any tensor exists, that every variant's network fits in the device's memory

@@ -13,20 +13,22 @@ use crate::optim::{LossScaler, Precision, Sgd, SgdLayout};
 
 /// The protocol `variant` trains with in `profile`: the file's, with `precision` (the
 /// `--precision` flag) instead of its own, checked against `device`
-/// ([`crate::optim::check_precision`]), and the warning to say about it, if any.
+/// ([`crate::optim::check_precision`]); a warning about it is said on stderr.
 pub fn protocol(
     experiment: &Experiment,
     variant: &Variant,
     profile: &Profile,
     precision: Option<Precision>,
     device: Device,
-) -> Result<(Protocol, Option<String>)> {
+) -> Result<Protocol> {
     let mut protocol = experiment.protocol(variant, profile)?;
     if let Some(precision) = precision {
         protocol.precision = precision;
     }
-    let warning = crate::optim::check_precision(protocol.precision, device)?;
-    Ok((protocol, warning))
+    if let Some(warning) = crate::optim::check_precision(protocol.precision, device)? {
+        eprintln!("{}: {warning}", variant.name);
+    }
+    Ok(protocol)
 }
 
 /// K lone models of `config`, each initialised from its own seed on the CPU (so the initial

@@ -116,6 +116,17 @@ pub enum Status {
     Diverged,
 }
 
+impl std::fmt::Display for Status {
+    /// As `final.json` spells it: `ok`, `fail`, `diverged`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Fail => "fail",
+            Status::Diverged => "diverged",
+        })
+    }
+}
+
 /// `final.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinalRecord {
@@ -305,6 +316,14 @@ mod tests {
         "data": {"digest": "ab", "files": {}, "source": "CIFAR-10, JPEG-75 copy", "original": false},
         "git_revision": "5f672cc", "libtorch": "2.11.0", "device": "cpu x", "stacked_with": 1,
         "finished_at_unix_s": 1700000000, "a_field_added_later": [1, 2]}"#;
+
+    #[test]
+    fn a_status_is_said_as_the_file_spells_it() {
+        for status in [Status::Ok, Status::Fail, Status::Diverged] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{status}\""));
+        }
+    }
 
     #[test]
     fn final_json_ignores_fields_added_later_and_needs_the_rest() {

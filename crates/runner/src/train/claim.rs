@@ -66,7 +66,7 @@ impl Job<'_> {
         match run.state() {
             Ok(RunState::Unfinished { epochs, config, .. }) => Some((epochs, config)),
             Ok(RunState::Finished { record, epochs }) => {
-                let mut said = format!("{name}: finished ({:?}), skipped", record.status);
+                let mut said = format!("{name}: finished ({}), skipped", record.status);
                 // its events are derived from its rows: rebuild them if they were lost
                 let repaired = run.lock().and_then(|_lock| {
                     tensorboard::repair(&run.dir, &epochs, record.finished_at_unix_s as f64)

@@ -166,16 +166,13 @@ pub fn train_experiment(
             log(&format!("{}: the paper reports {paper}", variant.name));
         }
         let config = experiment.net_config(variant, profile)?;
-        let (protocol, warning) = crate::step::protocol(
+        let protocol = crate::step::protocol(
             experiment,
             variant,
             profile,
             options.precision,
             options.device,
         )?;
-        if let Some(warning) = warning {
-            log(&format!("{}: {warning}", variant.name));
-        }
         check_subsets(&protocol, data).with_context(|| {
             format!(
                 "{}: variant `{}`, profile `{}`",
