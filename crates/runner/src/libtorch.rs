@@ -117,6 +117,19 @@ mod tests {
         assert_eq!(expected_minor(), "2.11");
     }
 
+    /// The provisioning scripts download the version the binary checks for: one version,
+    /// written in the scripts (`TORCH_VERSION` of scripts/pypi.sh) and here.
+    #[test]
+    fn the_scripts_provision_the_expected_version() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pypi.sh");
+        let script = std::fs::read_to_string(path).unwrap();
+        let line = script
+            .lines()
+            .find(|l| l.starts_with("TORCH_VERSION="))
+            .expect("TORCH_VERSION= in scripts/pypi.sh");
+        assert_eq!(line, format!("TORCH_VERSION={EXPECTED_VERSION}"));
+    }
+
     #[test]
     fn the_loaded_libtorch_is_2_11_0() {
         let info = check().unwrap();
