@@ -489,16 +489,16 @@ impl Write for SharedBuffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A tmpfs of `kib` KiB mounted on a fresh folder (root only), unmounted on drop.
-    struct TinyDisk {
-        dir: tempfile::TempDir,
+    pub(crate) struct TinyDisk {
+        pub(crate) dir: tempfile::TempDir,
     }
 
     impl TinyDisk {
-        fn mount(kib: u32) -> std::result::Result<Self, String> {
+        pub(crate) fn mount(kib: u32) -> std::result::Result<Self, String> {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let out = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
