@@ -301,7 +301,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
     }
-    let (max_replicas, memory_line) = fit_in_memory(
+    let (max_replicas, memory_line) = memory::fit_sweep(
         &experiment,
         profile,
         &variants,
@@ -367,68 +367,6 @@ fn train_command(args: TrainArgs) -> Result<()> {
         &provenance,
         &options,
     )
-}
-
-/// Checks, before any tensor exists, that every variant's network fits in the device's memory
-/// at the batch size and stack size asked for. Returns the most seeds to stack (`--replicas`,
-/// else the device's default, 16 on CUDA and 1 on the CPU, lowered to what fits) and the
-/// largest estimate, for the time estimate to say. Refuses a network that does not fit alone,
-/// or with `--replicas` as asked.
-fn fit_in_memory(
-    experiment: &spec::Experiment,
-    profile: &spec::Profile,
-    variants: &[&spec::Variant],
-    seeds: &[u64],
-    device: tch::Device,
-    asked: Option<usize>,
-    precision: Option<spec::Precision>,
-) -> Result<(usize, String)> {
-    let default = if device.is_cuda() { 16 } else { 1 };
-    let stack = asked.unwrap_or(default).min(seeds.len()).max(1) as i64;
-    let (available, source) = memory::available(device)?;
-    let mut replicas = stack;
-    let mut largest: Option<(memory::Need, &str)> = None;
-    for variant in variants {
-        let config = experiment.net_config(variant, profile)?;
-        let protocol = experiment.protocol(variant, profile)?;
-        let precision = precision.unwrap_or(protocol.precision);
-        let batch = protocol.batch_size;
-        let fit = memory::replicas_that_fit(&config, batch, stack, precision, available)?;
-        let alone = memory::Need::of(&config, batch, 1, precision)?;
-        let location = format!(
-            "{}: profile `{}`, variant `{}`",
-            experiment.model_location(variant, profile),
-            profile.name,
-            variant.name
-        );
-        memory::refuse_unless_fits(&alone, available, &source, &location, device)?;
-        if fit < stack && asked.is_some() {
-            anyhow::bail!(
-                "{location}: {stack} stacked replicas do not fit: they need {} and the device                  has {} {source}; --replicas {fit} fits",
-                memory::Need::of(&config, batch, stack, precision)?.describe(),
-                memory::bytes(available),
-            );
-        }
-        replicas = replicas.min(fit);
-        let need = memory::Need::of(&config, batch, fit, precision)?;
-        if largest.is_none_or(|(l, _)| need.total() > l.total()) {
-            largest = Some((need, &variant.name));
-        }
-    }
-    if replicas < stack {
-        eprintln!(
-            "memory: stacking at most {replicas} seeds at once (not {stack}): more do not fit              in {} {source}",
-            memory::bytes(available)
-        );
-    }
-    let said = largest.map_or_else(String::new, |(need, name)| {
-        format!(
-            "memory for {name}: {} of {} {source}",
-            need.describe(),
-            memory::bytes(available)
-        )
-    });
-    Ok((replicas as usize, said))
 }
 
 fn models_command(name: Option<&str>, json: bool) -> Result<()> {

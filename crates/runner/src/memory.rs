@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use models::{NetConfig, NetConfigExt};
-use spec::Precision;
+use spec::{Experiment, Precision, Profile, Variant};
 use tch::Device;
 
 /// Bytes per parameter: the weight, its gradient, the momentum, and room for the update's
@@ -43,24 +43,48 @@ pub struct Need {
     pub activation_bytes: u64,
     /// The dataset on the device and libtorch's own.
     pub fixed_bytes: u64,
+    /// `weight_bytes` and `activation_bytes` of one replica.
+    per_replica: (u64, u64),
 }
 
 impl Need {
     pub fn of(config: &NetConfig, batch: i64, replicas: i64, precision: Precision) -> Result<Need> {
         let summary = config.with_replicas(1).summary()?;
-        let k = replicas.max(1) as u64;
-        let saturating = |a: u64, b: u64| a.saturating_mul(b);
-        Ok(Need {
+        let weights = (summary.params as u64).saturating_mul(BYTES_PER_PARAM);
+        let activations = (summary.feature_elements as u64)
+            .saturating_mul(batch.max(1) as u64)
+            .saturating_mul(bytes_per_feature(precision));
+        let one = Need {
             params: summary.params,
-            replicas: replicas.max(1),
+            replicas: 1,
             batch,
-            weight_bytes: saturating(summary.params as u64, BYTES_PER_PARAM * k),
-            activation_bytes: saturating(
-                saturating(summary.feature_elements as u64, batch.max(1) as u64),
-                bytes_per_feature(precision) * k,
-            ),
+            weight_bytes: weights,
+            activation_bytes: activations,
             fixed_bytes: RUNTIME_BYTES + DATA_BYTES,
-        })
+            per_replica: (weights, activations),
+        };
+        Ok(one.with_replicas(replicas))
+    }
+
+    /// The same network stacked `replicas` times (at least once).
+    pub fn with_replicas(&self, replicas: i64) -> Need {
+        let k = replicas.max(1);
+        let (weights, activations) = self.per_replica;
+        Need {
+            replicas: k,
+            weight_bytes: weights.saturating_mul(k as u64),
+            activation_bytes: activations.saturating_mul(k as u64),
+            ..*self
+        }
+    }
+
+    /// The most replicas of up to `replicas` that fit in `available`; 0 when not even one
+    /// does.
+    pub fn replicas_that_fit(&self, replicas: i64, available: u64) -> i64 {
+        (1..=replicas.max(1))
+            .rev()
+            .find(|&k| self.with_replicas(k).total() <= available)
+            .unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
@@ -139,22 +163,6 @@ fn cgroup_left(root: &Path) -> Option<u64> {
     Some(max.saturating_sub(current))
 }
 
-/// The most replicas of up to `replicas` that fit in `available`; 0 when not even one does.
-pub fn replicas_that_fit(
-    config: &NetConfig,
-    batch: i64,
-    replicas: i64,
-    precision: Precision,
-    available: u64,
-) -> Result<i64> {
-    for k in (1..=replicas.max(1)).rev() {
-        if Need::of(config, batch, k, precision)?.total() <= available {
-            return Ok(k);
-        }
-    }
-    Ok(0)
-}
-
 /// Refuses a network that cannot fit even alone; `where_` names the experiment file's line.
 pub fn refuse_unless_fits(
     need: &Need,
@@ -177,6 +185,99 @@ pub fn refuse_unless_fits(
         need.describe(),
         bytes(available),
     )
+}
+
+/// Checks, before any tensor exists, that every variant's network fits in `device`'s memory
+/// at the batch size and stack size asked for. Returns the most seeds to stack (`asked`,
+/// else the device's default, 16 on CUDA and 1 on the CPU, lowered to what fits) and the
+/// largest estimate, for the time estimate to say. Refuses a network that does not fit alone,
+/// or with `--replicas` as asked.
+pub fn fit_sweep(
+    experiment: &Experiment,
+    profile: &Profile,
+    variants: &[&Variant],
+    seeds: &[u64],
+    device: Device,
+    asked: Option<usize>,
+    precision: Option<Precision>,
+) -> Result<(usize, String)> {
+    let (available, source) = available(device)?;
+    let sweep = Sweep {
+        experiment,
+        profile,
+        variants,
+        seeds,
+        device,
+        asked,
+        precision,
+    };
+    sweep.fit(available, &source)
+}
+
+/// What [`fit_sweep`] checks.
+struct Sweep<'a> {
+    experiment: &'a Experiment,
+    profile: &'a Profile,
+    variants: &'a [&'a Variant],
+    seeds: &'a [u64],
+    device: Device,
+    asked: Option<usize>,
+    precision: Option<Precision>,
+}
+
+impl Sweep<'_> {
+    /// [`fit_sweep`] against `available` bytes (`source` says where the figure comes from).
+    fn fit(&self, available: u64, source: &str) -> Result<(usize, String)> {
+        let default = if self.device.is_cuda() { 16 } else { 1 };
+        let stack = self.asked.unwrap_or(default).min(self.seeds.len()).max(1) as i64;
+        let mut replicas = stack;
+        let mut largest: Option<(Need, &str)> = None;
+        for variant in self.variants {
+            let protocol = self.experiment.protocol(variant, self.profile)?;
+            let one = Need::of(
+                &self.experiment.net_config(variant, self.profile)?,
+                protocol.batch_size,
+                1,
+                self.precision.unwrap_or(protocol.precision),
+            )?;
+            let location = format!(
+                "{}: profile `{}`, variant `{}`",
+                self.experiment.model_location(variant, self.profile),
+                self.profile.name,
+                variant.name
+            );
+            refuse_unless_fits(&one, available, source, &location, self.device)?;
+            let fit = one.replicas_that_fit(stack, available);
+            if fit < stack && self.asked.is_some() {
+                bail!(
+                    "{location}: {stack} stacked replicas do not fit: they need {} and the \
+                     device has {} {source}; --replicas {fit} fits",
+                    one.with_replicas(stack).describe(),
+                    bytes(available),
+                );
+            }
+            replicas = replicas.min(fit);
+            let need = one.with_replicas(fit);
+            if largest.is_none_or(|(l, _)| need.total() > l.total()) {
+                largest = Some((need, &variant.name));
+            }
+        }
+        if replicas < stack {
+            eprintln!(
+                "memory: stacking at most {replicas} seeds at once (not {stack}): more do not \
+                 fit in {} {source}",
+                bytes(available)
+            );
+        }
+        let said = largest.map_or_else(String::new, |(need, name)| {
+            format!(
+                "memory for {name}: {} of {} {source}",
+                need.describe(),
+                bytes(available)
+            )
+        });
+        Ok((replicas as usize, said))
+    }
 }
 
 #[cfg(test)]
@@ -216,10 +317,61 @@ mod tests {
         assert_eq!(2 * bf16.activation_bytes, one.activation_bytes);
         // 368 MiB of activations, 4 MiB of weights, 432 MiB fixed
         assert_eq!(bytes(one.total()), "804 MiB");
-        let fit = |available| replicas_that_fit(&config, 128, 8, Precision::Fp32, available);
-        assert_eq!(fit(one.total()).unwrap(), 1);
-        assert_eq!(fit(four.total()).unwrap(), 4);
-        assert_eq!(fit(one.total() - 1).unwrap(), 0);
+        assert_eq!(one.with_replicas(4), four);
+        let fit = |available| one.replicas_that_fit(8, available);
+        assert_eq!(fit(one.total()), 1);
+        assert_eq!(fit(four.total()), 4);
+        assert_eq!(fit(one.total() - 1), 0);
+    }
+
+    /// The sweep's check: a default stack shrinks to what fits, `--replicas` beyond it is
+    /// refused naming the count that fits, a network too big alone is refused, each in one
+    /// line naming the experiment file's line.
+    #[test]
+    fn a_sweep_stacks_what_fits_and_refuses_what_cannot() {
+        let text = "title = \"t\"\nsource = \"s\"\n[model]\ndepth = 20\n[[variants]]\n\
+                    name = \"a\"\n[profiles.p]\nseeds = [0, 1, 2, 3, 4]\n\
+                    protocol = { batch_size = 128, iterations = 10, lr = 0.1, lr_drops = [] }\n";
+        let experiment =
+            Experiment::parse(std::path::Path::new("experiments/t.toml"), text).unwrap();
+        let profile = experiment.profile("p").unwrap();
+        let variants = experiment.select_variants(profile, &[]).unwrap();
+        let sweep = |asked| Sweep {
+            experiment: &experiment,
+            profile,
+            variants: &variants,
+            seeds: &profile.seeds,
+            device: Device::Cuda(0),
+            asked,
+            precision: None,
+        };
+        let one = Need::of(&NetConfig::cifar(20), 128, 1, Precision::Fp32).unwrap();
+        let three = one.with_replicas(3).total();
+        let (replicas, said) = sweep(None).fit(three, "free").unwrap();
+        assert_eq!(
+            replicas, 3,
+            "the default 16, at most the 5 seeds, lowered to what fits"
+        );
+        assert!(said.starts_with("memory for a: about "), "{said}");
+        assert_eq!(sweep(Some(3)).fit(three, "free").unwrap().0, 3);
+        let err = format!("{:#}", sweep(Some(5)).fit(three, "free").unwrap_err());
+        assert!(
+            err.starts_with("experiments/t.toml:7: profile `p`, variant `a`: 5 stacked replicas do not fit: they need about "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(" and the device has 1.5 GiB free; --replicas 3 fits"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            sweep(None).fit(one.total() - 1, "free").unwrap_err()
+        );
+        assert!(
+            err.contains(": too big for the GPU: training needs about "),
+            "{err}"
+        );
+        assert!(!err.contains("  "), "{err}");
     }
 
     #[test]
