@@ -312,9 +312,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     )?;
     let dir = data::training_dir(launch.data_dir.as_deref(), quiet)?;
     let data = data::Cifar10::load(&dir)?;
-    if train::stop_requested() {
-        return Err(train::Interrupted { iteration: 0 }.into());
-    }
+    train::stop_if_requested(0)?;
     eprintln!(
         "data: {} ({}), fingerprint {}",
         dir.display(),
@@ -350,9 +348,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             precision: options.precision,
             memory: &memory_line,
         })?;
-        if train::stop_requested() {
-            return Err(train::Interrupted { iteration: 0 }.into());
-        }
+        train::stop_if_requested(0)?;
     }
     let run = match experiment.kind {
         spec::ExperimentKind::Training => train::train_experiment,

@@ -323,9 +323,7 @@ pub fn run_on_devices(
         }
         running = still;
     }
-    if crate::train::stop_requested() {
-        return Err(crate::train::Interrupted { iteration: 0 }.into());
-    }
+    crate::train::stop_if_requested(0)?;
     ensure!(
         failures.is_empty(),
         "some tasks failed: {}",

@@ -38,7 +38,7 @@ use anyhow::{bail, Context, Result};
 
 mod repair;
 
-pub use repair::{repair, repair_folders, row_scalars};
+pub use repair::{repair, repair_folders, row_scalars, written_unix_s};
 
 /// `Event.file_version` of the first event of every file.
 const FILE_VERSION: &str = "brain.Event:2";

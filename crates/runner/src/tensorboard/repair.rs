@@ -181,12 +181,7 @@ pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
                         (epochs, record.finished_at_unix_s as f64)
                     }
                     spec::layout::RunState::Unfinished { epochs, .. } => {
-                        let written = fs::metadata(run.epochs_path())
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .map_or_else(unix_now_s, |d| d.as_secs_f64());
-                        (epochs, written)
+                        (epochs, written_unix_s(&run.epochs_path()))
                     }
                 };
                 let repaired = repair(&run.dir, &rows, written)?;
@@ -206,6 +201,16 @@ pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
         bail!("{failed} run(s) could not be repaired (said above)");
     }
     Ok(())
+}
+
+/// When `path` was last written, in seconds since the Unix epoch (now if it cannot be told):
+/// when an unfinished run's last row was written, for [`repair`].
+pub fn written_unix_s(path: &Path) -> f64 {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or_else(unix_now_s, |d| d.as_secs_f64())
 }
 
 /// The run folders (holding `epochs.csv`) at or under `dir`, in name order.

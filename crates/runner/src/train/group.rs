@@ -11,7 +11,7 @@ use spec::EpochRow;
 
 use super::claim::{earlier_revisions, Pending};
 use super::records::EpochEnd;
-use super::{log, modified_unix_s, stop_requested, Interrupted, Job, Sweep};
+use super::{log, stop_requested, Interrupted, Job, Sweep};
 use crate::checkpoint::{self, Checkpoint, EpochSoFar, Slot};
 use crate::step::Stack;
 use crate::tensorboard::{self, EventFile};
@@ -102,10 +102,8 @@ impl Job<'_> {
         let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
         let mut stack = self.build(&seeds)?;
         let start = group[0].start_iteration();
-        if stop_requested() {
-            // asked while the network was built: nothing trained since the checkpoint
-            return Err(Interrupted { iteration: start }.into());
-        }
+        // asked while the network was built: nothing trained since the checkpoint
+        super::stop_if_requested(start)?;
         let clock = Clock {
             before: group[0].checkpoint.as_ref().map_or(0.0, |c| c.wall_s),
             started: Instant::now(),
@@ -229,7 +227,7 @@ impl Job<'_> {
     /// written.
     fn events(&self, pending: &Pending, rows: &[EpochRow], start: i64) -> Option<EventFile> {
         let resume_from = if start == 0 { -1 } else { start };
-        let written = modified_unix_s(&pending.run.epochs_path());
+        let written = tensorboard::written_unix_s(&pending.run.epochs_path());
         match tensorboard::repair(&pending.run.dir, rows, written) {
             Ok(r) if r.rebuilt() => {
                 log(&format!("{}/seed-{}: {r}", self.variant.name, pending.seed))

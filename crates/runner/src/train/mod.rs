@@ -26,7 +26,7 @@ mod records;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -40,7 +40,6 @@ use crate::batches::DeviceData;
 use crate::checkpoint::TrainedWith;
 use crate::data::Cifar10;
 use crate::optim::{Precision, SgdLayout};
-use crate::tensorboard::unix_now_s;
 
 use claim::Pending;
 
@@ -78,6 +77,15 @@ pub fn install_signal_handlers() -> Result<()> {
 /// Whether a stop was requested (by a signal).
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
+}
+
+/// [`Interrupted`] at `iteration` when a stop was requested: for the points between steps
+/// (loading, building, waiting on children) where nothing new needs a checkpoint.
+pub fn stop_if_requested(iteration: i64) -> Result<()> {
+    if stop_requested() {
+        return Err(Interrupted { iteration }.into());
+    }
+    Ok(())
 }
 
 /// Training stopped on request after writing its checkpoint; running it again resumes.
@@ -268,15 +276,6 @@ impl Job<'_> {
     fn steps_per_epoch(&self) -> i64 {
         self.data.steps_per_epoch(self.protocol.batch_size)
     }
-}
-
-/// When `path` was last written, in seconds since the Unix epoch (now if it cannot be told).
-fn modified_unix_s(path: &Path) -> f64 {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(unix_now_s, |d| d.as_secs_f64())
 }
 
 /// One line on stderr (with `--quiet`, or off a terminal, these lines replace the bars).
