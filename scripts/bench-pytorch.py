@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""The PyTorch baseline for `runner bench`: the same training step in PyTorch eager.
+"""The PyTorch baseline for `runner bench`: the same training step in PyTorch, eager or compiled.
 
 A CIFAR ResNet (He et al. 2015 sec. 4.2: 3x3 stem, 3 stages of 2n basic units, option-A
 zero-padding shortcuts, global average pool, fc), He init, SGD with momentum 0.9 and weight
 decay 1e-4 (torch.optim.SGD with its default multi-tensor update), cross-entropy, batch 128
 of synthetic data on the device; fp32, or under torch.autocast in bf16 (CPU or CUDA) or fp16
-(CUDA, with a GradScaler), as `runner bench --precision`. Timed like `runner bench`: 5 untimed steps per case,
+(CUDA, with a GradScaler), as `runner bench --precision`. `--mode compiled` wraps the model
+in `torch.compile` (inductor; the loss, backward and optimizer step stay as they are), as a
+user chasing speed would; its compilation happens in the untimed steps. Timed like `runner bench`: 5 untimed steps per case,
 then rounds in which every case runs the same number of steps in turn; the median round is
 printed. Run both on the same machine, one after the other:
 
     python3 scripts/bench-pytorch.py --device cpu --memory-format contiguous,channels-last
     just bench --device cpu --memory-format contiguous,channels-last
     python3 scripts/bench-pytorch.py --device cpu --memory-format channels-last --precision fp32,bf16
+    python3 scripts/bench-pytorch.py --device cpu --mode eager,compiled --precision bf16
 
 Needs PyTorch (`pip install torch`); nothing else of this project uses it.
 """
@@ -77,6 +80,9 @@ def main():
     p.add_argument(
         "--precision", default="fp32", help="fp32,bf16,fp16 (bf16/fp16: torch.autocast; fp16 CUDA only)"
     )
+    p.add_argument(
+        "--mode", default="eager", help="eager,compiled (compiled: torch.compile of the model)"
+    )
     p.add_argument("--steps", type=int, default=10, help="timed steps per case and round")
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
@@ -88,31 +94,38 @@ def main():
     }
     kinds = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     cases = []
-    for name in args.memory_format.split(","):
-        for precision in args.precision.split(","):
-            fmt, kind = formats[name], kinds[precision]
-            if precision == "fp16" and device.type != "cuda":
-                raise SystemExit("--precision fp16 is CUDA autocast; it needs --device cuda")
-            torch.manual_seed(0)
-            net = CifarResNet(depth).to(device, memory_format=fmt).train()
-            opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-            xs = torch.randn(args.batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
-            ys = torch.randint(10, (args.batch,), device=device)
-            scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    for name, precision, mode in (
+        (n, p, m)
+        for n in args.memory_format.split(",")
+        for p in args.precision.split(",")
+        for m in args.mode.split(",")
+    ):
+        fmt, kind = formats[name], kinds[precision]
+        if mode not in ("eager", "compiled"):
+            raise SystemExit(f"--mode {mode}: expected eager or compiled")
+        if precision == "fp16" and device.type != "cuda":
+            raise SystemExit("--precision fp16 is CUDA autocast; it needs --device cuda")
+        torch.manual_seed(0)
+        net = CifarResNet(depth).to(device, memory_format=fmt).train()
+        model = torch.compile(net) if mode == "compiled" else net
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        xs = torch.randn(args.batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+        ys = torch.randint(10, (args.batch,), device=device)
+        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
-            def step(net=net, opt=opt, xs=xs, ys=ys, kind=kind, scaler=scaler):
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=kind, enabled=kind is not None):
-                    loss = F.cross_entropy(net(xs), ys)
-                if scaler is None:
-                    loss.backward()
-                    opt.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
+        def step(model=model, opt=opt, xs=xs, ys=ys, kind=kind, scaler=scaler):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=kind, enabled=kind is not None):
+                loss = F.cross_entropy(model(xs), ys)
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
-            cases.append((f"{name} {precision}", step))
+        cases.append((f"{name} {precision} {mode}", step))
 
     def sync():
         if device.type == "cuda":
@@ -135,9 +148,9 @@ def main():
         "synthetic data"
     )
     for name, r in rates.items():
-        fmt, precision = name.split()
+        fmt, precision, mode = name.split()
         print(
-            f"{args.model:<12} batch {args.batch:>4} {fmt:<14} {precision:<5} "
+            f"{args.model:<12} batch {args.batch:>4} {fmt:<14} {precision:<5} {mode:<8} "
             f"{statistics.median(r):>8.0f} img/s "
             f"(median of {len(r)} rounds of {args.steps} steps; {min(r):.0f}–{max(r):.0f})"
         )

@@ -1,40 +1,37 @@
-//! Lets binaries and tests find libtorch without any exported variable.
-//!
-//! tch's build script (torch-sys) reports the libtorch `lib/` folder it linked against; we
-//! record it as the run-time search path (RUNPATH, so `LD_LIBRARY_PATH` still overrides it,
-//! as on a GPU machine whose own PyTorch provides the libraries). The runner crate uses the
-//! same code (its build script includes this file as a module).
+//! Lets binaries and tests find libtorch without any exported variable (build/libtorch.rs,
+//! shared with the runner), and compiles the fused batch-norm operation (csrc/bn_relu.cpp)
+//! against it.
 
 use std::path::Path;
 
-const SETUP_HINT: &str = "run `just setup` to provision libtorch 2.11.0 into .libtorch/ \
-                          (or export LIBTORCH=/path/to/libtorch-2.11.0)";
+#[path = "build/libtorch.rs"]
+mod libtorch;
 
-pub fn main() {
-    let Some(lib_dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
-        panic!("torch-sys did not report where libtorch is; {SETUP_HINT}");
-    };
-    let lib_dir = Path::new(&lib_dir);
-    let cpu_lib = lib_dir.join("libtorch_cpu.so");
-    // Rebuild (and re-check) when the library goes away or is replaced.
-    println!("cargo:rerun-if-changed={}", cpu_lib.display());
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    if !cpu_lib.exists() {
-        panic!(
-            "libtorch is missing: no {}; {SETUP_HINT}",
-            cpu_lib.display()
-        );
-    }
-    let version_file = lib_dir.join("..").join("build-version");
-    if let Ok(version) = std::fs::read_to_string(&version_file) {
-        let version = version.trim();
-        if version.split('+').next() != Some("2.11.0") {
-            panic!(
-                "{} is libtorch {version}, but tch 0.24 needs 2.11.0; {SETUP_HINT}",
-                lib_dir.display()
-            );
-        }
-    }
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
-    println!("cargo:rustc-env=LIBTORCH_LINKED_DIR={}", lib_dir.display());
+fn main() {
+    let lib_dir = libtorch::link_libtorch();
+    compile_fused_kernels(&lib_dir);
+}
+
+/// csrc/bn_relu.cpp against libtorch's headers (as torch-sys compiles its own C++: C++17, the
+/// C++11 ABI of the PyPI wheels), always optimised: its loops are the point of it.
+fn compile_fused_kernels(lib_dir: &Path) {
+    let source = "csrc/bn_relu.cpp";
+    println!("cargo:rerun-if-changed={source}");
+    let include = lib_dir.join("..").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        // its 64-byte vectors never cross a function boundary (all inlined)
+        .flag("-Wno-psabi")
+        // at::parallel_for is inline and, in libtorch built with OpenMP, an `omp parallel`:
+        // without this flag it would run on one thread (libgomp is linked by torch-sys)
+        .flag("-fopenmp")
+        .opt_level(3)
+        .file(source)
+        .compile("resnet_fused");
 }

@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "../models/build.rs"]
+#[path = "../models/build/libtorch.rs"]
 mod libtorch;
 
 fn main() {
-    libtorch::main();
+    libtorch::link_libtorch();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     println!("cargo:rustc-env=RUNNER_GIT_REVISION={}", revision(&root));
 }

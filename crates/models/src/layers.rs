@@ -261,6 +261,50 @@ pub struct BatchNorm {
     running_var: Tensor,
 }
 
+/// PyTorch's defaults, the papers' implementations' too.
+const MOMENTUM: f64 = 0.1;
+const EPS: f64 = 1e-5;
+
+impl BatchNorm {
+    /// max(0, BN(xs) + residual), or max(0, BN(xs)) without one: `[B, K·C, H, W]` → same
+    /// shape. While training on the CPU in channels-last fp32 or bf16 this is one fused
+    /// operation ([`crate::fused`]); otherwise libtorch's BN, addition and ReLU, with the
+    /// same numbers to within rounding.
+    pub fn forward_relu(&self, xs: &Tensor, residual: Option<&Tensor>, train: bool) -> Tensor {
+        if train && crate::fused::applies(xs) {
+            let norm = crate::fused::NormState {
+                weight: &self.weight,
+                bias: &self.bias,
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                momentum: MOMENTUM,
+                eps: EPS,
+            };
+            match crate::fused::bn_add_relu_train(xs, residual, &norm) {
+                Ok(ys) => return ys,
+                // as tch's own operations do on a libtorch error
+                Err(message) => panic!("fused batch norm: {message}"),
+            }
+        }
+        self.forward_relu_unfused(xs, residual, train)
+    }
+
+    /// [`BatchNorm::forward_relu`] as libtorch's separate BN, addition and ReLU, always: the
+    /// reference the fused operation is tested against.
+    pub fn forward_relu_unfused(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let mut ys = self.forward_t(xs, train);
+        match residual {
+            Some(r) => (ys + r).relu_(),
+            None => ys.relu_(),
+        }
+    }
+}
+
 impl ModuleT for BatchNorm {
     /// `[B, K·C, H, W]` → same shape; batch statistics when `train` (and the running
     /// averages updated), running averages otherwise. On fp32 or bf16 activations; γ, β and
@@ -273,8 +317,8 @@ impl ModuleT for BatchNorm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
-            1e-5,
+            MOMENTUM,
+            EPS,
             true,
         )
     }

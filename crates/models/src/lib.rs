@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod layers;
 pub mod net;
 pub mod stack;

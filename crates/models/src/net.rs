@@ -172,12 +172,12 @@ impl ModuleT for Stem {
     /// `[B, K·3, H, W]` → CIFAR `[B, K·16, H, W]`; ImageNet `[B, K·64, H/4, W/4]`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = self.conv.forward_t(xs, train);
-        if let Some(bn) = &self.norm {
-            ys = bn.forward_t(&ys, train);
-        }
-        if self.config.relu {
-            ys = ys.relu_();
-        }
+        ys = match (&self.norm, self.config.relu) {
+            (Some(bn), true) => bn.forward_relu(&ys, None, train),
+            (Some(bn), false) => bn.forward_t(&ys, train),
+            (None, true) => ys.relu_(),
+            (None, false) => ys,
+        };
         if self.config.max_pool {
             ys = ys.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
@@ -212,13 +212,13 @@ impl ModuleT for Head {
     /// `[B, K·C, h, w]` → `[K, B, classes]`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let c = &self.config;
-        let mut ys = match &self.norm {
-            Some(bn) => bn.forward_t(xs, train),
-            None => xs.shallow_clone(),
+        // ReLU out of place on the head's input: the last unit's shortcut also reads it
+        let ys = match (&self.norm, c.relu) {
+            (Some(bn), true) => bn.forward_relu(xs, None, train),
+            (Some(bn), false) => bn.forward_t(xs, train),
+            (None, true) => xs.relu(),
+            (None, false) => xs.shallow_clone(),
         };
-        if c.relu {
-            ys = ys.relu();
-        }
         let b = ys.size()[0];
         // global average pool: [B, K·C]
         let pooled = ys.mean_dim([2i64, 3].as_slice(), false, None);

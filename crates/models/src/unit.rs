@@ -370,19 +370,25 @@ impl ResidualUnit {
     /// The first activation of a pre-activation unit: ReLU for (d), BN1–ReLU for (e).
     fn preactivate(&self, xs: &Tensor, train: bool) -> Tensor {
         match (self.config.placement, self.norms.first()) {
-            (ActivationPlacement::FullPreactivation, Some(bn)) => bn.forward_t(xs, train).relu_(),
+            (ActivationPlacement::FullPreactivation, Some(bn)) => bn.forward_relu(xs, None, train),
             _ => xs.relu(),
         }
     }
 
     /// F(x), the residual branch (2016 Fig. 4), `[B, K·C_in, H, W]` →
     /// `[B, K·C_out, H/s, W/s]`. `activated` says the first activation was applied before
-    /// the split.
+    /// the split. With `without_last_norm` (placement (a) only), the last BN is left for the
+    /// caller, who fuses it with the addition and the ReLU.
     ///
-    /// ReLUs run in place (`relu_`) on tensors only they read: a BN's output (BN's backward
-    /// needs its input, not its output) or a fresh sum; never on x_l, which the shortcut
-    /// also reads.
-    fn residual(&self, xs: &Tensor, activated: bool, train: bool) -> Tensor {
+    /// BN–ReLU pairs run as one operation ([`BatchNorm::forward_relu`]); a lone ReLU runs in
+    /// place (`relu_`) on a fresh sum only, never on x_l, which the shortcut also reads.
+    fn residual(
+        &self,
+        xs: &Tensor,
+        activated: bool,
+        train: bool,
+        without_last_norm: bool,
+    ) -> Tensor {
         let n = self.convs.len();
         let mut fx = xs.shallow_clone();
         for (i, conv) in self.convs.iter().enumerate() {
@@ -392,24 +398,24 @@ impl ResidualUnit {
             fx = match (self.config.placement, bn) {
                 // (a) weight–BN(–ReLU, except after the last weight)
                 (ActivationPlacement::Original, Some(bn)) => {
-                    let mut y = bn.forward_t(&conv.forward_t(&fx, train), train);
-                    if last {
-                        y
-                    } else {
-                        y.relu_()
+                    let y = conv.forward_t(&fx, train);
+                    match (last, without_last_norm) {
+                        (false, _) => bn.forward_relu(&y, None, train),
+                        (true, false) => bn.forward_t(&y, train),
+                        (true, true) => y,
                     }
                 }
                 // (b) weight–BN–ReLU, the last weight bare (its BN moved after the addition)
                 (ActivationPlacement::BnAfterAddition, bn) => {
                     let y = conv.forward_t(&fx, train);
                     match bn {
-                        Some(bn) if !last => bn.forward_t(&y, train).relu_(),
+                        Some(bn) if !last => bn.forward_relu(&y, None, train),
                         _ => y,
                     }
                 }
                 // (c) weight–BN–ReLU, the last ReLU too
                 (ActivationPlacement::ReluBeforeAddition, Some(bn)) => {
-                    bn.forward_t(&conv.forward_t(&fx, train), train).relu_()
+                    bn.forward_relu(&conv.forward_t(&fx, train), None, train)
                 }
                 // (d) ReLU–weight–BN
                 (ActivationPlacement::ReluOnlyPreactivation, Some(bn)) => {
@@ -421,7 +427,7 @@ impl ResidualUnit {
                     let a = if i == 0 && activated {
                         fx
                     } else {
-                        bn.forward_t(&fx, train).relu_()
+                        bn.forward_relu(&fx, None, train)
                     };
                     conv.forward_t(&a, train)
                 }
@@ -505,10 +511,24 @@ impl ResidualUnit {
         let activated = self.activates_before_split();
         // [B, K·C_in, H, W]: the input both paths see
         let xs = self.split_input(xs, train);
-        // [B, K·C_out, H/s, W/s]
-        let fx = self.residual(&xs, activated, train);
         // [B, K·C_out, H/s, W/s], None for a plain unit
         let hx = self.shortcut.forward_t(&xs, train);
+        // (a) with a plain sum, 2016 eq. 1–2: x_{l+1} = ReLU(h(x) + BN(conv(…))), the last
+        // BN, the addition and the ReLU as one operation
+        if let (ActivationPlacement::Original, Some(hx), Some(bn)) =
+            (c.placement, &hx, self.norms.last())
+        {
+            if matches!(
+                c.shortcut,
+                ShortcutKind::Identity | ShortcutKind::Conv1x1 | ShortcutKind::Plain
+            ) {
+                // [B, K·C_out, H/s, W/s], before its last BN
+                let y = self.residual(&xs, activated, train, true);
+                return bn.forward_relu(&y, Some(hx), train);
+            }
+        }
+        // [B, K·C_out, H/s, W/s]
+        let fx = self.residual(&xs, activated, train, false);
         // g(x) = σ(W_g x + b_g): [B, K·C_out, H/s, W/s]
         let gate = |g: &Conv| g.forward_t(&xs, train).sigmoid();
         let mut sum = match (c.shortcut, hx, &self.gate) {
@@ -550,7 +570,7 @@ impl ResidualUnit {
         // after the addition: (a) ReLU, (b) BN–ReLU, (c)–(e) nothing
         match (c.placement, &self.output_norm) {
             (ActivationPlacement::Original, _) => sum.relu_(),
-            (ActivationPlacement::BnAfterAddition, Some(bn)) => bn.forward_t(&sum, train).relu_(),
+            (ActivationPlacement::BnAfterAddition, Some(bn)) => bn.forward_relu(&sum, None, train),
             _ => sum,
         }
     }

@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use models::fused::BnRelu;
 use models::{per_replica_loss, MemoryFormat, Net, NetConfig, NetConfigExt};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -26,6 +27,7 @@ pub struct BenchResult {
     pub layout: SgdLayout,
     pub memory_format: MemoryFormat,
     pub precision: Precision,
+    pub bn_relu: BnRelu,
     /// Timed steps per round.
     pub steps: usize,
     /// Seconds of each round.
@@ -48,6 +50,8 @@ pub struct BenchCase {
     pub layout: SgdLayout,
     pub memory_format: MemoryFormat,
     pub precision: Precision,
+    /// BN–ReLU fused or as separate ops (on the CPU while training; else always separate).
+    pub bn_relu: BnRelu,
 }
 
 /// A case ready to step: its own network, optimizer and batch.
@@ -90,6 +94,7 @@ impl Trial {
     }
 
     fn step(&mut self) -> Result<()> {
+        models::fused::set_bn_relu(self.case.bn_relu);
         let fp16 = crate::optim::autocast_fp16(self.case.precision);
         let logits =
             tch::autocast(fp16, || self.net.forward_stacked(&self.xs, true))?.to_kind(Kind::Float);
@@ -147,6 +152,7 @@ pub fn measure(
                 layout: c.layout,
                 memory_format: c.memory_format,
                 precision: c.precision,
+                bn_relu: c.bn_relu,
                 steps,
                 round_seconds,
                 images_per_s: median(&rates),
@@ -194,6 +200,7 @@ mod tests {
             layout: SgdLayout::PerTensor,
             memory_format,
             precision: Precision::Fp32,
+            bn_relu: BnRelu::Fused,
         };
         let cases = vec![
             (

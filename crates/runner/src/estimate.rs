@@ -140,6 +140,7 @@ pub fn announce(sweep: &Sweep) -> Result<()> {
         layout: sweep.layout,
         memory_format: models::MemoryFormat::preferred(sweep.device),
         precision: sweep.precision.unwrap_or(first.protocol.precision),
+        bn_relu: models::fused::bn_relu(),
     };
     let cases = [(sweep.variants[0].name.clone(), first.config.clone(), case)];
     let timed = bench::measure(&cases, sweep.device, 2, 1)?;

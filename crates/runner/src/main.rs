@@ -183,6 +183,10 @@ struct BenchArgs {
     /// fp16 (CUDA autocast with dynamic loss scaling; CUDA only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "fp32")]
     precision: Vec<optim::Precision>,
+    /// Batch norm and ReLU while training on the CPU, e.g. fused,separate: one fused
+    /// operation, or libtorch's separate ops (on CUDA always separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fused")]
+    bn_relu: Vec<models::fused::BnRelu>,
     /// Timed steps per case and round (after 5 untimed ones).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -443,14 +447,17 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             for &layout in &layouts {
                 for &memory_format in &formats {
                     for &precision in &args.precision {
-                        let case = bench::BenchCase {
-                            replicas,
-                            batch: args.batch,
-                            layout,
-                            memory_format,
-                            precision,
-                        };
-                        cases.push((name.clone(), config.clone(), case));
+                        for &bn_relu in &args.bn_relu {
+                            let case = bench::BenchCase {
+                                replicas,
+                                batch: args.batch,
+                                layout,
+                                memory_format,
+                                precision,
+                                bn_relu,
+                            };
+                            cases.push((name.clone(), config.clone(), case));
+                        }
                     }
                 }
             }
@@ -461,7 +468,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:<13} {:<5} {:>8.0} img/s \
+                "{:<12} replicas {:>2} batch {:>4}/model {:<10} {:<13} {:<5} {:<8} {:>8.0} img/s \
                  (median of {} rounds of {} steps; {:.0}–{:.0})",
                 r.model,
                 r.replicas,
@@ -469,6 +476,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
                 launch::flag_value(&r.layout),
                 launch::flag_value(&r.memory_format),
                 launch::flag_value(&r.precision),
+                launch::flag_value(&r.bn_relu),
                 r.images_per_s,
                 r.round_seconds.len(),
                 r.steps,

@@ -1,0 +1,470 @@
+// Batch normalisation, residual addition and ReLU in one pass forward and two passes backward,
+// for training on the CPU: y = max(0, γ·(x − μ_B)/√(σ²_B + ε) + β [+ r]).
+//
+// libtorch has no such operator: done op by op, BN's statistics, its normalisation, the
+// addition and the ReLU each read and write the whole activation, and so do ReLU's backward
+// and BN's two backward passes. Here the forward reads x twice (statistics, then the output,
+// with r) and writes y once; the backward reads dy, y and x twice (reduction, then dx, and
+// the shortcut's gradient g = dy·[y > 0] when there is an r). What it saves for backward is
+// what the unfused graph keeps anyway: x (BN's input) and y (the next convolution's input).
+//
+// Tensors are [N, C, H, W] with channels-last strides, i.e. rows of C values, one row per
+// (n, h, w): every loop runs over rows, each vectorised across the C channels. fp32 or bf16
+// activations (γ, β, the running statistics and every accumulation in fp32/fp64, as
+// libtorch's mixed-type batch norm); the kernels are compiled for x86-64-v4 (AVX-512),
+// x86-64-v3 (AVX2) and baseline x86-64, chosen at run time. Work is split over libtorch's
+// intra-op threads (at::parallel_for).
+//
+// Called from Rust (crates/models/src/fused.rs) through `extern "C"` functions that take and
+// return libtorch's `at::Tensor*`, as tch's own C API does; a C++ exception becomes an error
+// string for Rust to report.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// ---- element access: fp32 as is, bf16 as its 16 bits, one value or 16 -----------------------
+
+// 16 lanes: one AVX-512 register, two AVX2 ones, four SSE ones (GCC vector extensions, so
+// that each clone below gets the widest registers its instruction set has).
+typedef float f16v __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+typedef uint32_t u16v __attribute__((vector_size(64)));
+typedef uint16_t h16v __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 16;
+// Helpers are inlined into each clone, so that they take its registers.
+#define INLINE __attribute__((always_inline)) inline
+
+INLINE float load(const float* p) { return *p; }
+INLINE float load(const uint16_t* p) {
+  uint32_t u = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+INLINE void store(float* p, float v) { *p = v; }
+// round to nearest even, NaN kept a (quiet) NaN: what c10::BFloat16 does
+INLINE void store(uint16_t* p, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  *p = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
+}
+
+INLINE f16v load16(const float* p) {
+  f16v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+INLINE f16v load16(const uint16_t* p) {
+  h16v h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<f16v>(__builtin_convertvector(h, u16v) << 16);
+}
+INLINE void store16(float* p, f16v v) { std::memcpy(p, &v, sizeof v); }
+INLINE void store16(uint16_t* p, f16v v) {
+  const u16v u = reinterpret_cast<u16v>(v);
+  const u16v rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const u16v nan = reinterpret_cast<u16v>((u & 0x7fffffffu) > 0x7f800000u);
+  const h16v h = __builtin_convertvector((rounded & ~nan) | (0x7fc0u & nan), h16v);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// As libtorch's ReLU and its backward: a NaN goes through (so that a diverged run's loss is
+// NaN), and the gradient passes where the output is not ≤ 0.
+INLINE float relu(float v) { return v < 0.f ? 0.f : v; }
+INLINE f16v relu(f16v v) { return v < 0.f ? f16v{} : v; }
+INLINE float pass(float y, float dy) { return y <= 0.f ? 0.f : dy; }
+INLINE f16v pass(f16v y, f16v dy) { return y <= 0.f ? f16v{} : dy; }
+
+// Rows are summed in float over blocks of this many rows, each block then added in double:
+// vector-wide float adds, and no precision lost over the 131,072 rows of a CIFAR batch.
+constexpr int64_t kBlock = 64;
+
+// ---- kernels over rows [r0, r1) of C channels ------------------------------------------------
+// Each row runs in chunks of 16 channels, then one channel at a time for the rest (CIFAR's
+// 16, 32 and 64 channels per replica have no rest).
+
+// sum[c] += Σ x, sq[c] += Σ x²
+template <typename T>
+INLINE void stats_rows(const T* __restrict x, int64_t r0,
+                                                      int64_t r1, int64_t C,
+                                                      double* __restrict sum,
+                                                      double* __restrict sq) {
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+    const int64_t b1 = std::min(r1, b0 + kBlock);
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes) {
+      f16v s{}, q{};
+      for (int64_t r = b0; r < b1; ++r) {
+        const f16v v = load16(x + r * C + c);
+        s += v;
+        q += v * v;
+      }
+      for (int64_t l = 0; l < kLanes; ++l) {
+        sum[c + l] += s[l];
+        sq[c + l] += q[l];
+      }
+    }
+    for (; c < C; ++c) {
+      float s = 0.f, q = 0.f;
+      for (int64_t r = b0; r < b1; ++r) {
+        const float v = load(x + r * C + c);
+        s += v;
+        q += v * v;
+      }
+      sum[c] += s;
+      sq[c] += q;
+    }
+  }
+}
+
+// y = max(0, x·scale + shift [+ r])
+template <typename T, bool kResidual>
+INLINE void apply_rows(const T* __restrict x,
+                                                      const T* __restrict res, T* __restrict y,
+                                                      int64_t r0, int64_t r1, int64_t C,
+                                                      const float* __restrict scale,
+                                                      const float* __restrict shift) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * C;
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes) {
+      f16v v = load16(x + o + c) * load16(scale + c) + load16(shift + c);
+      if (kResidual) v += load16(res + o + c);
+      store16(y + o + c, relu(v));
+    }
+    for (; c < C; ++c) {
+      float v = load(x + o + c) * scale[c] + shift[c];
+      if (kResidual) v += load(res + o + c);
+      store(y + o + c, relu(v));
+    }
+  }
+}
+
+// g = dy·[y > 0]: sg[c] += Σ g, sgx[c] += Σ g·(x − μ)
+template <typename T>
+INLINE void reduce_rows(const T* __restrict dy,
+                                                       const T* __restrict y,
+                                                       const T* __restrict x, int64_t r0,
+                                                       int64_t r1, int64_t C,
+                                                       const float* __restrict mean,
+                                                       double* __restrict sg,
+                                                       double* __restrict sgx) {
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+    const int64_t b1 = std::min(r1, b0 + kBlock);
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes) {
+      const f16v m = load16(mean + c);
+      f16v s{}, q{};
+      for (int64_t r = b0; r < b1; ++r) {
+        const int64_t o = r * C + c;
+        const f16v g = pass(load16(y + o), load16(dy + o));
+        s += g;
+        q += g * (load16(x + o) - m);
+      }
+      for (int64_t l = 0; l < kLanes; ++l) {
+        sg[c + l] += s[l];
+        sgx[c + l] += q[l];
+      }
+    }
+    for (; c < C; ++c) {
+      float s = 0.f, q = 0.f;
+      for (int64_t r = b0; r < b1; ++r) {
+        const int64_t o = r * C + c;
+        const float g = pass(load(y + o), load(dy + o));
+        s += g;
+        q += g * (load(x + o) - mean[c]);
+      }
+      sg[c] += s;
+      sgx[c] += q;
+    }
+  }
+}
+
+// dx = a·g + k·x + b, and dr = g with a residual
+template <typename T, bool kResidual>
+INLINE void grad_rows(const T* __restrict dy,
+                                                     const T* __restrict y,
+                                                     const T* __restrict x, T* __restrict dx,
+                                                     T* __restrict dr, int64_t r0, int64_t r1,
+                                                     int64_t C, const float* __restrict a,
+                                                     const float* __restrict k,
+                                                     const float* __restrict b) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * C;
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes) {
+      const f16v g = pass(load16(y + o + c), load16(dy + o + c));
+      store16(dx + o + c, load16(a + c) * g + load16(k + c) * load16(x + o + c) + load16(b + c));
+      if (kResidual) store16(dr + o + c, g);
+    }
+    for (; c < C; ++c) {
+      const float g = pass(load(y + o + c), load(dy + o + c));
+      store(dx + o + c, a[c] * g + k[c] * load(x + o + c) + b[c]);
+      if (kResidual) store(dr + o + c, g);
+    }
+  }
+}
+
+// One clone per instruction set, picked at load time by the CPU (GCC function multiversioning);
+// the always-inline bodies above are compiled into each.
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+CLONES void stats_f32(const float* x, int64_t r0, int64_t r1, int64_t C, double* sum,
+                      double* sq) {
+  stats_rows(x, r0, r1, C, sum, sq);
+}
+CLONES void stats_bf16(const uint16_t* x, int64_t r0, int64_t r1, int64_t C, double* sum,
+                       double* sq) {
+  stats_rows(x, r0, r1, C, sum, sq);
+}
+CLONES void apply_f32(const float* x, const float* res, float* y, int64_t r0, int64_t r1,
+                      int64_t C, const float* scale, const float* shift) {
+  if (res)
+    apply_rows<float, true>(x, res, y, r0, r1, C, scale, shift);
+  else
+    apply_rows<float, false>(x, res, y, r0, r1, C, scale, shift);
+}
+CLONES void apply_bf16(const uint16_t* x, const uint16_t* res, uint16_t* y, int64_t r0,
+                       int64_t r1, int64_t C, const float* scale, const float* shift) {
+  if (res)
+    apply_rows<uint16_t, true>(x, res, y, r0, r1, C, scale, shift);
+  else
+    apply_rows<uint16_t, false>(x, res, y, r0, r1, C, scale, shift);
+}
+CLONES void reduce_f32(const float* dy, const float* y, const float* x, int64_t r0, int64_t r1,
+                       int64_t C, const float* mean, double* sg, double* sgx) {
+  reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);
+}
+CLONES void reduce_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, int64_t r0,
+                        int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {
+  reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);
+}
+CLONES void grad_f32(const float* dy, const float* y, const float* x, float* dx, float* dr,
+                     int64_t r0, int64_t r1, int64_t C, const float* a, const float* k,
+                     const float* b) {
+  if (dr)
+    grad_rows<float, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
+  else
+    grad_rows<float, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
+}
+CLONES void grad_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, uint16_t* dx,
+                      uint16_t* dr, int64_t r0, int64_t r1, int64_t C, const float* a,
+                      const float* k, const float* b) {
+  if (dr)
+    grad_rows<uint16_t, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
+  else
+    grad_rows<uint16_t, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return reinterpret_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* mut_ptr(at::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+
+// Rows of a parallel loop: enough per task that a thread's start-up is paid back.
+constexpr int64_t kGrain = 256;
+
+// Σ over rows of two per-channel sums, computed by `body(r0, r1, sum_a, sum_b)` on each
+// thread's rows and added up in double.
+template <typename Body>
+std::vector<double> two_sums(int64_t rows, int64_t C, const Body& body) {
+  const int64_t threads = at::get_num_threads();
+  std::vector<double> partial(static_cast<size_t>(threads * 2 * C), 0.0);
+  at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
+    double* mine = partial.data() + at::get_thread_num() * 2 * C;
+    body(r0, r1, mine, mine + C);
+  });
+  std::vector<double> total(static_cast<size_t>(2 * C), 0.0);
+  for (int64_t t = 0; t < threads; ++t)
+    for (int64_t i = 0; i < 2 * C; ++i) total[i] += partial[t * 2 * C + i];
+  return total;
+}
+
+// `t` as a channels-last dense tensor (itself when it already is).
+at::Tensor channels_last(const at::Tensor& t) {
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// ---- the autograd function ---------------------------------------------------------------------
+
+struct BnAddRelu : public torch::autograd::Function<BnAddRelu> {
+  // x [N, C, H, W] (channels-last, fp32 or bf16), weight/bias/running_* [C] fp32, residual
+  // absent or shaped as x. Returns y shaped and typed as x, channels-last.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
+                            const at::Tensor& bias, const std::optional<at::Tensor>& residual_opt,
+                            at::Tensor running_mean, at::Tensor running_var, double momentum,
+                            double eps) {
+    const at::Tensor x = channels_last(x_in);
+    const at::Tensor residual_in = residual_opt.value_or(at::Tensor());
+    const bool has_res = residual_in.defined();
+    const at::Tensor res = has_res ? channels_last(residual_in.to(x.scalar_type())) : at::Tensor();
+    const int64_t C = x.size(1);
+    const int64_t rows = x.numel() / C;
+    TORCH_CHECK(rows > 1, "batch norm needs more than one value per channel, got ", x.sizes());
+
+    // statistics of the batch, per channel
+    const bool bf = is_bf16(x);
+    auto sums = two_sums(rows, C, [&](int64_t r0, int64_t r1, double* s, double* q) {
+      if (bf)
+        stats_bf16(ptr<uint16_t>(x), r0, r1, C, s, q);
+      else
+        stats_f32(ptr<float>(x), r0, r1, C, s, q);
+    });
+    auto opts = x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
+    at::Tensor mean = at::empty({C}, opts), invstd = at::empty({C}, opts);
+    at::Tensor scale = at::empty({C}, opts), shift = at::empty({C}, opts);
+    const at::Tensor w = weight.to(at::kFloat).contiguous(), b = bias.to(at::kFloat).contiguous();
+    std::vector<double> var(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      const double m = sums[c] / rows;
+      var[c] = std::max(0.0, sums[C + c] / rows - m * m);
+      const double is = 1.0 / std::sqrt(var[c] + eps);
+      mean.data_ptr<float>()[c] = static_cast<float>(m);
+      invstd.data_ptr<float>()[c] = static_cast<float>(is);
+      const double sc = w.data_ptr<float>()[c] * is;
+      scale.data_ptr<float>()[c] = static_cast<float>(sc);
+      shift.data_ptr<float>()[c] = static_cast<float>(b.data_ptr<float>()[c] - m * sc);
+    }
+
+    // y = max(0, x·scale + shift [+ r])
+    at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
+      if (bf)
+        apply_bf16(ptr<uint16_t>(x), has_res ? ptr<uint16_t>(res) : nullptr, mut_ptr<uint16_t>(y),
+                   r0, r1, C, scale.data_ptr<float>(), shift.data_ptr<float>());
+      else
+        apply_f32(ptr<float>(x), has_res ? ptr<float>(res) : nullptr, mut_ptr<float>(y), r0, r1,
+                  C, scale.data_ptr<float>(), shift.data_ptr<float>());
+    });
+
+    // running averages, as libtorch: the unbiased variance of the batch
+    if (running_mean.defined() && running_var.defined()) {
+      at::NoGradGuard no_grad;
+      at::Tensor unbiased = at::empty({C}, opts);
+      for (int64_t c = 0; c < C; ++c)
+        unbiased.data_ptr<float>()[c] = static_cast<float>(var[c] * rows / (rows - 1));
+      running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
+      running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.scalar_type()), momentum);
+    }
+
+    ctx->save_for_backward({x, y, w, mean, invstd});
+    ctx->saved_data["has_res"] = has_res;
+    ctx->saved_data["weight_type"] = static_cast<int64_t>(weight.scalar_type());
+    ctx->saved_data["res_type"] =
+        static_cast<int64_t>(has_res ? residual_in.scalar_type() : x.scalar_type());
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &w = saved[2], &mean = saved[3],
+                     &invstd = saved[4];
+    const bool has_res = ctx->saved_data["has_res"].toBool();
+    const auto weight_type = static_cast<at::ScalarType>(ctx->saved_data["weight_type"].toInt());
+    const auto res_type = static_cast<at::ScalarType>(ctx->saved_data["res_type"].toInt());
+    const at::Tensor dy = channels_last(grads[0].to(x.scalar_type()));
+    const int64_t C = x.size(1);
+    const int64_t rows = x.numel() / C;
+    const bool bf = is_bf16(x);
+
+    // Σ g and Σ g·(x − μ) per channel, g = dy·[y > 0]
+    auto sums = two_sums(rows, C, [&](int64_t r0, int64_t r1, double* s, double* q) {
+      if (bf)
+        reduce_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x), r0, r1, C,
+                    mean.data_ptr<float>(), s, q);
+      else
+        reduce_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), r0, r1, C,
+                   mean.data_ptr<float>(), s, q);
+    });
+
+    // dβ = Σ g, dγ = Σ g·x̂; dx = γ·σ⁻¹·(g − Σg/M − x̂·Σg·x̂/M) = a·g + k·x + b
+    auto opts = mean.options();
+    at::Tensor dgamma = at::empty({C}, opts), dbeta = at::empty({C}, opts);
+    at::Tensor a = at::empty({C}, opts), k = at::empty({C}, opts), b = at::empty({C}, opts);
+    for (int64_t c = 0; c < C; ++c) {
+      const double is = invstd.data_ptr<float>()[c], m = mean.data_ptr<float>()[c];
+      const double sg = sums[c], sgx = sums[C + c];
+      dbeta.data_ptr<float>()[c] = static_cast<float>(sg);
+      dgamma.data_ptr<float>()[c] = static_cast<float>(sgx * is);
+      const double ac = w.data_ptr<float>()[c] * is;
+      const double kc = -ac * is * is * sgx / rows;
+      a.data_ptr<float>()[c] = static_cast<float>(ac);
+      k.data_ptr<float>()[c] = static_cast<float>(kc);
+      b.data_ptr<float>()[c] = static_cast<float>(-ac * sg / rows - kc * m);
+    }
+    at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    at::Tensor dr = has_res ? at::empty_like(x, at::MemoryFormat::ChannelsLast) : at::Tensor();
+    at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
+      if (bf)
+        grad_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x), mut_ptr<uint16_t>(dx),
+                  has_res ? mut_ptr<uint16_t>(dr) : nullptr, r0, r1, C, a.data_ptr<float>(),
+                  k.data_ptr<float>(), b.data_ptr<float>());
+      else
+        grad_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), mut_ptr<float>(dx),
+                 has_res ? mut_ptr<float>(dr) : nullptr, r0, r1, C, a.data_ptr<float>(),
+                 k.data_ptr<float>(), b.data_ptr<float>());
+    });
+    if (has_res && dr.scalar_type() != res_type) dr = dr.to(res_type);
+    return {dx,           dgamma.to(weight_type), dbeta.to(weight_type), dr, at::Tensor(),
+            at::Tensor(), at::Tensor(),           at::Tensor()};
+  }
+};
+
+char* error_copy(const char* what) {
+  char* copy = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+  if (copy) std::strcpy(copy, what);
+  return copy;
+}
+
+}  // namespace
+
+extern "C" {
+
+// *out = the fused BN(–add)–ReLU of *x in training mode (batch statistics; the running ones
+// updated in place), with autograd. `residual` may be null. Returns null, or an error message
+// the caller frees with resnet_fused_free_error.
+char* resnet_fused_bn_add_relu(at::Tensor** out, const at::Tensor* x, const at::Tensor* weight,
+                               const at::Tensor* bias, const at::Tensor* residual,
+                               at::Tensor* running_mean, at::Tensor* running_var,
+                               double momentum, double eps) {
+  try {
+    TORCH_CHECK(x->device().is_cpu() && x->dim() == 4, "expected a 4-d CPU tensor, got ",
+                x->sizes(), " on ", x->device());
+    TORCH_CHECK(x->scalar_type() == at::kFloat || x->scalar_type() == at::kBFloat16,
+                "expected fp32 or bf16 activations, got ", x->scalar_type());
+    std::optional<at::Tensor> res;
+    if (residual) res = *residual;
+    at::Tensor y = BnAddRelu::apply(*x, *weight, *bias, res,
+                                    *running_mean, *running_var, momentum, eps);
+    *out = new at::Tensor(std::move(y));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_copy(e.what());
+  }
+}
+
+void resnet_fused_free_error(char* message) { std::free(message); }
+
+}  // extern "C"
