@@ -9,6 +9,7 @@ use clap::ValueEnum;
 
 use crate::device::DeviceChoice;
 use crate::optim::{Precision, SgdLayout};
+use models::fused::BnRelu;
 
 /// What is trained, how, and where it reads and writes: the options every process of a sweep
 /// gets.
@@ -37,6 +38,11 @@ pub struct Launch {
     /// scaling. Recorded in each run's config.toml and final.json.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// Batch norm and ReLU while training on the CPU: one fused operation (the default), or
+    /// libtorch's separate ops. The same numbers to within rounding; for comparing the two.
+    /// On CUDA always separate.
+    #[arg(long, value_enum)]
+    pub bn_relu: Option<BnRelu>,
     /// Where results go.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -65,6 +71,7 @@ pub fn train_args(experiment: &Path, launch: &Launch, quiet: bool) -> Vec<String
         replicas,
         sgd_layout,
         precision,
+        bn_relu,
         results,
         data_dir,
     } = launch;
@@ -87,6 +94,9 @@ pub fn train_args(experiment: &Path, launch: &Launch, quiet: bool) -> Vec<String
     }
     if let Some(precision) = precision {
         args.extend(["--precision".into(), flag_value(precision)]);
+    }
+    if let Some(bn_relu) = bn_relu {
+        args.extend(["--bn-relu".into(), flag_value(bn_relu)]);
     }
     args.extend(["--results".into(), path(results)]);
     if let Some(dir) = data_dir {

@@ -323,6 +323,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         data.fingerprint.source,
         data.fingerprint.digest
     );
+    models::fused::set_bn_relu(launch.bn_relu.unwrap_or(models::fused::BnRelu::Fused));
     let options = train::TrainOptions {
         results: launch.results,
         device: resolved.device,
@@ -553,7 +554,7 @@ mod tests {
 
     /// A full `runner train` command line: every option set to something other than its
     /// default, except `--task` and `--devices`, which split a sweep into processes.
-    const TRAIN: [&str; 24] = [
+    const TRAIN: [&str; 26] = [
         "runner",
         "train",
         "exp/x.toml",
@@ -573,6 +574,8 @@ mod tests {
         "per-tensor",
         "--precision",
         "bf16",
+        "--bn-relu",
+        "separate",
         "--results",
         "out dir",
         "--data-dir",
@@ -606,6 +609,7 @@ mod tests {
         let line: Vec<String> = TRAIN.iter().map(|s| s.to_string()).collect();
         let args = train_args(&line);
         assert_eq!(args.launch.sgd_layout, Some(optim::SgdLayout::PerTensor));
+        assert_eq!(args.launch.bn_relu, Some(models::fused::BnRelu::Separate));
         let mut child = vec!["runner".to_string()];
         child.extend(launch::train_args(
             &args.experiment,

@@ -390,6 +390,7 @@ mod tests {
             replicas: None,
             sgd_layout: None,
             precision: Some(crate::optim::Precision::Bf16),
+            bn_relu: None,
             results: "/w/results".into(),
             data_dir: Some("/data/my cifar".into()),
         };
