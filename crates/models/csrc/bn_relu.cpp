@@ -1,4 +1,4 @@
-// Batch normalisation, residual addition and ReLU in one pass forward and two passes backward,
+// Batch normalisation, residual addition and ReLU in two passes forward and two backward,
 // for training on the CPU: y = max(0, γ·(x − μ_B)/√(σ²_B + ε) + β [+ r]).
 //
 // libtorch has no such operator: done op by op, BN's statistics, its normalisation, the
