@@ -28,6 +28,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -40,21 +41,34 @@ using torch::autograd::variable_list;
 // 16 lanes: one AVX-512 register, two AVX2 ones, four SSE ones (GCC vector extensions, so
 // that each clone below gets the widest registers its instruction set has).
 typedef float f16v __attribute__((vector_size(64)));
-typedef int32_t i16v __attribute__((vector_size(64)));
 typedef uint32_t u16v __attribute__((vector_size(64)));
 typedef uint16_t h16v __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 16;
 // Helpers are inlined into each clone, so that they take its registers.
 #define INLINE __attribute__((always_inline)) inline
 
-INLINE float load(const float* p) { return *p; }
-INLINE float load(const uint16_t* p) {
+// `load(p, V{})`: one value (V = float) or 16 (V = f16v) from p, as float; `store(p, v)`
+// the other way. Each kernel below is written once, over V, and runs with f16v on chunks of
+// 16 channels and with float on the rest.
+INLINE float load(const float* p, float) { return *p; }
+INLINE float load(const uint16_t* p, float) {
   uint32_t u = static_cast<uint32_t>(*p) << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
+INLINE f16v load(const float* p, f16v) {
+  f16v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+INLINE f16v load(const uint16_t* p, f16v) {
+  h16v h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<f16v>(__builtin_convertvector(h, u16v) << 16);
+}
 INLINE void store(float* p, float v) { *p = v; }
+INLINE void store(float* p, f16v v) { std::memcpy(p, &v, sizeof v); }
 // round to nearest even, NaN kept a (quiet) NaN: what c10::BFloat16 does
 INLINE void store(uint16_t* p, float v) {
   uint32_t u;
@@ -62,19 +76,7 @@ INLINE void store(uint16_t* p, float v) {
   uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   *p = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
 }
-
-INLINE f16v load16(const float* p) {
-  f16v v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-INLINE f16v load16(const uint16_t* p) {
-  h16v h;
-  std::memcpy(&h, p, sizeof h);
-  return reinterpret_cast<f16v>(__builtin_convertvector(h, u16v) << 16);
-}
-INLINE void store16(float* p, f16v v) { std::memcpy(p, &v, sizeof v); }
-INLINE void store16(uint16_t* p, f16v v) {
+INLINE void store(uint16_t* p, f16v v) {
   const u16v u = reinterpret_cast<u16v>(v);
   const u16v rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   const u16v nan = reinterpret_cast<u16v>((u & 0x7fffffffu) > 0x7f800000u);
@@ -84,139 +86,115 @@ INLINE void store16(uint16_t* p, f16v v) {
 
 // As libtorch's ReLU and its backward: a NaN goes through (so that a diverged run's loss is
 // NaN), and the gradient passes where the output is not ≤ 0.
-INLINE float relu(float v) { return v < 0.f ? 0.f : v; }
-INLINE f16v relu(f16v v) { return v < 0.f ? f16v{} : v; }
-INLINE float pass(float y, float dy) { return y <= 0.f ? 0.f : dy; }
-INLINE f16v pass(f16v y, f16v dy) { return y <= 0.f ? f16v{} : dy; }
+template <typename V>
+INLINE V relu(V v) {
+  return v < 0.f ? V{} : v;
+}
+template <typename V>
+INLINE V pass(V y, V dy) {
+  return y <= 0.f ? V{} : dy;
+}
 
 // Rows are summed in float over blocks of this many rows, each block then added in double:
 // vector-wide float adds, and no precision lost over the 131,072 rows of a CIFAR batch.
 constexpr int64_t kBlock = 64;
 
-// ---- kernels over rows [r0, r1) of C channels ------------------------------------------------
-// Each row runs in chunks of 16 channels, then one channel at a time for the rest (CIFAR's
-// 16, 32 and 64 channels per replica have no rest).
+// ---- the two loops every kernel runs -----------------------------------------------------------
+// Over rows [r0, r1) of C channels, in chunks of 16 channels, then one channel at a time for
+// the rest (CIFAR's 16, 32 and 64 channels per replica have none). `o` is the element's
+// offset, `c` its channel, and the last argument says the width (f16v{} or 0.f).
 
-// sum[c] += Σ x, sq[c] += Σ x²
-template <typename T>
-INLINE void stats_rows(const T* __restrict x, int64_t r0,
-                                                      int64_t r1, int64_t C,
-                                                      double* __restrict sum,
-                                                      double* __restrict sq) {
+// body(o, c, V{}) for every element
+template <typename Body>
+INLINE void each_element(int64_t r0, int64_t r1, int64_t C, const Body& body) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes) body(r * C + c, c, f16v{});
+    for (; c < C; ++c) body(r * C + c, c, 0.f);
+  }
+}
+
+// sum_a[c] += Σ a, sum_b[c] += Σ b over the rows, where (a, b) = terms(o, c, V{})
+template <typename Terms>
+INLINE void two_sums_over_rows(int64_t r0, int64_t r1, int64_t C, double* __restrict sum_a,
+                               double* __restrict sum_b, const Terms& terms) {
   for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
     const int64_t b1 = std::min(r1, b0 + kBlock);
     int64_t c = 0;
     for (; c + kLanes <= C; c += kLanes) {
-      f16v s{}, q{};
+      f16v a{}, b{};
       for (int64_t r = b0; r < b1; ++r) {
-        const f16v v = load16(x + r * C + c);
-        s += v;
-        q += v * v;
+        const auto [ta, tb] = terms(r * C + c, c, f16v{});
+        a += ta;
+        b += tb;
       }
       for (int64_t l = 0; l < kLanes; ++l) {
-        sum[c + l] += s[l];
-        sq[c + l] += q[l];
+        sum_a[c + l] += a[l];
+        sum_b[c + l] += b[l];
       }
     }
     for (; c < C; ++c) {
-      float s = 0.f, q = 0.f;
+      float a = 0.f, b = 0.f;
       for (int64_t r = b0; r < b1; ++r) {
-        const float v = load(x + r * C + c);
-        s += v;
-        q += v * v;
+        const auto [ta, tb] = terms(r * C + c, c, 0.f);
+        a += ta;
+        b += tb;
       }
-      sum[c] += s;
-      sq[c] += q;
+      sum_a[c] += a;
+      sum_b[c] += b;
     }
   }
+}
+
+// Lambdas inlined into each instruction set's clone, like the helpers.
+#define INLINE_LAMBDA __attribute__((always_inline))
+
+// ---- kernels -----------------------------------------------------------------------------------
+
+// sum[c] += Σ x, sq[c] += Σ x²
+template <typename T>
+INLINE void stats_rows(const T* __restrict x, int64_t r0, int64_t r1, int64_t C,
+                       double* __restrict sum, double* __restrict sq) {
+  two_sums_over_rows(r0, r1, C, sum, sq, [&](int64_t o, int64_t, auto w) INLINE_LAMBDA {
+    const auto v = load(x + o, w);
+    return std::pair{v, v * v};
+  });
 }
 
 // y = max(0, x·scale + shift [+ r])
 template <typename T, bool kResidual>
-INLINE void apply_rows(const T* __restrict x,
-                                                      const T* __restrict res, T* __restrict y,
-                                                      int64_t r0, int64_t r1, int64_t C,
-                                                      const float* __restrict scale,
-                                                      const float* __restrict shift) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t o = r * C;
-    int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes) {
-      f16v v = load16(x + o + c) * load16(scale + c) + load16(shift + c);
-      if (kResidual) v += load16(res + o + c);
-      store16(y + o + c, relu(v));
-    }
-    for (; c < C; ++c) {
-      float v = load(x + o + c) * scale[c] + shift[c];
-      if (kResidual) v += load(res + o + c);
-      store(y + o + c, relu(v));
-    }
-  }
+INLINE void apply_rows(const T* __restrict x, const T* __restrict res, T* __restrict y,
+                       int64_t r0, int64_t r1, int64_t C, const float* __restrict scale,
+                       const float* __restrict shift) {
+  each_element(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+    auto v = load(x + o, w) * load(scale + c, w) + load(shift + c, w);
+    if (kResidual) v += load(res + o, w);
+    store(y + o, relu(v));
+  });
 }
 
 // g = dy·[y > 0]: sg[c] += Σ g, sgx[c] += Σ g·(x − μ)
 template <typename T>
-INLINE void reduce_rows(const T* __restrict dy,
-                                                       const T* __restrict y,
-                                                       const T* __restrict x, int64_t r0,
-                                                       int64_t r1, int64_t C,
-                                                       const float* __restrict mean,
-                                                       double* __restrict sg,
-                                                       double* __restrict sgx) {
-  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
-    const int64_t b1 = std::min(r1, b0 + kBlock);
-    int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes) {
-      const f16v m = load16(mean + c);
-      f16v s{}, q{};
-      for (int64_t r = b0; r < b1; ++r) {
-        const int64_t o = r * C + c;
-        const f16v g = pass(load16(y + o), load16(dy + o));
-        s += g;
-        q += g * (load16(x + o) - m);
-      }
-      for (int64_t l = 0; l < kLanes; ++l) {
-        sg[c + l] += s[l];
-        sgx[c + l] += q[l];
-      }
-    }
-    for (; c < C; ++c) {
-      float s = 0.f, q = 0.f;
-      for (int64_t r = b0; r < b1; ++r) {
-        const int64_t o = r * C + c;
-        const float g = pass(load(y + o), load(dy + o));
-        s += g;
-        q += g * (load(x + o) - mean[c]);
-      }
-      sg[c] += s;
-      sgx[c] += q;
-    }
-  }
+INLINE void reduce_rows(const T* __restrict dy, const T* __restrict y, const T* __restrict x,
+                        int64_t r0, int64_t r1, int64_t C, const float* __restrict mean,
+                        double* __restrict sg, double* __restrict sgx) {
+  two_sums_over_rows(r0, r1, C, sg, sgx, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+    const auto g = pass(load(y + o, w), load(dy + o, w));
+    return std::pair{g, g * (load(x + o, w) - load(mean + c, w))};
+  });
 }
 
 // dx = a·g + k·x + b, and dr = g with a residual
 template <typename T, bool kResidual>
-INLINE void grad_rows(const T* __restrict dy,
-                                                     const T* __restrict y,
-                                                     const T* __restrict x, T* __restrict dx,
-                                                     T* __restrict dr, int64_t r0, int64_t r1,
-                                                     int64_t C, const float* __restrict a,
-                                                     const float* __restrict k,
-                                                     const float* __restrict b) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t o = r * C;
-    int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes) {
-      const f16v g = pass(load16(y + o + c), load16(dy + o + c));
-      store16(dx + o + c, load16(a + c) * g + load16(k + c) * load16(x + o + c) + load16(b + c));
-      if (kResidual) store16(dr + o + c, g);
-    }
-    for (; c < C; ++c) {
-      const float g = pass(load(y + o + c), load(dy + o + c));
-      store(dx + o + c, a[c] * g + k[c] * load(x + o + c) + b[c]);
-      if (kResidual) store(dr + o + c, g);
-    }
-  }
+INLINE void grad_rows(const T* __restrict dy, const T* __restrict y, const T* __restrict x,
+                      T* __restrict dx, T* __restrict dr, int64_t r0, int64_t r1, int64_t C,
+                      const float* __restrict a, const float* __restrict k,
+                      const float* __restrict b) {
+  each_element(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+    const auto g = pass(load(y + o, w), load(dy + o, w));
+    store(dx + o, load(a + c, w) * g + load(k + c, w) * load(x + o, w) + load(b + c, w));
+    if (kResidual) store(dr + o, g);
+  });
 }
 
 // One clone per instruction set, picked at load time by the CPU (GCC function multiversioning);
