@@ -29,11 +29,12 @@ extern "C" {
 
 /// How BN–(add–)ReLU runs while training on the CPU: an execution choice, the same numbers
 /// either way to within rounding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BnRelu {
     /// One operation, two passes over the activation each way (the default).
+    #[default]
     Fused,
     /// libtorch's batch norm, addition and ReLU, one after the other.
     Separate,

@@ -323,7 +323,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         data.fingerprint.source,
         data.fingerprint.digest
     );
-    models::fused::set_bn_relu(launch.bn_relu.unwrap_or(models::fused::BnRelu::Fused));
+    models::fused::set_bn_relu(launch.bn_relu.unwrap_or_default());
     let options = train::TrainOptions {
         results: launch.results,
         device: resolved.device,
