@@ -27,18 +27,7 @@ extern "C" {
     fn resnet_fused_free_error(message: *mut c_char);
 }
 
-/// How BN–(add–)ReLU runs while training on the CPU: an execution choice, the same numbers
-/// either way to within rounding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum BnRelu {
-    /// One operation, two passes over the activation each way (the default).
-    #[default]
-    Fused,
-    /// libtorch's batch norm, addition and ReLU, one after the other.
-    Separate,
-}
+pub use spec::BnRelu;
 
 static SEPARATE: AtomicBool = AtomicBool::new(false);
 
@@ -54,6 +43,16 @@ pub fn bn_relu() -> BnRelu {
         BnRelu::Separate
     } else {
         BnRelu::Fused
+    }
+}
+
+/// How BN–ReLU runs while training on `device` (in its preferred layout): as set on the CPU,
+/// libtorch's ops one after the other elsewhere. What a run records.
+pub fn bn_relu_on(device: Device) -> BnRelu {
+    if device == Device::Cpu {
+        bn_relu()
+    } else {
+        BnRelu::Separate
     }
 }
 

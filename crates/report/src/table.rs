@@ -240,6 +240,13 @@ pub struct Sources {
     /// Depths of the finished runs that recorded one (in their `config.toml`); empty for
     /// gradients tables.
     pub depths: Tally,
+    /// The precisions of the finished runs; empty for gradients tables.
+    pub precisions: Tally,
+    /// How BN–ReLU ran, over the finished runs that recorded it.
+    pub bn_relu: Tally,
+    /// Each finished run's training time (`wall_s`, seconds) and the models it was stacked
+    /// with (which shared that time).
+    pub wall_s: Vec<(f64, usize)>,
     pub finished: usize,
     pub expected: usize,
     pub running: usize,
@@ -260,6 +267,11 @@ impl Sources {
                 &record.provenance.libtorch,
             );
             p.diverged += usize::from(record.diverged());
+            p.precisions.add(Some(&said(&record.precision)));
+            if let Some(bn_relu) = record.bn_relu {
+                p.bn_relu.add(Some(&said(&bn_relu)));
+            }
+            p.wall_s.push((record.wall_s, record.stacked_with.max(1)));
         }
         let finished_runs = results.variants.iter().flat_map(|v| &v.runs);
         for run in finished_runs.filter(|run| run.final_record.is_some()) {
@@ -315,6 +327,14 @@ impl Sources {
             Some(source) => short_source(source),
             None => "mixed data (see table.md)".to_string(),
         }
+    }
+}
+
+/// A record's enum as its file spells it (`fp32`, `fused`).
+fn said(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".to_string(),
     }
 }
 
@@ -574,6 +594,44 @@ pub fn markdown_header(
         let _ = writeln!(md, "- **Git revisions**: {}", p.revisions.describe(true));
         let _ = writeln!(md, "- **libtorch**: {}", p.libtorch.describe(false));
     }
+    if !p.precisions.0.is_empty() {
+        let _ = writeln!(md, "- **Precision**: {}", p.precisions.describe(false));
+    }
+    if !p.bn_relu.0.is_empty() {
+        let recorded: usize = p.bn_relu.0.values().sum();
+        let mut line = format!("- **BN–ReLU**: {}", p.bn_relu.describe(false));
+        if recorded < p.finished {
+            let n = p.finished - recorded;
+            let _ = write!(
+                line,
+                "; not recorded ({n} run{})",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    let walls = p.wall_s.iter().map(|&(w, _)| w);
+    if let (Some(least), Some(most)) = (walls.clone().reduce(f64::min), walls.reduce(f64::max)) {
+        // stacked runs trained at once: their group's time counts once
+        let total: f64 = p.wall_s.iter().map(|&(w, k)| w / k as f64).sum();
+        let (least, most) = (spec::human_seconds(least), spec::human_seconds(most));
+        let each = match p.wall_s.len() {
+            1 => String::new(),
+            _ if least == most => format!(", {least} a run"),
+            _ => format!(", {least} to {most} a run"),
+        };
+        let stacked = if p.wall_s.iter().any(|&(_, k)| k > 1) {
+            "; runs stacked into one network share its time"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            md,
+            "- **Training time**: {} in all{each} (wall clock on the devices above, evaluation \
+             included{stacked})",
+            spec::human_seconds(total)
+        );
+    }
     if !p.depths.0.is_empty() {
         let _ = writeln!(md, "- **Depth trained**: {}", p.depths.describe(false));
     }
@@ -652,6 +710,50 @@ mod tests {
         let d = r.diff().unwrap();
         assert_eq!(d.of, Compared::Mean);
         assert!((d.value + 0.01).abs() < 1e-12, "{}", d.value);
+    }
+
+    /// The header says the precision and BN–ReLU path of the runs (counting those that did
+    /// not record it) and their training time, a stacked group's time once.
+    #[test]
+    fn the_header_says_precision_bn_relu_and_training_time() {
+        let mut p = Sources::default();
+        for (bn_relu, wall_s, stacked) in [
+            (Some("fused"), 3600.0, 1),
+            (Some("fused"), 1800.0, 2),
+            (Some("fused"), 1800.0, 2),
+            (None, 600.0, 1),
+        ] {
+            p.finished += 1;
+            p.precisions.add(Some("fp32"));
+            if let Some(b) = bn_relu {
+                p.bn_relu.add(Some(b));
+            }
+            p.wall_s.push((wall_s, stacked));
+        }
+        let md = markdown_header("t", "s", "cpu", &[0, 1], &p);
+        assert!(md.contains("- **Precision**: fp32\n"), "{md}");
+        assert!(
+            md.contains("- **BN–ReLU**: fused; not recorded (1 run)\n"),
+            "{md}"
+        );
+        // 1 h + 30 min (two runs stacked) + 10 min
+        assert!(
+            md.contains("- **Training time**: 1.7 h in all, 10 min to 60 min a run"),
+            "{md}"
+        );
+        assert!(md.contains("share its time"), "{md}");
+        p.precisions.add(Some("bf16"));
+        let md = markdown_header("t", "s", "cpu", &[0, 1], &p);
+        assert!(
+            md.contains("- **Precision**: fp32 (4 runs); bf16 (1 run)"),
+            "{md}"
+        );
+        // gradients tables record neither
+        let md = markdown_header("t", "s", "cpu", &[0], &Sources::default());
+        assert!(
+            !md.contains("Precision") && !md.contains("Training time"),
+            "{md}"
+        );
     }
 
     #[test]

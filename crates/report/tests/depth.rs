@@ -157,6 +157,7 @@ fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
         earlier_revisions: Vec::new(),
         stacked_with: 1,
         precision: spec::Precision::Fp32,
+        bn_relu: Some(spec::BnRelu::Separate),
         finished_at_unix_s: 1_700_000_000,
         weights: None,
     }

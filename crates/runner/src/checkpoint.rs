@@ -71,12 +71,20 @@ pub struct TrainedWith {
     pub run: RunConfig,
     /// The data fingerprint's digest.
     pub data: String,
+    /// How BN–ReLU ran: the two ways round differently, so a run keeps one. `None` in
+    /// checkpoints of runners that did not record it, which resume either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_relu: Option<spec::BnRelu>,
 }
 
 impl TrainedWith {
     /// `what: before → now` for every setting that differs, in a stable order.
     pub fn differences(&self, now: &TrainedWith) -> Vec<String> {
-        let (before, after) = (flatten(self), flatten(now));
+        let recorded = TrainedWith {
+            bn_relu: self.bn_relu.or(now.bn_relu),
+            ..self.clone()
+        };
+        let (before, after) = (flatten(&recorded), flatten(now));
         let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
         keys.into_iter()
             .filter(|k| before.get(*k) != after.get(*k))
@@ -198,7 +206,7 @@ impl Checkpoint {
         bail!(
             "{} was trained up to iteration {} with another setup than it would resume with \
              now:\n  {}\nA run is one protocol from its first step to its last, so it does not \
-             resume. Put the experiment file (and data, precision) back as they were, or \
+             resume. Put the experiment file (and data, precision, --bn-relu) back as they were, or \
              delete {} to train this run afresh.",
             run.dir.display(),
             self.iteration,

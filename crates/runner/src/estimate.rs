@@ -94,16 +94,6 @@ fn seconds(left: &[Left], per_mac_image_s: f64) -> Result<f64> {
     Ok(total)
 }
 
-/// `1.5 h`, `3.2 days`, ...
-pub fn human(seconds: f64) -> String {
-    match seconds {
-        s if s < 90.0 => format!("{s:.0} s"),
-        s if s < 90.0 * 60.0 => format!("{:.0} min", s / 60.0),
-        s if s < 48.0 * 3600.0 => format!("{:.1} h", s / 3600.0),
-        s => format!("{:.1} days", s / 86_400.0),
-    }
-}
-
 /// What to train, where, and how much of it there is.
 pub struct Sweep<'a> {
     pub experiment: &'a Experiment,
@@ -155,7 +145,7 @@ pub fn announce(sweep: &Sweep) -> Result<()> {
         first.protocol.batch_size,
         first.config.depth,
         timed[0].images_per_s,
-        human(total)
+        spec::human_seconds(total)
     );
     if !sweep.memory.is_empty() {
         eprintln!("estimate: {}", sweep.memory);
@@ -223,7 +213,7 @@ fn reduced_profiles(
             .count();
         let cost = format!(
             "profile `{p}` ({runs} runs, about {} here)",
-            human(seconds(&whole, per_mac_image_s)?)
+            spec::human_seconds(seconds(&whole, per_mac_image_s)?)
         );
         lines.push(if finished == runs {
             format!(
@@ -233,7 +223,7 @@ fn reduced_profiles(
         } else if finished > 0 {
             format!(
                 "{cost}: {finished} finished, about {} left: just ablate {name} {p}",
-                human(seconds(&left, per_mac_image_s)?)
+                spec::human_seconds(seconds(&left, per_mac_image_s)?)
             )
         } else {
             format!("{cost}: just ablate {name} {p}")
@@ -341,14 +331,6 @@ protocol = { batch_size = 100, iterations = 10, lr = 0.1, lr_drops = [] }
         let lines = reduced_profiles(&experiment, "cpu", results.path(), per_mac).unwrap();
         assert_eq!(lines.len(), 1);
         assert!(lines[0].starts_with("profile `cpu-long`"), "{lines:?}");
-    }
-
-    #[test]
-    fn durations_read_in_their_unit() {
-        assert_eq!(human(42.0), "42 s");
-        assert_eq!(human(600.0), "10 min");
-        assert_eq!(human(3.0 * 3600.0), "3.0 h");
-        assert_eq!(human(10.0 * 86_400.0), "10.0 days");
     }
 
     /// The estimate's arithmetic: images trained plus a third of each evaluation, times the

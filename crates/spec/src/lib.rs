@@ -21,8 +21,8 @@ pub use layout::{profile_dir, write_atomic, RunDir, RunLock, VariantDir};
 pub use net::{
     ActivationPlacement, BlockKind, ConfigError, Downsample, Family, NetConfig, ShortcutKind,
 };
-pub use protocol::{Precision, Protocol};
+pub use protocol::{BnRelu, Precision, Protocol};
 pub use records::{
-    gate_units, EpochRow, FileDigest, FinalRecord, Fingerprint, GradientRecord, NormRow,
-    Provenance, RunConfig, Status, UNRECORDED_REVISION,
+    gate_units, human_seconds, EpochRow, FileDigest, FinalRecord, Fingerprint, GradientRecord,
+    NormRow, Provenance, RunConfig, Status, UNRECORDED_REVISION,
 };

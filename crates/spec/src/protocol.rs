@@ -71,6 +71,21 @@ pub enum Precision {
     Bf16,
 }
 
+/// How batch normalisation, the shortcut's addition and ReLU run while training on the CPU
+/// (channels-last, fp32 or bf16): an execution choice, not part of a protocol; the same
+/// numbers either way to within rounding. Elsewhere (CUDA, evaluation) libtorch's ops run one
+/// after the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum BnRelu {
+    /// One operation, two passes over the activation each way (the default).
+    #[default]
+    Fused,
+    /// libtorch's batch norm, addition and ReLU, one after the other.
+    Separate,
+}
+
 fn default_drop_factor() -> f64 {
     0.1
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::net::NetConfig;
-use crate::protocol::{Precision, Protocol};
+use crate::protocol::{BnRelu, Precision, Protocol};
 
 /// What the data of a run was: the MD5 of each file, one digest over them, and where it came
 /// from.
@@ -161,6 +161,12 @@ pub struct FinalRecord {
     /// the only precision there was).
     #[serde(default)]
     pub precision: Precision,
+    /// How BN–(add–)ReLU ran while training: `fused` (the CPU's one operation) or `separate`
+    /// (libtorch's ops; always so on CUDA). A run is trained one way throughout: a checkpoint
+    /// that recorded the other refuses to resume. Absent from records of runners that did not
+    /// record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_relu: Option<BnRelu>,
     pub finished_at_unix_s: u64,
     /// `model.ot` as it was written (records written before weights were checked have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,6 +298,16 @@ pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         .collect()
 }
 
+/// A duration as a reader takes it in: `42 s`, `10 min`, `1.5 h`, `3.2 days`.
+pub fn human_seconds(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 90.0 * 60.0 => format!("{:.0} min", s / 60.0),
+        s if s < 48.0 * 3600.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
 /// The bytes of a CSV file holding `rows` under `header` (written even when there are none).
 pub fn csv_bytes<T: Serialize>(header: &[&str], rows: &[T]) -> Result<Vec<u8>> {
     // serde writes the header before the first row; with no rows, write it here
@@ -318,6 +334,14 @@ mod tests {
         "finished_at_unix_s": 1700000000, "a_field_added_later": [1, 2]}"#;
 
     #[test]
+    fn durations_read_in_their_unit() {
+        assert_eq!(human_seconds(42.0), "42 s");
+        assert_eq!(human_seconds(600.0), "10 min");
+        assert_eq!(human_seconds(3.0 * 3600.0), "3.0 h");
+        assert_eq!(human_seconds(10.0 * 86_400.0), "10.0 days");
+    }
+
+    #[test]
     fn a_status_is_said_as_the_file_spells_it() {
         for status in [Status::Ok, Status::Fail, Status::Diverged] {
             let json = serde_json::to_string(&status).unwrap();
@@ -338,6 +362,18 @@ mod tests {
         assert!(written.get("provenance").is_none(), "{written}");
         // written before precision was recorded: fp32, the only precision there was
         assert_eq!(record.precision, Precision::Fp32);
+        // written before the BN–ReLU path was recorded: not recorded, and not written back
+        assert_eq!(record.bn_relu, None);
+        assert!(!serde_json::to_string(&record).unwrap().contains("bn_relu"));
+        let fused = FINAL.replace(
+            r#""stacked_with": 1,"#,
+            r#""stacked_with": 1, "bn_relu": "fused","#,
+        );
+        let fused: FinalRecord = serde_json::from_str(&fused).unwrap();
+        assert_eq!(fused.bn_relu, Some(BnRelu::Fused));
+        assert!(serde_json::to_string(&fused)
+            .unwrap()
+            .contains(r#""bn_relu":"fused""#));
         // written before earlier revisions were recorded: the one revision
         assert!(record.earlier_revisions.is_empty());
         assert_eq!(record.revisions(), "5f672cc");

@@ -270,6 +270,7 @@ impl Job<'_> {
         TrainedWith {
             run: self.run_config(seed),
             data: self.fingerprint.fingerprint.digest.clone(),
+            bn_relu: Some(models::fused::bn_relu_on(self.options.device)),
         }
     }
 

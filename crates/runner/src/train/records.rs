@@ -305,6 +305,7 @@ impl Job<'_> {
             earlier_revisions: earlier_revisions(&member.trained_by).to_vec(),
             stacked_with,
             precision: self.protocol.precision,
+            bn_relu: Some(models::fused::bn_relu_on(self.options.device)),
             finished_at_unix_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

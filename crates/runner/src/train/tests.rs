@@ -519,6 +519,55 @@ fn a_resume_under_another_protocol_or_data_is_refused_naming_the_differences() {
     assert!(stopped.finished().unwrap().is_some());
 }
 
+/// BN–ReLU fused and separate round differently: a run keeps the way it started with, and
+/// records it. A checkpoint of a runner that did not record it resumes.
+#[test]
+fn a_resume_with_the_other_bn_relu_is_refused_and_the_record_says_which_trained_it() {
+    let results = tempfile::tempdir().unwrap();
+    train(results.path(), "steps", 1, Some(5)).unwrap_err();
+    let stopped = RunDir::new(results.path(), "test", "steps", "original", 0);
+    let now = models::fused::bn_relu_on(Device::Cpu);
+    let other = match now {
+        spec::BnRelu::Fused => spec::BnRelu::Separate,
+        spec::BnRelu::Separate => spec::BnRelu::Fused,
+    };
+    let rewrite = |bn_relu: Option<spec::BnRelu>| {
+        let mut tensors = Tensor::load_multi(stopped.checkpoint_path()).unwrap();
+        for (name, tensor) in &mut tensors {
+            if name == names::META_TRAINED_WITH {
+                let mut with: serde_json::Value =
+                    serde_json::from_slice(&Vec::<u8>::try_from(&*tensor).unwrap()).unwrap();
+                assert!(with.get("bn_relu").is_some(), "recorded: {with}");
+                match bn_relu {
+                    Some(b) => with["bn_relu"] = serde_json::to_value(b).unwrap(),
+                    None => {
+                        with.as_object_mut().unwrap().remove("bn_relu");
+                    }
+                }
+                let bytes = serde_json::to_vec(&with).unwrap();
+                *tensor = Tensor::from_slice(&bytes).to_kind(Kind::Uint8);
+            }
+        }
+        Tensor::save_multi(&tensors, stopped.checkpoint_path()).unwrap();
+    };
+    let checkpoint = Checkpoint::load(&stopped).unwrap().unwrap();
+    assert_eq!(checkpoint.trained_with.unwrap().bn_relu, Some(now));
+    rewrite(Some(other));
+    let err = format!("{:#}", train(results.path(), "steps", 1, None).unwrap_err());
+    let said = |b: spec::BnRelu| serde_json::to_string(&b).unwrap();
+    assert!(
+        err.contains(&format!("bn_relu: {} → {}", said(other), said(now))),
+        "{err}"
+    );
+    assert!(err.contains("--bn-relu"), "{err}");
+    assert!(stopped.finished().unwrap().is_none());
+    // unrecorded: resumes, and the record says how the finishing runner trained
+    rewrite(None);
+    train(results.path(), "steps", 1, None).unwrap();
+    let record = stopped.finished().unwrap().unwrap();
+    assert_eq!(record.bn_relu, Some(now));
+}
+
 #[test]
 fn a_checkpoint_without_its_rows_is_left_out_and_the_sweep_goes_on() {
     let results = tempfile::tempdir().unwrap();
