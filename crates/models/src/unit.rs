@@ -513,52 +513,57 @@ impl ResidualUnit {
         let xs = self.split_input(xs, train);
         // [B, K·C_out, H/s, W/s], None for a plain unit
         let hx = self.shortcut.forward_t(&xs, train);
-        // (a) with a plain sum, 2016 eq. 1–2: x_{l+1} = ReLU(h(x) + BN(conv(…))), the last
-        // BN, the addition and the ReLU as one operation
-        if let (ActivationPlacement::Original, Some(hx), Some(bn)) =
-            (c.placement, &hx, self.norms.last())
-        {
-            if matches!(
-                c.shortcut,
-                ShortcutKind::Identity | ShortcutKind::Conv1x1 | ShortcutKind::Plain
-            ) {
-                // [B, K·C_out, H/s, W/s], before its last BN
-                let y = self.residual(&xs, activated, train, true);
-                return bn.forward_relu(&y, Some(hx), train);
-            }
-        }
-        // [B, K·C_out, H/s, W/s]
-        let fx = self.residual(&xs, activated, train, false);
+        // F(x), [B, K·C_out, H/s, W/s], made first in every arm that needs it (the order
+        // the graph is built in is the order autograd sums gradients in)
+        let fx = || self.residual(&xs, activated, train, false);
         // g(x) = σ(W_g x + b_g): [B, K·C_out, H/s, W/s]
         let gate = |g: &Conv| g.forward_t(&xs, train).sigmoid();
         let mut sum = match (c.shortcut, hx, &self.gate) {
             // plain net (2015 sec. 4.1): no addition
-            (_, None, _) => fx,
+            (_, None, _) => fx(),
             // 2016 eq. 1 with h = identity / zero-pad / projection (Fig. 2a, 2e)
             (ShortcutKind::Identity | ShortcutKind::Conv1x1 | ShortcutKind::Plain, Some(hx), _) => {
-                hx + fx
+                match (c.placement, self.norms.last()) {
+                    // (a), 2016 eq. 1–2: x_{l+1} = ReLU(h(x) + BN(conv(…))), the last BN, the
+                    // addition and the ReLU as one operation
+                    (ActivationPlacement::Original, Some(bn)) => {
+                        // [B, K·C_out, H/s, W/s], before its last BN
+                        let y = self.residual(&xs, activated, train, true);
+                        return bn.forward_relu(&y, Some(&hx), train);
+                    }
+                    _ => {
+                        let fx = fx();
+                        hx + fx
+                    }
+                }
             }
             // Fig. 2b: λ_s·h(x) + λ_f·F(x)
             (ShortcutKind::Scaling { lambda_s, lambda_f }, Some(hx), _) => {
+                let fx = fx();
                 hx * lambda_s + fx * lambda_f
             }
             // Fig. 2c: (1 − g)·h(x) + g·F(x)
             (ShortcutKind::ExclusiveGating { .. }, Some(hx), Some(g)) => {
+                let fx = fx();
                 let g = gate(g);
                 hx * (1.0 - &g) + fx * g
             }
             // Fig. 2d: (1 − g)·h(x) + F(x)
             (ShortcutKind::ShortcutOnlyGating { .. }, Some(hx), Some(g)) => {
+                let fx = fx();
                 hx * (1.0 - gate(g)) + fx
             }
             // Fig. 2f: dropout on h(x) while training
-            (ShortcutKind::Dropout { ratio }, Some(hx), _) => match seeds {
-                Some(seeds) if train && ratio > 0.0 => {
-                    let mask = dropout_mask(&hx, ratio, seeds);
-                    hx * mask + fx
+            (ShortcutKind::Dropout { ratio }, Some(hx), _) => {
+                let fx = fx();
+                match seeds {
+                    Some(seeds) if train && ratio > 0.0 => {
+                        let mask = dropout_mask(&hx, ratio, seeds);
+                        hx * mask + fx
+                    }
+                    _ => hx.dropout(ratio, train) + fx,
                 }
-                _ => hx.dropout(ratio, train) + fx,
-            },
+            }
             (
                 ShortcutKind::ExclusiveGating { .. } | ShortcutKind::ShortcutOnlyGating { .. },
                 _,
