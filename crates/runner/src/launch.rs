@@ -40,7 +40,7 @@ pub struct Launch {
     pub precision: Option<Precision>,
     /// Batch norm and ReLU while training on the CPU: one fused operation (the default), or
     /// libtorch's separate ops. The same numbers to within rounding; for comparing the two.
-    /// On CUDA always separate.
+    /// On CUDA always separate. Recorded in `final.json`; a run resumes only the way it began.
     #[arg(long, value_enum)]
     pub bn_relu: Option<BnRelu>,
     /// Where results go.
