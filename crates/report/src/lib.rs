@@ -177,6 +177,7 @@ fn render_training(
         title: figure_title(spec, variants, &trained),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
+        trained: table.provenance.trained_label(),
     };
     files.extend(plots::write_training_figures(
         plots_dir,
@@ -247,6 +248,8 @@ fn render_gradients(
         title: spec.title.clone(),
         profile: profile.to_string(),
         data: table.provenance.data_label(),
+        // the figure's two lines say what was measured; table.md says where
+        trained: None,
     };
     files.extend(plots::write_norms_figure(plots_dir, &caption, &results)?);
     Ok(Written {

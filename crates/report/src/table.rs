@@ -318,6 +318,36 @@ impl Sources {
         }
     }
 
+    /// Seconds the finished runs trained, a stacked group's time once.
+    pub fn training_seconds(&self) -> f64 {
+        self.wall_s.iter().map(|&(w, k)| w / k as f64).sum()
+    }
+
+    /// How the runs were trained, in a few words for figure titles: `trained on cpu AMD EPYC
+    /// (2 threads) · fp32 · 7.9 h of training in all`; `None` before any run finished.
+    pub fn trained_label(&self) -> Option<String> {
+        if self.finished == 0 {
+            return None;
+        }
+        let see = |what: &str| format!("{what} (see table.md)");
+        let mut parts = vec![match self.devices.single() {
+            Some(device) => format!("trained on {device}"),
+            None => see("trained on several devices"),
+        }];
+        match self.precisions.single() {
+            Some(precision) => parts.push(precision.to_string()),
+            None if !self.precisions.0.is_empty() => parts.push(see("mixed precisions")),
+            None => {}
+        }
+        if !self.wall_s.is_empty() {
+            parts.push(format!(
+                "{} of training in all",
+                spec::human_seconds(self.training_seconds())
+            ));
+        }
+        Some(parts.join(" · "))
+    }
+
     /// The data in a few words for figure titles: `CIFAR-10, JPEG-75 copy`.
     pub fn data_label(&self) -> String {
         if self.finished == 0 {
@@ -612,8 +642,6 @@ pub fn markdown_header(
     }
     let walls = p.wall_s.iter().map(|&(w, _)| w);
     if let (Some(least), Some(most)) = (walls.clone().reduce(f64::min), walls.reduce(f64::max)) {
-        // stacked runs trained at once: their group's time counts once
-        let total: f64 = p.wall_s.iter().map(|&(w, k)| w / k as f64).sum();
         let (least, most) = (spec::human_seconds(least), spec::human_seconds(most));
         let each = match p.wall_s.len() {
             1 => String::new(),
@@ -629,7 +657,7 @@ pub fn markdown_header(
             md,
             "- **Training time**: {} in all{each} (wall clock on the devices above, evaluation \
              included{stacked})",
-            spec::human_seconds(total)
+            spec::human_seconds(p.training_seconds())
         );
     }
     if !p.depths.0.is_empty() {
@@ -724,6 +752,7 @@ mod tests {
             (None, 600.0, 1),
         ] {
             p.finished += 1;
+            p.devices.add(Some("cpu X (2 threads)"));
             p.precisions.add(Some("fp32"));
             if let Some(b) = bn_relu {
                 p.bn_relu.add(Some(b));
@@ -742,11 +771,20 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("share its time"), "{md}");
+        assert_eq!(
+            p.trained_label().unwrap(),
+            "trained on cpu X (2 threads) · fp32 · 1.7 h of training in all"
+        );
         p.precisions.add(Some("bf16"));
         let md = markdown_header("t", "s", "cpu", &[0, 1], &p);
         assert!(
             md.contains("- **Precision**: fp32 (4 runs); bf16 (1 run)"),
             "{md}"
+        );
+        assert_eq!(
+            p.trained_label().unwrap(),
+            "trained on cpu X (2 threads) · mixed precisions (see table.md) · 1.7 h of training \
+             in all"
         );
         // gradients tables record neither
         let md = markdown_header("t", "s", "cpu", &[0], &Sources::default());

@@ -400,6 +400,7 @@ fn a_run_resumed_by_another_build_shows_its_chain_of_revisions() {
     );
 }
 
+/// Tables and figures name the data, and figures also the machine, precision and time.
 #[test]
 fn original_data_is_named_in_tables_and_titles() {
     let f = Fixture::new();
@@ -407,8 +408,15 @@ fn original_data_is_named_in_tables_and_titles() {
     render("shortcuts", "paper", &f.paths).unwrap();
     let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
     assert!(md.contains(&format!("**Data**: {ORIGINAL}")));
-    let svg = fs::read_to_string(f.plots("shortcuts").join("curves.svg")).unwrap();
-    assert!(svg.contains("original CIFAR-10 · profile paper"));
+    for figure in ["curves.svg", "final.svg"] {
+        let svg = fs::read_to_string(f.plots("shortcuts").join(figure)).unwrap();
+        assert!(
+            svg.contains("original CIFAR-10 · profile paper"),
+            "{figure}"
+        );
+        let trained = format!("trained on {H100} · fp32 · 30 s of training in all");
+        assert!(svg.contains(&trained), "{figure}: {trained}");
+    }
 }
 
 #[test]

@@ -531,6 +531,7 @@ mod tests {
                 title: title.into(),
                 profile: "cpu".into(),
                 data: "CIFAR-10".into(),
+                trained: None,
             },
             entries: Vec::new(),
             fail_above: 50.0,
