@@ -12,8 +12,8 @@
 // (n, h, w): every loop runs over rows, each vectorised across the C channels. fp32 or bf16
 // activations (γ, β, the running statistics and every accumulation in fp32/fp64, as
 // libtorch's mixed-type batch norm); the kernels are compiled for x86-64-v4 (AVX-512),
-// x86-64-v3 (AVX2) and baseline x86-64, chosen at run time. Work is split over libtorch's
-// intra-op threads (at::parallel_for).
+// x86-64-v3 (AVX2) and baseline x86-64, the best the CPU has chosen at run time. Work is
+// split over libtorch's intra-op threads (at::parallel_for).
 //
 // Called from Rust (crates/models/src/fused.rs) through `extern "C"` functions that take and
 // return libtorch's `at::Tensor*`, as tch's own C API does; a C++ exception becomes an error
@@ -23,7 +23,9 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -197,56 +199,116 @@ INLINE void grad_rows(const T* __restrict dy, const T* __restrict y, const T* __
   });
 }
 
-// One clone per instruction set, picked at load time by the CPU (GCC function multiversioning);
-// the always-inline bodies above are compiled into each.
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// ---- one version of each kernel per instruction set --------------------------------------------
+// x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline x86-64; the always-inline bodies
+// above are compiled into each. The best the CPU has runs, unless RESNET_FUSED_ISA (avx512,
+// avx2, baseline) or resnet_fused_set_isa asks for a lower one: so that every version can be
+// tested, and timed, on one machine.
 
-CLONES void stats_f32(const float* x, int64_t r0, int64_t r1, int64_t C, double* sum,
-                      double* sq) {
-  stats_rows(x, r0, r1, C, sum, sq);
+#define KERNELS(ns, TARGET)                                                                    \
+  namespace ns {                                                                               \
+  TARGET void stats_f32(const float* x, int64_t r0, int64_t r1, int64_t C, double* sum,         \
+                        double* sq) {                                                          \
+    stats_rows(x, r0, r1, C, sum, sq);                                                         \
+  }                                                                                            \
+  TARGET void stats_bf16(const uint16_t* x, int64_t r0, int64_t r1, int64_t C, double* sum,     \
+                         double* sq) {                                                         \
+    stats_rows(x, r0, r1, C, sum, sq);                                                         \
+  }                                                                                            \
+  TARGET void apply_f32(const float* x, const float* res, float* y, int64_t r0, int64_t r1,     \
+                        int64_t C, const float* scale, const float* shift) {                   \
+    if (res)                                                                                   \
+      apply_rows<float, true>(x, res, y, r0, r1, C, scale, shift);                             \
+    else                                                                                       \
+      apply_rows<float, false>(x, res, y, r0, r1, C, scale, shift);                            \
+  }                                                                                            \
+  TARGET void apply_bf16(const uint16_t* x, const uint16_t* res, uint16_t* y, int64_t r0,       \
+                         int64_t r1, int64_t C, const float* scale, const float* shift) {      \
+    if (res)                                                                                   \
+      apply_rows<uint16_t, true>(x, res, y, r0, r1, C, scale, shift);                          \
+    else                                                                                       \
+      apply_rows<uint16_t, false>(x, res, y, r0, r1, C, scale, shift);                         \
+  }                                                                                            \
+  TARGET void reduce_f32(const float* dy, const float* y, const float* x, int64_t r0,           \
+                         int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {  \
+    reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);                                           \
+  }                                                                                            \
+  TARGET void reduce_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, int64_t r0, \
+                          int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) { \
+    reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);                                           \
+  }                                                                                            \
+  TARGET void grad_f32(const float* dy, const float* y, const float* x, float* dx, float* dr,   \
+                       int64_t r0, int64_t r1, int64_t C, const float* a, const float* k,      \
+                       const float* b) {                                                       \
+    if (dr)                                                                                    \
+      grad_rows<float, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                            \
+    else                                                                                       \
+      grad_rows<float, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                           \
+  }                                                                                            \
+  TARGET void grad_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, uint16_t* dx, \
+                        uint16_t* dr, int64_t r0, int64_t r1, int64_t C, const float* a,       \
+                        const float* k, const float* b) {                                      \
+    if (dr)                                                                                    \
+      grad_rows<uint16_t, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                         \
+    else                                                                                       \
+      grad_rows<uint16_t, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                        \
+  }                                                                                            \
+  }
+
+KERNELS(v4, __attribute__((target("arch=x86-64-v4"))))
+KERNELS(v3, __attribute__((target("arch=x86-64-v3"))))
+KERNELS(baseline, )
+
+// The kernels of one instruction set.
+struct Kernels {
+  decltype(&baseline::stats_f32) stats_f32;
+  decltype(&baseline::stats_bf16) stats_bf16;
+  decltype(&baseline::apply_f32) apply_f32;
+  decltype(&baseline::apply_bf16) apply_bf16;
+  decltype(&baseline::reduce_f32) reduce_f32;
+  decltype(&baseline::reduce_bf16) reduce_bf16;
+  decltype(&baseline::grad_f32) grad_f32;
+  decltype(&baseline::grad_bf16) grad_bf16;
+};
+#define KERNEL_TABLE(ns)                                                                 \
+  Kernels {                                                                              \
+    ns::stats_f32, ns::stats_bf16, ns::apply_f32, ns::apply_bf16, ns::reduce_f32,         \
+        ns::reduce_bf16, ns::grad_f32, ns::grad_bf16                                     \
+  }
+
+// Instruction sets, in the order of kTables (and of the Rust enum `FusedIsa`).
+enum Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+const Kernels kTables[] = {KERNEL_TABLE(baseline), KERNEL_TABLE(v3), KERNEL_TABLE(v4)};
+const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
+
+// Whether this CPU runs `isa`'s version (the features GCC's x86-64-v3 / v4 levels add that
+// the kernels may use).
+bool cpu_has(int isa) {
+  __builtin_cpu_init();
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                  __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512cd");
+  return isa == kBaseline || (isa == kAvx2 && v3) || (isa == kAvx512 && v4);
 }
-CLONES void stats_bf16(const uint16_t* x, int64_t r0, int64_t r1, int64_t C, double* sum,
-                       double* sq) {
-  stats_rows(x, r0, r1, C, sum, sq);
+
+// The best the CPU has, or RESNET_FUSED_ISA's when the CPU has it.
+int first_isa() {
+  if (const char* asked = std::getenv("RESNET_FUSED_ISA"))
+    for (int isa = kAvx512; isa >= kBaseline; --isa)
+      if (std::strcmp(asked, kIsaNames[isa]) == 0 && cpu_has(isa)) return isa;
+  for (int isa = kAvx512; isa > kBaseline; --isa)
+    if (cpu_has(isa)) return isa;
+  return kBaseline;
 }
-CLONES void apply_f32(const float* x, const float* res, float* y, int64_t r0, int64_t r1,
-                      int64_t C, const float* scale, const float* shift) {
-  if (res)
-    apply_rows<float, true>(x, res, y, r0, r1, C, scale, shift);
-  else
-    apply_rows<float, false>(x, res, y, r0, r1, C, scale, shift);
+
+std::atomic<int>& current_isa() {
+  static std::atomic<int> isa{first_isa()};
+  return isa;
 }
-CLONES void apply_bf16(const uint16_t* x, const uint16_t* res, uint16_t* y, int64_t r0,
-                       int64_t r1, int64_t C, const float* scale, const float* shift) {
-  if (res)
-    apply_rows<uint16_t, true>(x, res, y, r0, r1, C, scale, shift);
-  else
-    apply_rows<uint16_t, false>(x, res, y, r0, r1, C, scale, shift);
-}
-CLONES void reduce_f32(const float* dy, const float* y, const float* x, int64_t r0, int64_t r1,
-                       int64_t C, const float* mean, double* sg, double* sgx) {
-  reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);
-}
-CLONES void reduce_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, int64_t r0,
-                        int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {
-  reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);
-}
-CLONES void grad_f32(const float* dy, const float* y, const float* x, float* dx, float* dr,
-                     int64_t r0, int64_t r1, int64_t C, const float* a, const float* k,
-                     const float* b) {
-  if (dr)
-    grad_rows<float, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
-  else
-    grad_rows<float, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
-}
-CLONES void grad_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, uint16_t* dx,
-                      uint16_t* dr, int64_t r0, int64_t r1, int64_t C, const float* a,
-                      const float* k, const float* b) {
-  if (dr)
-    grad_rows<uint16_t, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
-  else
-    grad_rows<uint16_t, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);
-}
+
+const Kernels& kernels() { return kTables[current_isa().load(std::memory_order_relaxed)]; }
 
 // ---- helpers -----------------------------------------------------------------------------------
 
@@ -304,11 +366,12 @@ struct BnAddRelu : public torch::autograd::Function<BnAddRelu> {
 
     // statistics of the batch, per channel
     const bool bf = is_bf16(x);
+    const Kernels& kern = kernels();
     auto sums = two_sums(rows, C, [&](int64_t r0, int64_t r1, double* s, double* q) {
       if (bf)
-        stats_bf16(ptr<uint16_t>(x), r0, r1, C, s, q);
+        kern.stats_bf16(ptr<uint16_t>(x), r0, r1, C, s, q);
       else
-        stats_f32(ptr<float>(x), r0, r1, C, s, q);
+        kern.stats_f32(ptr<float>(x), r0, r1, C, s, q);
     });
     auto opts = x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
     at::Tensor mean = at::empty({C}, opts), invstd = at::empty({C}, opts);
@@ -330,11 +393,12 @@ struct BnAddRelu : public torch::autograd::Function<BnAddRelu> {
     at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
     at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
       if (bf)
-        apply_bf16(ptr<uint16_t>(x), has_res ? ptr<uint16_t>(res) : nullptr, mut_ptr<uint16_t>(y),
-                   r0, r1, C, scale.data_ptr<float>(), shift.data_ptr<float>());
+        kern.apply_bf16(ptr<uint16_t>(x), has_res ? ptr<uint16_t>(res) : nullptr,
+                        mut_ptr<uint16_t>(y), r0, r1, C, scale.data_ptr<float>(),
+                        shift.data_ptr<float>());
       else
-        apply_f32(ptr<float>(x), has_res ? ptr<float>(res) : nullptr, mut_ptr<float>(y), r0, r1,
-                  C, scale.data_ptr<float>(), shift.data_ptr<float>());
+        kern.apply_f32(ptr<float>(x), has_res ? ptr<float>(res) : nullptr, mut_ptr<float>(y),
+                       r0, r1, C, scale.data_ptr<float>(), shift.data_ptr<float>());
     });
 
     // running averages, as libtorch: the unbiased variance of the batch
@@ -366,15 +430,16 @@ struct BnAddRelu : public torch::autograd::Function<BnAddRelu> {
     const int64_t C = x.size(1);
     const int64_t rows = x.numel() / C;
     const bool bf = is_bf16(x);
+    const Kernels& kern = kernels();
 
     // Σ g and Σ g·(x − μ) per channel, g = dy·[y > 0]
     auto sums = two_sums(rows, C, [&](int64_t r0, int64_t r1, double* s, double* q) {
       if (bf)
-        reduce_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x), r0, r1, C,
-                    mean.data_ptr<float>(), s, q);
+        kern.reduce_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x), r0, r1, C,
+                         mean.data_ptr<float>(), s, q);
       else
-        reduce_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), r0, r1, C,
-                   mean.data_ptr<float>(), s, q);
+        kern.reduce_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), r0, r1, C,
+                        mean.data_ptr<float>(), s, q);
     });
 
     // dβ = Σ g, dγ = Σ g·x̂; dx = γ·σ⁻¹·(g − Σg/M − x̂·Σg·x̂/M) = a·g + k·x + b
@@ -396,13 +461,13 @@ struct BnAddRelu : public torch::autograd::Function<BnAddRelu> {
     at::Tensor dr = has_res ? at::empty_like(x, at::MemoryFormat::ChannelsLast) : at::Tensor();
     at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
       if (bf)
-        grad_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x), mut_ptr<uint16_t>(dx),
-                  has_res ? mut_ptr<uint16_t>(dr) : nullptr, r0, r1, C, a.data_ptr<float>(),
-                  k.data_ptr<float>(), b.data_ptr<float>());
+        kern.grad_bf16(ptr<uint16_t>(dy), ptr<uint16_t>(y), ptr<uint16_t>(x),
+                       mut_ptr<uint16_t>(dx), has_res ? mut_ptr<uint16_t>(dr) : nullptr, r0, r1,
+                       C, a.data_ptr<float>(), k.data_ptr<float>(), b.data_ptr<float>());
       else
-        grad_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), mut_ptr<float>(dx),
-                 has_res ? mut_ptr<float>(dr) : nullptr, r0, r1, C, a.data_ptr<float>(),
-                 k.data_ptr<float>(), b.data_ptr<float>());
+        kern.grad_f32(ptr<float>(dy), ptr<float>(y), ptr<float>(x), mut_ptr<float>(dx),
+                      has_res ? mut_ptr<float>(dr) : nullptr, r0, r1, C, a.data_ptr<float>(),
+                      k.data_ptr<float>(), b.data_ptr<float>());
     });
     if (has_res && dr.scalar_type() != res_type) dr = dr.to(res_type);
     return {dx,           dgamma.to(weight_type), dbeta.to(weight_type), dr, at::Tensor(),
@@ -444,5 +509,18 @@ char* resnet_fused_bn_add_relu(at::Tensor** out, const at::Tensor* x, const at::
 }
 
 void resnet_fused_free_error(char* message) { std::free(message); }
+
+// The instruction set the kernels run with: 0 baseline, 1 AVX2, 2 AVX-512.
+int resnet_fused_isa() { return current_isa().load(); }
+
+// Whether this CPU can run `isa`'s kernels.
+bool resnet_fused_cpu_has(int isa) { return isa >= kBaseline && isa <= kAvx512 && cpu_has(isa); }
+
+// Runs the kernels with `isa` from now on, when the CPU has it; returns whether it does.
+bool resnet_fused_set_isa(int isa) {
+  if (!resnet_fused_cpu_has(isa)) return false;
+  current_isa().store(isa);
+  return true;
+}
 
 }  // extern "C"

@@ -4,7 +4,7 @@
 //! numbers as the unfused ops to within rounding). [`crate::layers::BatchNorm::forward_relu`]
 //! is its one caller and chooses it when it applies.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{Device, Kind, Tensor};
@@ -25,6 +25,60 @@ extern "C" {
         eps: f64,
     ) -> *mut c_char;
     fn resnet_fused_free_error(message: *mut c_char);
+    fn resnet_fused_isa() -> c_int;
+    fn resnet_fused_cpu_has(isa: c_int) -> bool;
+    fn resnet_fused_set_isa(isa: c_int) -> bool;
+}
+
+/// The instruction sets the fused kernels are compiled for. The best the CPU has runs, unless
+/// the environment variable `RESNET_FUSED_ISA` (`avx512`, `avx2`, `baseline`) names a lower
+/// one that it has, or [`FusedIsa::select`] does: so that each can be tested and timed on one
+/// machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedIsa {
+    /// x86-64 as every 64-bit x86 CPU has it (SSE2).
+    Baseline = 0,
+    /// x86-64-v3: AVX2 and FMA.
+    Avx2 = 1,
+    /// x86-64-v4: AVX-512.
+    Avx512 = 2,
+}
+
+impl FusedIsa {
+    /// All of them, lowest first.
+    pub const ALL: [FusedIsa; 3] = [Self::Baseline, Self::Avx2, Self::Avx512];
+
+    /// As `RESNET_FUSED_ISA` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+        }
+    }
+
+    /// The one the kernels run with now.
+    pub fn current() -> Self {
+        // SAFETY: reads an atomic in the linked C++ code; no arguments.
+        let isa = unsafe { resnet_fused_isa() };
+        Self::ALL
+            .into_iter()
+            .find(|i| *i as c_int == isa)
+            .unwrap_or(Self::Baseline)
+    }
+
+    /// Whether this CPU can run this version.
+    pub fn available(self) -> bool {
+        // SAFETY: a query of the CPU's features; any integer is accepted.
+        unsafe { resnet_fused_cpu_has(self as c_int) }
+    }
+
+    /// Runs the kernels with this version from now on, in this process; `false` (and no
+    /// change) when the CPU lacks it.
+    pub fn select(self) -> bool {
+        // SAFETY: stores to an atomic in the linked C++ code when the CPU has `self`.
+        unsafe { resnet_fused_set_isa(self as c_int) }
+    }
 }
 
 pub use spec::BnRelu;
@@ -44,6 +98,27 @@ pub fn bn_relu() -> BnRelu {
     } else {
         BnRelu::Fused
     }
+}
+
+/// When `RESNET_FUSED_ISA` is set to something the kernels do not run with (a name they do not
+/// know, or an instruction set this CPU lacks), what to say: the variable is then ignored.
+pub fn isa_warning() -> Option<String> {
+    let asked = std::env::var("RESNET_FUSED_ISA").ok()?;
+    let current = FusedIsa::current();
+    if asked == current.name() {
+        return None;
+    }
+    let available: Vec<&str> = FusedIsa::ALL
+        .into_iter()
+        .rev()
+        .filter(|i| i.available())
+        .map(FusedIsa::name)
+        .collect();
+    Some(format!(
+        "RESNET_FUSED_ISA={asked} is not one this CPU runs ({}); the fused kernels run {}",
+        available.join(", "),
+        current.name()
+    ))
 }
 
 /// How BN–ReLU runs while training on `device` (in its preferred layout): as set on the CPU,

@@ -1,7 +1,9 @@
 //! The fused BN–(add–)ReLU against libtorch's separate ops: the same outputs, running
 //! statistics and gradients (input, γ, β, shortcut) to within fp32 or bf16 rounding, on a
-//! stacked layer of two replicas.
+//! stacked layer of two replicas, with every version of the kernels this CPU can run
+//! (AVX-512, AVX2, baseline x86-64).
 
+use models::fused::FusedIsa;
 use models::layers::{BatchNorm, BatchNormConfig};
 use models::{is_channels_last, MemoryFormat};
 use tch::nn::VarStore;
@@ -59,10 +61,16 @@ struct Outcome {
     running_var: Tensor,
 }
 
-/// One training forward and backward of the loss Σ y·w through `fused` or the unfused ops.
-fn run(kind: Kind, with_residual: bool, fused: bool) -> Outcome {
+/// One training forward and backward of the loss Σ y·w through the fused kernels of `fused`'s
+/// instruction set, or the unfused ops.
+fn run(kind: Kind, with_residual: bool, fused: Option<FusedIsa>) -> Outcome {
     two_threads();
+    // held throughout: the instruction set chosen is the process's
     let _draws = DRAWS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(isa) = fused {
+        assert!(isa.select(), "{isa:?} is available");
+        assert_eq!(FusedIsa::current(), isa);
+    }
     let (k, c, shape) = (2, 12, [16i64, 24, 9, 7]);
     tch::manual_seed(7);
     let bf16_values = |t: Tensor| t.to_kind(Kind::BFloat16).to_kind(Kind::Float);
@@ -73,7 +81,7 @@ fn run(kind: Kind, with_residual: bool, fused: bool) -> Outcome {
     let x = leaf(&x0, kind);
     let r = leaf(&r0, kind);
     let residual = with_residual.then_some(&r);
-    let ys = if fused {
+    let ys = if fused.is_some() {
         bn.forward_relu(&x, residual, true)
     } else {
         bn.forward_relu_unfused(&x, residual, true)
@@ -107,9 +115,23 @@ fn err(a: &Tensor, b: &Tensor) -> f64 {
 /// decide differently, so neither equals the other, and what is asked is that the fused one
 /// is no further from exact than libtorch's.
 fn compare(kind: Kind, with_residual: bool, tolerance: f64) {
-    let fused = run(kind, with_residual, true);
-    let plain = run(kind, with_residual, false);
-    let exact = run(Kind::Float, with_residual, false);
+    let isas: Vec<FusedIsa> = FusedIsa::ALL
+        .into_iter()
+        .filter(|i| i.available())
+        .collect();
+    assert!(
+        isas.contains(&FusedIsa::Baseline),
+        "every x86-64 CPU runs the baseline"
+    );
+    for isa in isas {
+        compare_with(isa, kind, with_residual, tolerance);
+    }
+}
+
+fn compare_with(isa: FusedIsa, kind: Kind, with_residual: bool, tolerance: f64) {
+    let fused = run(kind, with_residual, Some(isa));
+    let plain = run(kind, with_residual, None);
+    let exact = run(Kind::Float, with_residual, None);
     let none = Tensor::zeros([1], (Kind::Float, Device::Cpu));
     let pick = |o: &Outcome, what: &str| -> Tensor {
         match what {
@@ -139,8 +161,8 @@ fn compare(kind: Kind, with_residual: bool, tolerance: f64) {
         );
         assert!(
             e_fused <= tolerance.max(1.25 * e_plain),
-            "{kind:?}, residual {with_residual}: {what} is {e_fused:e} from fp32, libtorch's \
-             {e_plain:e} (tolerance {tolerance:e})"
+            "{isa:?}, {kind:?}, residual {with_residual}: {what} is {e_fused:e} from fp32, \
+             libtorch's {e_plain:e} (tolerance {tolerance:e})"
         );
     }
     // the running statistics moved: the comparison is not between two untouched buffers

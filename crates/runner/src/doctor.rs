@@ -39,6 +39,20 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
             "--precision bf16 works but is likely slower than fp32 here"
         }
     );
+    let available: Vec<&str> = models::fused::FusedIsa::ALL
+        .into_iter()
+        .rev()
+        .filter(|isa| isa.available())
+        .map(|isa| isa.name())
+        .collect();
+    println!(
+        "cpu fused     BN–ReLU kernels run {} (this CPU: {}; RESNET_FUSED_ISA picks another)",
+        models::fused::FusedIsa::current().name(),
+        available.join(", ")
+    );
+    if let Some(warning) = models::fused::isa_warning() {
+        println!("              {warning}");
+    }
 
     if choice == DeviceChoice::Cpu {
         println!("cuda          not probed (--device cpu)");

@@ -324,6 +324,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         data.fingerprint.digest
     );
     models::fused::set_bn_relu(launch.bn_relu.unwrap_or_default());
+    if let Some(warning) = models::fused::isa_warning() {
+        eprintln!("train: {warning}");
+    }
     let options = train::TrainOptions {
         results: launch.results,
         device: resolved.device,
@@ -436,6 +439,9 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         if let Some(warning) = optim::check_precision(precision, resolved.device)? {
             eprintln!("bench: {warning}");
         }
+    }
+    if let Some(warning) = models::fused::isa_warning() {
+        eprintln!("bench: {warning}");
     }
     eprintln!(
         "bench on {} (synthetic data)",

@@ -285,6 +285,45 @@ fn plan_lists_tasks_and_writes_a_slurm_array() {
         .exists());
 }
 
+/// doctor names the fused kernels' instruction set; RESNET_FUSED_ISA picks the baseline on
+/// any x86-64 CPU, and a name it does not know is said, not silently dropped.
+#[test]
+fn doctor_says_which_fused_kernels_run_and_what_resnet_fused_isa_did() {
+    let doctor = |isa: Option<&str>| {
+        let mut cmd = runner();
+        cmd.args(["doctor", "--device", "cpu"]);
+        match isa {
+            Some(isa) => cmd.env("RESNET_FUSED_ISA", isa),
+            None => cmd.env_remove("RESNET_FUSED_ISA"),
+        };
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    let best = doctor(None);
+    let line = best
+        .lines()
+        .find(|l| l.starts_with("cpu fused     BN–ReLU kernels run "))
+        .unwrap_or_else(|| panic!("{best}"));
+    assert!(
+        line.contains("baseline)") || line.contains("baseline;"),
+        "{line}"
+    );
+    assert!(!best.contains("RESNET_FUSED_ISA="), "{best}");
+    let baseline = doctor(Some("baseline"));
+    assert!(
+        baseline.contains("BN–ReLU kernels run baseline ("),
+        "{baseline}"
+    );
+    assert!(
+        !baseline.contains("RESNET_FUSED_ISA=baseline"),
+        "{baseline}"
+    );
+    let unknown = doctor(Some("sse9"));
+    assert!(
+        unknown.contains("RESNET_FUSED_ISA=sse9 is not one this CPU runs"),
+        "{unknown}"
+    );
+}
+
 #[test]
 fn doctor_fails_when_the_device_asked_for_cannot_train() {
     let setup = Setup::new();
