@@ -38,20 +38,41 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// ---- element access: fp32 as is, bf16 as its 16 bits, one value or 16 -----------------------
+// ---- element access: fp32 as is, bf16 as its 16 bits, one value or a vector of them -------
 
-// 16 lanes: one AVX-512 register, two AVX2 ones, four SSE ones (GCC vector extensions, so
-// that each clone below gets the widest registers its instruction set has).
+// A vector of N floats in one register of the instruction set: 16 (AVX-512), 8 (AVX2), 4
+// (SSE). GCC vector extensions: a vector wider than the registers would be split, and its
+// comparisons lane by lane into scalar code, which is why each version has its own width.
 typedef float f16v __attribute__((vector_size(64)));
-typedef uint32_t u16v __attribute__((vector_size(64)));
-typedef uint16_t h16v __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 16;
-// Helpers are inlined into each clone, so that they take its registers.
+typedef float f8v __attribute__((vector_size(32)));
+typedef float f4v __attribute__((vector_size(16)));
+// The integer vectors with V's lanes: 32-bit unsigned and signed, 16-bit.
+template <typename V>
+struct Ints;
+#define INTS(V, BYTES)                                                                             \
+  template <>                                                                                      \
+  struct Ints<V> {                                                                                 \
+    typedef uint32_t u32 __attribute__((vector_size(BYTES)));                                      \
+    typedef int32_t i32 __attribute__((vector_size(BYTES)));                                       \
+    typedef uint16_t u16 __attribute__((vector_size(BYTES / 2)));                                  \
+  };
+INTS(f16v, 64)
+INTS(f8v, 32)
+INTS(f4v, 16)
+template <typename V>
+using U32 = typename Ints<V>::u32;
+template <typename V>
+using I32 = typename Ints<V>::i32;
+template <typename V>
+using U16 = typename Ints<V>::u16;
+template <typename V>
+constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+// Helpers are inlined into each version, so that they take its registers.
 #define INLINE __attribute__((always_inline)) inline
 
-// `load(p, V{})`: one value (V = float) or 16 (V = f16v) from p, as float; `store(p, v)`
-// the other way. Each kernel below is written once, over V, and runs with f16v on chunks of
-// 16 channels and with float on the rest.
+// `load(p, V{})`: one value (V = float) or a vector from p, as float; `store(p, v)` the
+// other way. Each kernel below is written once, over V, and runs with the version's vector on
+// chunks of its width and with float on the rest.
 INLINE float load(const float* p, float) { return *p; }
 INLINE float load(const uint16_t* p, float) {
   uint32_t u = static_cast<uint32_t>(*p) << 16;
@@ -59,18 +80,23 @@ INLINE float load(const uint16_t* p, float) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-INLINE f16v load(const float* p, f16v) {
-  f16v v;
+template <typename V>
+INLINE V load(const float* p, V) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-INLINE f16v load(const uint16_t* p, f16v) {
-  h16v h;
+template <typename V>
+INLINE V load(const uint16_t* p, V) {
+  U16<V> h;
   std::memcpy(&h, p, sizeof h);
-  return reinterpret_cast<f16v>(__builtin_convertvector(h, u16v) << 16);
+  return reinterpret_cast<V>(__builtin_convertvector(h, U32<V>) << 16);
 }
 INLINE void store(float* p, float v) { *p = v; }
-INLINE void store(float* p, f16v v) { std::memcpy(p, &v, sizeof v); }
+template <typename V>
+INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
 // round to nearest even, NaN kept a (quiet) NaN: what c10::BFloat16 does
 INLINE void store(uint16_t* p, float v) {
   uint32_t u;
@@ -78,23 +104,35 @@ INLINE void store(uint16_t* p, float v) {
   uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   *p = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
 }
-INLINE void store(uint16_t* p, f16v v) {
-  const u16v u = reinterpret_cast<u16v>(v);
-  const u16v rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const u16v nan = reinterpret_cast<u16v>((u & 0x7fffffffu) > 0x7f800000u);
-  const h16v h = __builtin_convertvector((rounded & ~nan) | (0x7fc0u & nan), h16v);
+template <typename V>
+INLINE void store(uint16_t* p, V v) {
+  const U32<V> u = reinterpret_cast<U32<V>>(v);
+  const U32<V> rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  // compared as signed (both sides are below 2³¹): x86 has no unsigned vector compare before
+  // AVX-512
+  const U32<V> nan =
+      reinterpret_cast<U32<V>>(reinterpret_cast<I32<V>>(u & 0x7fffffffu) > 0x7f800000);
+  const U16<V> h = __builtin_convertvector((rounded & ~nan) | (0x7fc0u & nan), U16<V>);
   std::memcpy(p, &h, sizeof h);
 }
 
 // As libtorch's ReLU and its backward: a NaN goes through (so that a diverged run's loss is
-// NaN), and the gradient passes where the output is not ≤ 0.
+// NaN), and the gradient passes where the output is not ≤ 0. On vectors, a mask and a bitwise
+// and instead of a vector `?:`.
+INLINE float relu(float v) { return v < 0.f ? 0.f : v; }
+INLINE float pass(float y, float dy) { return y <= 0.f ? 0.f : dy; }
+// `v` with the lanes where `zero` is set (all ones) cleared
+template <typename V, typename M>
+INLINE V clear(V v, M zero) {
+  return reinterpret_cast<V>(reinterpret_cast<U32<V>>(v) & ~reinterpret_cast<U32<V>>(zero));
+}
 template <typename V>
 INLINE V relu(V v) {
-  return v < 0.f ? V{} : v;
+  return clear(v, v < 0.f);
 }
 template <typename V>
 INLINE V pass(V y, V dy) {
-  return y <= 0.f ? V{} : dy;
+  return clear(dy, y <= 0.f);
 }
 
 // Rows are summed in float over blocks of this many rows, each block then added in double:
@@ -102,35 +140,35 @@ INLINE V pass(V y, V dy) {
 constexpr int64_t kBlock = 64;
 
 // ---- the two loops every kernel runs -----------------------------------------------------------
-// Over rows [r0, r1) of C channels, in chunks of 16 channels, then one channel at a time for
+// Over rows [r0, r1) of C channels, in chunks of V's width, then one channel at a time for
 // the rest (CIFAR's 16, 32 and 64 channels per replica have none). `o` is the element's
-// offset, `c` its channel, and the last argument says the width (f16v{} or 0.f).
+// offset, `c` its channel, and the last argument says the width (V{} or 0.f).
 
 // body(o, c, V{}) for every element
-template <typename Body>
+template <typename V, typename Body>
 INLINE void each_element(int64_t r0, int64_t r1, int64_t C, const Body& body) {
   for (int64_t r = r0; r < r1; ++r) {
     int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes) body(r * C + c, c, f16v{});
+    for (; c + kLanes<V> <= C; c += kLanes<V>) body(r * C + c, c, V{});
     for (; c < C; ++c) body(r * C + c, c, 0.f);
   }
 }
 
 // sum_a[c] += Σ a, sum_b[c] += Σ b over the rows, where (a, b) = terms(o, c, V{})
-template <typename Terms>
+template <typename V, typename Terms>
 INLINE void two_sums_over_rows(int64_t r0, int64_t r1, int64_t C, double* __restrict sum_a,
                                double* __restrict sum_b, const Terms& terms) {
   for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
     const int64_t b1 = std::min(r1, b0 + kBlock);
     int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes) {
-      f16v a{}, b{};
+    for (; c + kLanes<V> <= C; c += kLanes<V>) {
+      V a{}, b{};
       for (int64_t r = b0; r < b1; ++r) {
-        const auto [ta, tb] = terms(r * C + c, c, f16v{});
+        const auto [ta, tb] = terms(r * C + c, c, V{});
         a += ta;
         b += tb;
       }
-      for (int64_t l = 0; l < kLanes; ++l) {
+      for (int64_t l = 0; l < kLanes<V>; ++l) {
         sum_a[c + l] += a[l];
         sum_b[c + l] += b[l];
       }
@@ -154,21 +192,21 @@ INLINE void two_sums_over_rows(int64_t r0, int64_t r1, int64_t C, double* __rest
 // ---- kernels -----------------------------------------------------------------------------------
 
 // sum[c] += Σ x, sq[c] += Σ x²
-template <typename T>
+template <typename V, typename T>
 INLINE void stats_rows(const T* __restrict x, int64_t r0, int64_t r1, int64_t C,
                        double* __restrict sum, double* __restrict sq) {
-  two_sums_over_rows(r0, r1, C, sum, sq, [&](int64_t o, int64_t, auto w) INLINE_LAMBDA {
+  two_sums_over_rows<V>(r0, r1, C, sum, sq, [&](int64_t o, int64_t, auto w) INLINE_LAMBDA {
     const auto v = load(x + o, w);
     return std::pair{v, v * v};
   });
 }
 
 // y = max(0, x·scale + shift [+ r])
-template <typename T, bool kResidual>
+template <typename V, typename T, bool kResidual>
 INLINE void apply_rows(const T* __restrict x, const T* __restrict res, T* __restrict y,
                        int64_t r0, int64_t r1, int64_t C, const float* __restrict scale,
                        const float* __restrict shift) {
-  each_element(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+  each_element<V>(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
     auto v = load(x + o, w) * load(scale + c, w) + load(shift + c, w);
     if (kResidual) v += load(res + o, w);
     store(y + o, relu(v));
@@ -176,23 +214,23 @@ INLINE void apply_rows(const T* __restrict x, const T* __restrict res, T* __rest
 }
 
 // g = dy·[y > 0]: sg[c] += Σ g, sgx[c] += Σ g·(x − μ)
-template <typename T>
+template <typename V, typename T>
 INLINE void reduce_rows(const T* __restrict dy, const T* __restrict y, const T* __restrict x,
                         int64_t r0, int64_t r1, int64_t C, const float* __restrict mean,
                         double* __restrict sg, double* __restrict sgx) {
-  two_sums_over_rows(r0, r1, C, sg, sgx, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+  two_sums_over_rows<V>(r0, r1, C, sg, sgx, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
     const auto g = pass(load(y + o, w), load(dy + o, w));
     return std::pair{g, g * (load(x + o, w) - load(mean + c, w))};
   });
 }
 
 // dx = a·g + k·x + b, and dr = g with a residual
-template <typename T, bool kResidual>
+template <typename V, typename T, bool kResidual>
 INLINE void grad_rows(const T* __restrict dy, const T* __restrict y, const T* __restrict x,
                       T* __restrict dx, T* __restrict dr, int64_t r0, int64_t r1, int64_t C,
                       const float* __restrict a, const float* __restrict k,
                       const float* __restrict b) {
-  each_element(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
+  each_element<V>(r0, r1, C, [&](int64_t o, int64_t c, auto w) INLINE_LAMBDA {
     const auto g = pass(load(y + o, w), load(dy + o, w));
     store(dx + o, load(a + c, w) * g + load(k + c, w) * load(x + o, w) + load(b + c, w));
     if (kResidual) store(dr + o, g);
@@ -205,59 +243,59 @@ INLINE void grad_rows(const T* __restrict dy, const T* __restrict y, const T* __
 // avx2, baseline) or resnet_fused_set_isa asks for a lower one: so that every version can be
 // tested, and timed, on one machine.
 
-#define KERNELS(ns, TARGET)                                                                    \
-  namespace ns {                                                                               \
-  TARGET void stats_f32(const float* x, int64_t r0, int64_t r1, int64_t C, double* sum,         \
-                        double* sq) {                                                          \
-    stats_rows(x, r0, r1, C, sum, sq);                                                         \
-  }                                                                                            \
-  TARGET void stats_bf16(const uint16_t* x, int64_t r0, int64_t r1, int64_t C, double* sum,     \
-                         double* sq) {                                                         \
-    stats_rows(x, r0, r1, C, sum, sq);                                                         \
-  }                                                                                            \
-  TARGET void apply_f32(const float* x, const float* res, float* y, int64_t r0, int64_t r1,     \
-                        int64_t C, const float* scale, const float* shift) {                   \
-    if (res)                                                                                   \
-      apply_rows<float, true>(x, res, y, r0, r1, C, scale, shift);                             \
-    else                                                                                       \
-      apply_rows<float, false>(x, res, y, r0, r1, C, scale, shift);                            \
-  }                                                                                            \
-  TARGET void apply_bf16(const uint16_t* x, const uint16_t* res, uint16_t* y, int64_t r0,       \
-                         int64_t r1, int64_t C, const float* scale, const float* shift) {      \
-    if (res)                                                                                   \
-      apply_rows<uint16_t, true>(x, res, y, r0, r1, C, scale, shift);                          \
-    else                                                                                       \
-      apply_rows<uint16_t, false>(x, res, y, r0, r1, C, scale, shift);                         \
-  }                                                                                            \
-  TARGET void reduce_f32(const float* dy, const float* y, const float* x, int64_t r0,           \
-                         int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {  \
-    reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);                                           \
-  }                                                                                            \
-  TARGET void reduce_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, int64_t r0, \
-                          int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) { \
-    reduce_rows(dy, y, x, r0, r1, C, mean, sg, sgx);                                           \
-  }                                                                                            \
-  TARGET void grad_f32(const float* dy, const float* y, const float* x, float* dx, float* dr,   \
-                       int64_t r0, int64_t r1, int64_t C, const float* a, const float* k,      \
-                       const float* b) {                                                       \
-    if (dr)                                                                                    \
-      grad_rows<float, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                            \
-    else                                                                                       \
-      grad_rows<float, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                           \
-  }                                                                                            \
-  TARGET void grad_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, uint16_t* dx, \
-                        uint16_t* dr, int64_t r0, int64_t r1, int64_t C, const float* a,       \
-                        const float* k, const float* b) {                                      \
-    if (dr)                                                                                    \
-      grad_rows<uint16_t, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                         \
-    else                                                                                       \
-      grad_rows<uint16_t, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                        \
-  }                                                                                            \
+#define KERNELS(ns, TARGET, V)                                                                     \
+  namespace ns {                                                                                   \
+  TARGET void stats_f32(const float* x, int64_t r0, int64_t r1, int64_t C, double* sum,            \
+                        double* sq) {                                                              \
+    stats_rows<V>(x, r0, r1, C, sum, sq);                                                          \
+  }                                                                                                \
+  TARGET void stats_bf16(const uint16_t* x, int64_t r0, int64_t r1, int64_t C, double* sum,        \
+                         double* sq) {                                                             \
+    stats_rows<V>(x, r0, r1, C, sum, sq);                                                          \
+  }                                                                                                \
+  TARGET void apply_f32(const float* x, const float* res, float* y, int64_t r0, int64_t r1,        \
+                        int64_t C, const float* scale, const float* shift) {                       \
+    if (res)                                                                                       \
+      apply_rows<V, float, true>(x, res, y, r0, r1, C, scale, shift);                              \
+    else                                                                                           \
+      apply_rows<V, float, false>(x, res, y, r0, r1, C, scale, shift);                             \
+  }                                                                                                \
+  TARGET void apply_bf16(const uint16_t* x, const uint16_t* res, uint16_t* y, int64_t r0,          \
+                         int64_t r1, int64_t C, const float* scale, const float* shift) {          \
+    if (res)                                                                                       \
+      apply_rows<V, uint16_t, true>(x, res, y, r0, r1, C, scale, shift);                           \
+    else                                                                                           \
+      apply_rows<V, uint16_t, false>(x, res, y, r0, r1, C, scale, shift);                          \
+  }                                                                                                \
+  TARGET void reduce_f32(const float* dy, const float* y, const float* x, int64_t r0,              \
+                         int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {      \
+    reduce_rows<V>(dy, y, x, r0, r1, C, mean, sg, sgx);                                            \
+  }                                                                                                \
+  TARGET void reduce_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, int64_t r0,    \
+                          int64_t r1, int64_t C, const float* mean, double* sg, double* sgx) {     \
+    reduce_rows<V>(dy, y, x, r0, r1, C, mean, sg, sgx);                                            \
+  }                                                                                                \
+  TARGET void grad_f32(const float* dy, const float* y, const float* x, float* dx, float* dr,      \
+                       int64_t r0, int64_t r1, int64_t C, const float* a, const float* k,          \
+                       const float* b) {                                                           \
+    if (dr)                                                                                        \
+      grad_rows<V, float, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                             \
+    else                                                                                           \
+      grad_rows<V, float, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                            \
+  }                                                                                                \
+  TARGET void grad_bf16(const uint16_t* dy, const uint16_t* y, const uint16_t* x, uint16_t* dx,    \
+                        uint16_t* dr, int64_t r0, int64_t r1, int64_t C, const float* a,           \
+                        const float* k, const float* b) {                                          \
+    if (dr)                                                                                        \
+      grad_rows<V, uint16_t, true>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                          \
+    else                                                                                           \
+      grad_rows<V, uint16_t, false>(dy, y, x, dx, dr, r0, r1, C, a, k, b);                         \
+  }                                                                                                \
   }
 
-KERNELS(v4, __attribute__((target("arch=x86-64-v4"))))
-KERNELS(v3, __attribute__((target("arch=x86-64-v3"))))
-KERNELS(baseline, )
+KERNELS(v4, __attribute__((target("arch=x86-64-v4"))), f16v)
+KERNELS(v3, __attribute__((target("arch=x86-64-v3"))), f8v)
+KERNELS(baseline, , f4v)
 
 // The kernels of one instruction set.
 struct Kernels {
@@ -270,10 +308,10 @@ struct Kernels {
   decltype(&baseline::grad_f32) grad_f32;
   decltype(&baseline::grad_bf16) grad_bf16;
 };
-#define KERNEL_TABLE(ns)                                                                 \
-  Kernels {                                                                              \
-    ns::stats_f32, ns::stats_bf16, ns::apply_f32, ns::apply_bf16, ns::reduce_f32,         \
-        ns::reduce_bf16, ns::grad_f32, ns::grad_bf16                                     \
+#define KERNEL_TABLE(ns)                                                                           \
+  Kernels {                                                                                        \
+    ns::stats_f32, ns::stats_bf16, ns::apply_f32, ns::apply_bf16, ns::reduce_f32,                  \
+        ns::reduce_bf16, ns::grad_f32, ns::grad_bf16                                               \
   }
 
 // Instruction sets, in the order of kTables (and of the Rust enum `FusedIsa`).
