@@ -67,6 +67,15 @@ impl FusedIsa {
             .unwrap_or(Self::Baseline)
     }
 
+    /// The versions this CPU can run, best first.
+    pub fn on_this_cpu() -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .filter(|i| i.available())
+            .collect()
+    }
+
     /// Whether this CPU can run this version.
     pub fn available(self) -> bool {
         // SAFETY: a query of the CPU's features; any integer is accepted.
@@ -108,10 +117,8 @@ pub fn isa_warning() -> Option<String> {
     if asked == current.name() {
         return None;
     }
-    let available: Vec<&str> = FusedIsa::ALL
+    let available: Vec<&str> = FusedIsa::on_this_cpu()
         .into_iter()
-        .rev()
-        .filter(|i| i.available())
         .map(FusedIsa::name)
         .collect();
     Some(format!(

@@ -116,10 +116,7 @@ fn err(a: &Tensor, b: &Tensor) -> f64 {
 /// decide differently, so neither equals the other, and what is asked is that the fused one
 /// is no further from exact than libtorch's.
 fn compare(kind: Kind, with_residual: bool, tolerance: f64) {
-    let isas: Vec<FusedIsa> = FusedIsa::ALL
-        .into_iter()
-        .filter(|i| i.available())
-        .collect();
+    let isas = FusedIsa::on_this_cpu();
     assert!(
         isas.contains(&FusedIsa::Baseline),
         "every x86-64 CPU runs the baseline"

@@ -39,11 +39,9 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
             "--precision bf16 works but is likely slower than fp32 here"
         }
     );
-    let available: Vec<&str> = models::fused::FusedIsa::ALL
+    let available: Vec<&str> = models::fused::FusedIsa::on_this_cpu()
         .into_iter()
-        .rev()
-        .filter(|isa| isa.available())
-        .map(|isa| isa.name())
+        .map(models::fused::FusedIsa::name)
         .collect();
     println!(
         "cpu fused     BN–ReLU kernels run {} (this CPU: {}; RESNET_FUSED_ISA picks another)",
