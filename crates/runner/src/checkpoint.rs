@@ -206,8 +206,8 @@ impl Checkpoint {
         bail!(
             "{} was trained up to iteration {} with another setup than it would resume with \
              now:\n  {}\nA run is one protocol from its first step to its last, so it does not \
-             resume. Put the experiment file (and data, precision, --bn-relu) back as they were, or \
-             delete {} to train this run afresh.",
+             resume. Put the experiment file (and data, precision, --bn-relu) back as they \
+             were, or delete {} to train this run afresh.",
             run.dir.display(),
             self.iteration,
             differences.join("\n  "),
