@@ -239,9 +239,9 @@ INLINE void grad_rows(const T* __restrict dy, const T* __restrict y, const T* __
 
 // ---- one version of each kernel per instruction set --------------------------------------------
 // x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline x86-64; the always-inline bodies
-// above are compiled into each. The best the CPU has runs, unless RESNET_FUSED_ISA (avx512,
-// avx2, baseline) or resnet_fused_set_isa asks for a lower one: so that every version can be
-// tested, and timed, on one machine.
+// above are compiled into each. The best the CPU has runs, unless resnet_fused_set_isa asks
+// for a lower one (fused.rs does for RESNET_FUSED_ISA): so that every version can be tested,
+// and timed, on one machine.
 
 #define KERNELS(ns, TARGET, V)                                                                     \
   namespace ns {                                                                                   \
@@ -317,7 +317,6 @@ struct Kernels {
 // Instruction sets, in the order of kTables (and of the Rust enum `FusedIsa`).
 enum Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 const Kernels kTables[] = {KERNEL_TABLE(baseline), KERNEL_TABLE(v3), KERNEL_TABLE(v4)};
-const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
 
 // Whether this CPU runs `isa`'s version (the features GCC's x86-64-v3 / v4 levels add that
 // the kernels may use).
@@ -331,11 +330,8 @@ bool cpu_has(int isa) {
   return isa == kBaseline || (isa == kAvx2 && v3) || (isa == kAvx512 && v4);
 }
 
-// The best the CPU has, or RESNET_FUSED_ISA's when the CPU has it.
+// The best the CPU has.
 int first_isa() {
-  if (const char* asked = std::getenv("RESNET_FUSED_ISA"))
-    for (int isa = kAvx512; isa >= kBaseline; --isa)
-      if (std::strcmp(asked, kIsaNames[isa]) == 0 && cpu_has(isa)) return isa;
   for (int isa = kAvx512; isa > kBaseline; --isa)
     if (cpu_has(isa)) return isa;
   return kBaseline;

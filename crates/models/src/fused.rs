@@ -6,6 +6,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
@@ -57,8 +58,14 @@ impl FusedIsa {
         }
     }
 
+    /// The one `RESNET_FUSED_ISA` names, if it names one.
+    fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+
     /// The one the kernels run with now.
     pub fn current() -> Self {
+        apply_env_isa();
         // SAFETY: reads an atomic in the linked C++ code; no arguments.
         let isa = unsafe { resnet_fused_isa() };
         Self::ALL
@@ -85,9 +92,23 @@ impl FusedIsa {
     /// Runs the kernels with this version from now on, in this process; `false` (and no
     /// change) when the CPU lacks it.
     pub fn select(self) -> bool {
+        apply_env_isa();
         // SAFETY: stores to an atomic in the linked C++ code when the CPU has `self`.
         unsafe { resnet_fused_set_isa(self as c_int) }
     }
+}
+
+/// Selects `RESNET_FUSED_ISA`'s version when the CPU has it, once per process, before the
+/// kernels first run and before a [`FusedIsa::select`] (which then wins).
+fn apply_env_isa() {
+    static APPLIED: Once = Once::new();
+    APPLIED.call_once(|| {
+        let asked = std::env::var("RESNET_FUSED_ISA").ok();
+        if let Some(isa) = asked.as_deref().and_then(FusedIsa::named) {
+            // SAFETY: as in `select`; the C++ side leaves the best when the CPU lacks `isa`.
+            unsafe { resnet_fused_set_isa(isa as c_int) };
+        }
+    });
 }
 
 pub use spec::BnRelu;
@@ -165,6 +186,7 @@ pub(crate) fn bn_add_relu_train(
     residual: Option<&Tensor>,
     norm: &NormState<'_>,
 ) -> Result<Tensor, String> {
+    apply_env_isa();
     let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: every pointer is a live tensor handle (or null for no residual) for the length
     // of the call; on success `out` is a new handle whose ownership passes to the Tensor.
