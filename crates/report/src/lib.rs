@@ -114,7 +114,7 @@ pub struct Written {
 /// to a `.toml` file) for `profile`: test-error tables and training figures for a training
 /// experiment, the gradient-norm table and figure for `kind = "gradients"`.
 pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written> {
-    let file = locate(experiment, &paths.experiments);
+    let file = Experiment::locate(experiment, &paths.experiments);
     if !file.is_file() {
         return Err(ReportError::NoExperimentFile(file).into());
     }
@@ -291,16 +291,6 @@ fn write_comparisons(dir: &Path, table: &Table) -> Result<Vec<PathBuf>> {
 
 fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-/// Where the experiment file of `experiment` lies: `experiment` itself when it names an
-/// existing `.toml` file, else `<experiments>/<experiment>.toml`.
-pub fn locate(experiment: &str, experiments_dir: &Path) -> PathBuf {
-    let as_path = Path::new(experiment);
-    if as_path.extension().is_some_and(|ext| ext == "toml") && as_path.is_file() {
-        return as_path.to_path_buf();
-    }
-    experiments_dir.join(format!("{experiment}.toml"))
 }
 
 #[cfg(test)]

@@ -240,9 +240,11 @@ struct VariantFile {
     paper: Option<PaperNumber>,
     #[serde(default)]
     model: Option<Spanned<Table>>,
-    /// Protocol changes for this variant, per profile: `[variants.protocol.paper]`.
+    /// Protocol changes for this variant, per profile: `protocol.paper = { ... }`; each
+    /// value is checked to be a table when the variant is read, so that a change given
+    /// without its profile is named as such.
     #[serde(default)]
-    protocol: BTreeMap<String, Spanned<Table>>,
+    protocol: BTreeMap<String, Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +343,17 @@ fn line_of(source: &str, offset: usize) -> usize {
 }
 
 impl Experiment {
+    /// Where the file of `experiment` lies: `experiment` itself when it is a path to a
+    /// `.toml` file, else `<experiments_dir>/<experiment>.toml` (`shortcuts` names
+    /// `experiments/shortcuts.toml`).
+    pub fn locate(experiment: &str, experiments_dir: &Path) -> PathBuf {
+        let as_path = Path::new(experiment);
+        if as_path.extension().is_some_and(|ext| ext == "toml") {
+            return as_path.to_path_buf();
+        }
+        experiments_dir.join(format!("{experiment}.toml"))
+    }
+
     /// Reads and checks an experiment file. Every error names the file, the line and the reason.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -400,8 +413,18 @@ impl Experiment {
                 protocol: v
                     .protocol
                     .iter()
-                    .map(|(k, t)| (k.clone(), t.get_ref().clone()))
-                    .collect(),
+                    .map(|(k, t)| match t.get_ref() {
+                        Value::Table(table) => Ok((k.clone(), table.clone())),
+                        _ => Err(at(
+                            t.span().start,
+                            format!(
+                                "variant `{vname}`: `protocol.{k}` is not a table; a variant \
+                                 changes the protocol per profile, e.g. `protocol.paper = \
+                                 {{ {k} = ... }}`"
+                            ),
+                        )),
+                    })
+                    .collect::<Result<_>>()?,
             });
         }
         if variants.is_empty() {
@@ -736,7 +759,10 @@ impl Experiment {
                 .filter(|&n| n >= 1)
                 .context("units_per_stage must be a positive integer")?;
             let block: BlockKind = match table.get("block") {
-                Some(b) => b.clone().try_into().context("invalid block")?,
+                Some(b) => b
+                    .clone()
+                    .try_into()
+                    .map_err(|err| model_error("invalid block", err, &[]))?,
                 None => BlockKind::default(),
             };
             let depth = usize::try_from(n)
@@ -748,10 +774,28 @@ impl Experiment {
         if table.contains_key("replicas") {
             bail!("`replicas` is chosen by the runner (--replicas), not by the experiment file");
         }
-        let config: NetConfig = Value::Table(table).try_into().context("invalid model")?;
+        let keys: Vec<String> = table.keys().cloned().collect();
+        let config: NetConfig = Value::Table(table)
+            .try_into()
+            .map_err(|err| model_error("invalid model", err, &keys))?;
         config.validate()?;
         Ok(config)
     }
+}
+
+/// A model table's error in the file's words: serde calls an enum's values its "variants",
+/// which in an experiment file are networks, and does not list `units_per_stage` among the
+/// model's fields (it is read before), so it is added where one of `keys` (the model table's
+/// own) is unknown.
+fn model_error(what: &str, err: toml::de::Error, keys: &[String]) -> anyhow::Error {
+    let mut message = err.message().replace("unknown variant", "unknown value");
+    if keys
+        .iter()
+        .any(|key| message.starts_with(&format!("unknown field `{key}`")))
+    {
+        message.push_str(", or `units_per_stage`");
+    }
+    anyhow::anyhow!("{what}: {message}")
 }
 
 #[cfg(test)]
@@ -926,7 +970,17 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             (
                 ("depth = 20\n", "depth = 20\nwidth = 3\n"),
                 5,
-                "unknown field `width`",
+                "unknown field `width`, expected one of `family`, `depth`",
+            ),
+            (
+                ("depth = 20\n", "depth = 20\nwidth = 3\n"),
+                5,
+                ", or `units_per_stage`",
+            ),
+            (
+                ("block = \"bottleneck\"", "block = \"bottlenek\""),
+                19,
+                "unknown value `bottlenek`, expected `basic` or `bottleneck`",
             ),
             (("paper = 8.75", "paper = 8.75\ncolour = 1"), 11, "colour"),
             (
@@ -958,6 +1012,14 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
                 20,
                 "unknown profile `papr`",
             ),
+            (
+                (
+                    "protocol.paper = { warmup = { lr = 0.01, iterations = 400 } }",
+                    "protocol = { lr = 0.05 }",
+                ),
+                20,
+                "`protocol.lr` is not a table; a variant changes the protocol per profile",
+            ),
             (("iterations = 400 }", "iterations = 70000 }"), 20, "warmup"),
             (
                 ("{ lr = 0.01,", "{ momentom = 1, lr = 0.01,"),
@@ -987,6 +1049,9 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             );
             assert!(err.contains(words), "{from} -> {to}: {err}");
         }
+        // a field unknown inside a model's nested table is not one units_per_stage stands for
+        let nested = error_after("shortcut = { scaling", "shortcut = { sclaing");
+        assert!(!nested.contains("units_per_stage"), "{nested}");
     }
 
     #[test]
