@@ -23,9 +23,10 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         println!("              (built against {})", libtorch::LINKED_LIB_DIR);
     }
     println!(
-        "cpu threads   {} ({})",
+        "cpu threads   {} ({}; {})",
         tch::get_num_threads(),
-        cpu_model().unwrap_or_else(|| "unknown CPU".into())
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        cpu_vector_units()
     );
     let yes = |b: bool| if b { "yes" } else { "no" };
     let (amx, avx512) = cpu_bf16();
@@ -146,10 +147,28 @@ pub fn describe_device(device: tch::Device) -> String {
             Err(_) => format!("cuda:{i}"),
         },
         _ => format!(
-            "cpu {} ({} threads)",
+            "cpu {} ({} threads, {})",
             cpu_model().unwrap_or_else(|| "unknown".into()),
-            tch::get_num_threads()
+            tch::get_num_threads(),
+            cpu_vector_units()
         ),
+    }
+}
+
+/// The CPU's widest vector instructions and its bf16 hardware, e.g. `AVX-512, AVX512-BF16` or
+/// `AVX2`: CPUs sold under one model name (an AMD EPYC of a cloud machine) differ in these by
+/// 3× in speed, so a run's record says which it had.
+pub fn cpu_vector_units() -> String {
+    use models::fused::FusedIsa;
+    let widest = match FusedIsa::on_this_cpu().first() {
+        Some(FusedIsa::Avx512) => "AVX-512",
+        Some(FusedIsa::Avx2) => "AVX2",
+        _ => "no AVX2",
+    };
+    match cpu_bf16() {
+        (true, _) => format!("{widest}, AMX-BF16"),
+        (false, true) => format!("{widest}, AVX512-BF16"),
+        (false, false) => widest.to_string(),
     }
 }
 

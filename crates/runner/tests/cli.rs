@@ -308,7 +308,23 @@ fn doctor_says_which_fused_kernels_run_and_what_resnet_fused_isa_did() {
         "{line}"
     );
     assert!(!best.contains("RESNET_FUSED_ISA="), "{best}");
+    // the CPU line (and so every run's recorded device) names the CPU's widest vector set,
+    // whatever RESNET_FUSED_ISA asks of the kernels
+    let threads_line = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with("cpu threads   "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    let this_cpu = line.split("this CPU: ").nth(1).unwrap();
+    let widest = match this_cpu.split([',', ';']).next().unwrap() {
+        "avx512" => "AVX-512",
+        "avx2" => "AVX2",
+        _ => "no AVX2",
+    };
+    assert!(threads_line(&best).contains(widest), "{best}");
     let baseline = doctor(Some("baseline"));
+    assert_eq!(threads_line(&baseline), threads_line(&best));
     assert!(
         baseline.contains("BN–ReLU kernels run baseline ("),
         "{baseline}"

@@ -175,7 +175,7 @@ pub struct FinalRecord {
 
 /// Where a result was made, recorded in every `final.json` and gradients `provenance.json`:
 /// the revision of the binary, the libtorch it ran on (version and source, no machine path)
-/// and the device (`cpu AMD EPYC (2 threads)`, `cuda:0 NVIDIA H200`).
+/// and the device (`cpu AMD EPYC (2 threads, AVX-512, AVX512-BF16)`, `cuda:0 NVIDIA H200`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     pub git_revision: String,
