@@ -274,7 +274,17 @@ fn fingerprint_of(dir: &Path, files: BTreeMap<String, String>) -> Fingerprint {
 /// into a temporary folder beside `dir`, which is renamed into place only when complete.
 pub fn fetch(dir: &Path, quiet: bool) -> Result<()> {
     if check_dir(dir).is_ok() {
-        eprintln!("data: {} already holds CIFAR-10", dir.display());
+        let print = fingerprint(dir)?;
+        if print.original {
+            eprintln!("data: {} already holds {}", dir.display(), print.source);
+        } else {
+            eprintln!(
+                "data: {} already holds {}; to fetch the original, move it away or give \
+                 another --data-dir",
+                dir.display(),
+                print.source
+            );
+        }
         return Ok(());
     }
     ensure!(
@@ -418,7 +428,8 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
 pub fn write_synthetic(dir: &Path) -> Result<()> {
     ensure!(
         !dir.exists(),
-        "{} exists; choose a new folder",
+        "{} exists; write the synthetic data into a new folder with --data-dir DIR, then \
+         train with the same --data-dir",
         dir.display()
     );
     let parent = parent_of(dir);

@@ -16,14 +16,15 @@ use models::fused::BnRelu;
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Launch {
     /// Which profile of the file: its protocol and seeds.
-    #[arg(long, default_value = "paper")]
+    #[arg(long, short, default_value = "paper")]
     pub profile: String,
-    /// Train only these variants (repeatable; default: all).
-    #[arg(long = "variant")]
+    /// Train only these variants, e.g. original,conv1x1 (or the flag repeated; default: all).
+    #[arg(long = "variant", value_delimiter = ',')]
     pub variants: Vec<String>,
     /// Train only these of the profile's seeds, e.g. 0,1,2 (default: all).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
+    /// Where to train: cuda, cpu, or auto (CUDA when it works here, else the CPU, saying why).
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// Most seeds stacked in one network, and so in one task of `plan` or `--devices`

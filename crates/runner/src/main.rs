@@ -5,7 +5,7 @@
 //! and libtorch (`device`, `libtorch`, `doctor`), training (`train`, `checkpoint`, `optim`,
 //! `tensorboard`), the gradients measurement, `bench` and `plan`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -88,7 +88,8 @@ enum DataAction {
     Fetch,
     /// Check the folder's files and print their fingerprint and provenance.
     Check,
-    /// Write a synthetic, learnable dataset in the CIFAR-10 layout into a new folder (for
+    /// Write a synthetic, learnable dataset in the CIFAR-10 layout into a new folder, given by
+    /// --data-dir (for
     /// checking the pipeline without CIFAR-10; its results are labelled synthetic).
     Synthetic,
 }
@@ -107,7 +108,7 @@ enum TfeventsAction {
 
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 struct TrainArgs {
-    /// The experiment file, e.g. experiments/shortcuts.toml.
+    /// The experiment: a name in experiments/ (shortcuts), or the path of a .toml file.
     experiment: PathBuf,
     #[command(flatten)]
     launch: launch::Launch,
@@ -125,7 +126,7 @@ struct TrainArgs {
 
 #[derive(Debug, clap::Args)]
 struct PlanArgs {
-    /// The experiment file.
+    /// The experiment: a name in experiments/ (shortcuts), or the path of a .toml file.
     experiment: PathBuf,
     /// The options of `runner train` that every task is launched with.
     #[command(flatten)]
@@ -170,6 +171,7 @@ struct BenchArgs {
     /// Stack sizes to measure, e.g. 1,8 (default: 1,8,16 on CUDA, 1 on the CPU).
     #[arg(long, value_delimiter = ',')]
     replicas: Vec<i64>,
+    /// Where to train: cuda, cpu, or auto (CUDA when it works here, else the CPU, saying why).
     #[arg(long, value_enum, default_value = "auto")]
     device: device::DeviceChoice,
     /// Optimizer layouts to measure (default: the device's default).
@@ -267,10 +269,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The file `runner train|plan EXPERIMENT` names: a path to a `.toml` file, or a name in
+/// `experiments/`, as `report` takes it.
+fn experiment_file(arg: &Path) -> PathBuf {
+    spec::Experiment::locate(&arg.to_string_lossy(), Path::new("experiments"))
+}
+
 fn train_command(args: TrainArgs) -> Result<()> {
+    let mut args = args;
+    args.experiment = experiment_file(&args.experiment);
     let experiment = spec::Experiment::load(&args.experiment)?;
     train::install_signal_handlers()?;
-    let mut args = args;
     let profile = experiment.profile(&args.launch.profile)?;
     if let Some(id) = args.task {
         let list = plan::slurm_dir(&args.launch.results, &experiment, profile).join("tasks.tsv");
@@ -304,6 +313,12 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let resolved = device::resolve(launch.device)?;
     if let Some(why) = &resolved.fallback {
         eprintln!("device: {why}; using the CPU");
+    }
+    // a precision the device cannot train stops the sweep before the data is read or fetched
+    // (its warnings, if any, are said as each variant starts)
+    for variant in &variants {
+        let file_precision = experiment.protocol(variant, profile)?.precision;
+        optim::check_precision(launch.precision.unwrap_or(file_precision), resolved.device)?;
     }
     let (max_replicas, memory_line) = memory::fit_sweep(
         &experiment,
@@ -496,12 +511,19 @@ fn bench_command(args: BenchArgs) -> Result<()> {
 }
 
 fn plan_command(args: PlanArgs) -> Result<()> {
+    let mut args = args;
+    args.experiment = experiment_file(&args.experiment);
     let experiment = spec::Experiment::load(&args.experiment)?;
     let launch = &args.launch;
     let profile = experiment.profile(&launch.profile)?;
     let variants = experiment.select_variants(profile, &launch.variants)?;
     let seeds = profile.select_seeds(&launch.seeds)?;
-    let tasks = plan::tasks(&variants, &seeds, launch.replicas.unwrap_or(seeds.len()));
+    // as `train` stacks them: one seed a process on the CPU, all of a variant's on a GPU
+    let on_cpu = launch.device == device::DeviceChoice::Cpu || args.gpus_per_task == 0;
+    let replicas = launch
+        .replicas
+        .unwrap_or(if on_cpu { 1 } else { seeds.len() });
+    let tasks = plan::tasks(&variants, &seeds, replicas);
     println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");
     for task in &tasks {
         let seeds: Vec<String> = task.seeds.iter().map(u64::to_string).collect();
@@ -514,17 +536,23 @@ fn plan_command(args: PlanArgs) -> Result<()> {
         );
     }
     if let Some(Emit::Slurm) = args.emit {
-        let absolute = |p: &std::path::Path| -> Result<PathBuf> {
+        let absolute = |p: &Path| -> Result<PathBuf> {
             Ok(if p.is_absolute() {
                 p.to_path_buf()
             } else {
                 std::env::current_dir()?.join(p)
             })
         };
-        // each array task names its variant and seeds by `--task`
+        // each array task names its variant and seeds by `--task`; a task given a GPU trains
+        // on it or fails, never on the CPU in its stead
+        let device = match launch.device {
+            device::DeviceChoice::Auto if args.gpus_per_task > 0 => device::DeviceChoice::Cuda,
+            chosen => chosen,
+        };
         let tasks_launch = launch::Launch {
             variants: Vec::new(),
             seeds: Vec::new(),
+            device,
             results: absolute(&launch.results)?,
             data_dir: launch.data_dir.as_deref().map(absolute).transpose()?,
             ..launch.clone()

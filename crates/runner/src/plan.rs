@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use anyhow::{bail, ensure, Context, Result};
 
 use spec::layout::RunState;
-use spec::{write_atomic, Experiment, Profile, RunDir, Variant};
+use spec::{write_atomic, Experiment, ExperimentKind, Profile, RunDir, Variant, VariantDir};
 
 /// One unit of work: seeds of one variant, trained together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +93,22 @@ pub fn read_task(path: &Path, id: usize) -> Result<Task> {
 }
 
 /// Where a task stands, from its runs' records (as `train` reads them: a damaged run is
-/// neither finished nor started).
+/// neither finished nor started; a gradients measurement is finished when its `norms.csv` is).
 pub fn task_status(
     results: &Path,
     experiment: &Experiment,
     profile: &Profile,
     task: &Task,
 ) -> String {
+    if experiment.kind == ExperimentKind::Gradients {
+        // one measurement of all seeds of a variant, done when its norms.csv is written
+        let files = VariantDir::new(results, &experiment.name, &profile.name, &task.variant);
+        return if files.norms_path().exists() {
+            "finished".into()
+        } else {
+            "pending".into()
+        };
+    }
     let (mut finished, mut started, mut damaged) = (0, 0, 0);
     for &seed in &task.seeds {
         let run = RunDir::new(

@@ -150,8 +150,9 @@ pub fn repair(dir: &Path, rows: &[spec::EpochRow], last_row_unix_s: f64) -> Resu
 }
 
 /// `runner tfevents repair`: [`repair`] for every run folder in or under `folders` (a
-/// folder holding `epochs.csv`), under the run's lock, one line per run. A damaged run or
-/// one being trained is said and left alone; errors come after every run was seen.
+/// folder holding `epochs.csv`), under the run's lock, one line per run. A run being trained
+/// is said and left to its trainer (which repairs it when it finishes); a damaged one is said,
+/// left alone, and fails the command after every run was seen.
 pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
     let mut runs = Vec::new();
     for folder in folders {
@@ -192,8 +193,12 @@ pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
                 })
             })
             .unwrap_or_else(|err| {
-                failed += 1;
-                format!("left alone: {err:#}")
+                if run.lock_holder().is_some_and(|holder| !holder.is_gone()) {
+                    format!("left to its trainer: {err:#}")
+                } else {
+                    failed += 1;
+                    format!("left alone: {err:#}")
+                }
             });
         println!("{}: {said}", run.dir.display());
     }
@@ -326,5 +331,39 @@ mod tests {
         }
         assert_eq!(repair(dir.path(), &rows, 1020.0).unwrap().missing, 4);
         assert_eq!(scalars_in(dir.path()), found);
+    }
+
+    /// A run being trained (its lock held) is left to its trainer and does not fail the
+    /// command; the others are repaired; a damaged run fails it.
+    #[test]
+    fn repair_folders_leaves_a_run_in_training_to_its_trainer() {
+        let root = tempfile::tempdir().unwrap();
+        let run_at = |name: &str| spec::RunDir {
+            dir: root.path().join(name).join("seed-0"),
+        };
+        let rows: Vec<_> = (1..=2).map(|e| row(10 * e, 5.0 * e as f64)).collect();
+        let (training, idle) = (run_at("training"), run_at("idle"));
+        for run in [&training, &idle] {
+            fs::create_dir_all(&run.dir).unwrap();
+            run.write_epochs(&rows).unwrap();
+        }
+        let lock = training.lock().unwrap();
+        repair_folders(&[root.path().to_path_buf()]).unwrap();
+        // 4 scalars a row, 2 more at the evaluated iteration 20
+        assert_eq!(scalars_in(&idle.dir).len(), 2 * 4 + 2);
+        assert!(scalars_in(&training.dir).is_empty(), "left to its trainer");
+        drop(lock);
+
+        fs::write(idle.final_path(), "{").unwrap();
+        let err = repair_folders(&[root.path().to_path_buf()]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("1 run(s) could not be repaired"),
+            "{err:#}"
+        );
+        assert_eq!(
+            scalars_in(&training.dir).len(),
+            2 * 4 + 2,
+            "repaired once free"
+        );
     }
 }
