@@ -192,8 +192,13 @@ impl Figure for FinalFigure {
             let px = |error: f64| chart.backend_coord(&(x.clone(), error));
             if let Some((s, (low, high))) = interval {
                 let (cx, mean) = px(s.mean);
-                root.draw(&mean_bar(cx, (px(low).1, mean, px(high).1), c))
-                    .map_err(plot_err)?;
+                if low >= 0.0 {
+                    root.draw(&mean_bar(cx, (px(low).1, mean, px(high).1), c))
+                        .map_err(plot_err)?;
+                } else {
+                    // a wide interval of few seeds reaches below 0%: drawn to the axis, open
+                    draw_open_mean_bar(root, cx, (px(0.0).1, mean, px(high).1), c)?;
+                }
             }
             // beside a mean's bar, the seeds left of it, so that it hides none
             let shift = if interval.is_some() { SEED_OFFSET } else { 0 };
@@ -349,6 +354,30 @@ fn mean_bar(
         colour.filled().stroke_width(2),
         2 * MEAN_RADIUS,
     )
+}
+
+/// [`mean_bar`] for an interval whose low end lies below the chart (below 0%, where no error
+/// can be): the bar stops at the axis (`low`, pixels) in an arrowhead instead of a cap, so
+/// that it neither crosses the variant's label nor seems to end there.
+fn draw_open_mean_bar<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x: i32,
+    (low, mean, high): (i32, i32, i32),
+    colour: RGBColor,
+) -> Result<()> {
+    let style = colour.filled().stroke_width(2);
+    let r = MEAN_RADIUS as i32;
+    for path in [
+        vec![(x, high), (x, low)],
+        vec![(x - r, high), (x + r, high)],
+        vec![(x - r, low - r), (x, low), (x + r, low - r)],
+    ] {
+        root.draw(&PathElement::new(path, style))
+            .map_err(plot_err)?;
+    }
+    root.draw(&Circle::new((x, mean), MEAN_RADIUS, style))
+        .map_err(plot_err)?;
+    Ok(())
 }
 
 /// An ✕ of diverged seeds centred at `at`, in `colour`.
@@ -543,5 +572,83 @@ mod tests {
         let width = title_width(long);
         assert!(width > 860, "{long:?} measures {width} px");
         assert!(figure(long).size().0 >= width + 40);
+    }
+
+    /// Two seeds 3 points apart give a 95% interval reaching below 0%; its bar stops at the
+    /// chart's bottom (0%) in an arrowhead, and does not run into the label below.
+    #[test]
+    fn an_interval_below_zero_is_drawn_open_to_the_axis() {
+        register_fonts().unwrap();
+        let errors = vec![13.80, 16.71];
+        let summary = Summary::of(&errors).unwrap();
+        assert!(summary.mean_interval(MEAN_LEVEL).unwrap().0 < -3.0);
+        let figure = FinalFigure {
+            caption: Caption {
+                title: "t".into(),
+                profile: "cpu-long".into(),
+                data: "CIFAR-10".into(),
+                trained: None,
+            },
+            entries: vec![FinalEntry {
+                name: "resnet-56".into(),
+                colour_index: 3,
+                errors,
+                summary: Some(summary),
+                paper: None,
+                diverged_at: Vec::new(),
+            }],
+            fail_above: 50.0,
+        };
+        let mut svg = String::new();
+        {
+            let size = figure.size();
+            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            figure.draw(&root).unwrap();
+        }
+        let polylines: Vec<&str> = svg
+            .split("<polyline")
+            .skip(1)
+            .map(|p| &p[..p.find("/>").unwrap()])
+            .collect();
+        // the bottom of the chart: the low end of the y axis, the longest vertical black line
+        let (_, bottom) = polylines
+            .iter()
+            .filter(|p| p.contains("stroke=\"#000000\""))
+            .map(|p| number_list(p))
+            .filter(|points| points.len() == 2 && points[0].0 == points[1].0)
+            .map(|points| {
+                (
+                    (points[0].1 - points[1].1).abs(),
+                    points[0].1.max(points[1].1),
+                )
+            })
+            .fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a });
+        assert!(bottom > 0.0, "no y axis in {svg}");
+        let c = colour(3);
+        let stroke = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        let mut lowest = f64::MIN;
+        let mut arrowheads = 0;
+        for element in polylines.iter().filter(|p| p.contains(&stroke)) {
+            let points = number_list(element);
+            if points.len() == 3 {
+                arrowheads += 1;
+            }
+            lowest = points.iter().map(|p| p.1).fold(lowest, f64::max);
+        }
+        assert_eq!(arrowheads, 1, "{svg}");
+        assert_eq!(lowest, bottom, "the bar ends at the axis");
+    }
+
+    /// The (x, y) pairs of an SVG element's `points` attribute.
+    fn number_list(element: &str) -> Vec<(f64, f64)> {
+        let from = element.find("points=\"").unwrap() + 8;
+        let rest = &element[from..];
+        rest[..rest.find('"').unwrap()]
+            .split_whitespace()
+            .map(|pair| {
+                let (x, y) = pair.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
     }
 }
