@@ -217,6 +217,18 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
+/// The commands that print listings end when their reader has gone (`runner plan ... | head`),
+/// as other Unix tools do, instead of panicking on the broken pipe: Rust ignores SIGPIPE, and
+/// these restore its default. `train` and `data` keep Rust's way (a write error, not a
+/// signal): a run's end and a download's socket are handled in code.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal back to its default; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Every training step frees and reallocates the same activation buffers (megabytes each).
 /// glibc's defaults hand such blocks back to the kernel on free (mmap threshold, heap trim),
 /// so every step pays the page faults of fresh zeroed memory again: about a tenth of a CPU
@@ -234,12 +246,19 @@ fn keep_freed_memory() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { device, data_dir } => {
+            end_quietly_on_a_closed_pipe();
             doctor::run(device, &data::resolve_dir(data_dir.as_deref()))
         }
         Command::Train(args) => train_command(args),
-        Command::Models { name, json } => models_command(name.as_deref(), json),
+        Command::Models { name, json } => {
+            end_quietly_on_a_closed_pipe();
+            models_command(name.as_deref(), json)
+        }
         Command::Bench(args) => bench_command(args),
-        Command::Plan(args) => plan_command(args),
+        Command::Plan(args) => {
+            end_quietly_on_a_closed_pipe();
+            plan_command(args)
+        }
         Command::Tfevents {
             action: TfeventsAction::Repair { folders },
         } => tensorboard::repair_folders(&folders),

@@ -225,6 +225,37 @@ fn sigterm_checkpoints_exits_75_and_the_rerun_matches_an_uninterrupted_run() {
     assert_eq!(numbers(&whole).len(), 1 + 10);
 }
 
+/// A listing whose reader has gone (`runner plan ... | head`) ends by SIGPIPE, as other Unix
+/// tools do, not with a panic and its backtrace.
+#[test]
+fn a_listing_whose_reader_has_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Setup::new();
+    let toml = s.root.join("cli.toml").display().to_string();
+    for args in [
+        vec!["plan", toml.as_str(), "--profile", "tiny"],
+        vec!["doctor", "--device", "cpu"],
+    ] {
+        let mut child = runner()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // the reader goes before the first line is written (start-up takes far longer)
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn plan_lists_tasks_and_writes_a_slurm_array() {
     let s = Setup::new();
