@@ -137,9 +137,9 @@ struct PlanArgs {
     /// Slurm partition.
     #[arg(long)]
     partition: Option<String>,
-    /// GPUs per array task (0 for CPU-only tasks).
-    #[arg(long, default_value_t = 1)]
-    gpus_per_task: u32,
+    /// GPUs per array task (0 for CPU-only tasks; default: 0 with --device cpu, else 1).
+    #[arg(long)]
+    gpus_per_task: Option<u32>,
     /// CPUs per array task.
     #[arg(long, default_value_t = 4)]
     cpus_per_task: u32,
@@ -256,7 +256,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench_command(args),
         Command::Plan(args) => {
-            end_quietly_on_a_closed_pipe();
+            // with --emit, a closed pipe must not end it before the script is written
+            if args.emit.is_none() {
+                end_quietly_on_a_closed_pipe();
+            }
             plan_command(args)
         }
         Command::Tfevents {
@@ -537,11 +540,22 @@ fn plan_command(args: PlanArgs) -> Result<()> {
     let profile = experiment.profile(&launch.profile)?;
     let variants = experiment.select_variants(profile, &launch.variants)?;
     let seeds = profile.select_seeds(&launch.seeds)?;
-    // as `train` stacks them: one seed a process on the CPU, all of a variant's on a GPU
-    let on_cpu = launch.device == device::DeviceChoice::Cpu || args.gpus_per_task == 0;
-    let replicas = launch
-        .replicas
-        .unwrap_or(if on_cpu { 1 } else { seeds.len() });
+    let gpus_per_task = args
+        .gpus_per_task
+        .unwrap_or(u32::from(launch.device != device::DeviceChoice::Cpu));
+    // as `train` stacks them: one seed a process on the CPU, all of a variant's on a GPU;
+    // a gradients measurement takes all of a variant's seeds in one process
+    let on_cpu = match launch.device {
+        device::DeviceChoice::Cpu => true,
+        device::DeviceChoice::Auto => gpus_per_task == 0,
+        device::DeviceChoice::Cuda => false,
+    };
+    let replicas = match launch.replicas {
+        _ if experiment.kind == spec::ExperimentKind::Gradients => seeds.len(),
+        Some(k) => k,
+        None if on_cpu => 1,
+        None => seeds.len(),
+    };
     let tasks = plan::tasks(&variants, &seeds, replicas);
     println!("{:>4}  {:<28} {:<16} status", "task", "variant", "seeds");
     for task in &tasks {
@@ -565,7 +579,7 @@ fn plan_command(args: PlanArgs) -> Result<()> {
         // each array task names its variant and seeds by `--task`; a task given a GPU trains
         // on it or fails, never on the CPU in its stead
         let device = match launch.device {
-            device::DeviceChoice::Auto if args.gpus_per_task > 0 => device::DeviceChoice::Cuda,
+            device::DeviceChoice::Auto if gpus_per_task > 0 => device::DeviceChoice::Cuda,
             chosen => chosen,
         };
         let tasks_launch = launch::Launch {
@@ -584,7 +598,7 @@ fn plan_command(args: PlanArgs) -> Result<()> {
         };
         let options = plan::SlurmOptions {
             partition: args.partition,
-            gpus_per_task: args.gpus_per_task,
+            gpus_per_task,
             cpus_per_task: args.cpus_per_task,
             time: args.time,
             max_parallel: args.max_parallel,

@@ -256,6 +256,42 @@ fn a_listing_whose_reader_has_gone_ends_quietly() {
     }
 }
 
+/// plan sizes tasks as train runs them: with --device cpu one seed a task and no GPU asked
+/// for; by default a variant's seeds stacked in one task given a GPU, which trains with
+/// --device cuda (never falling back to the node's CPU).
+#[test]
+fn plan_sizes_tasks_for_the_device() {
+    let s = Setup::new();
+    let plan = |name: &str, extra: &[&str]| -> (usize, String) {
+        let results = s.root.join(name);
+        let out = runner()
+            .arg("plan")
+            .arg(s.root.join("cli.toml"))
+            .args(["--profile", "tiny", "--emit", "slurm", "--results"])
+            .arg(&results)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
+        let tasks = stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        let script = results.join("cli/tiny/slurm/array.sbatch");
+        (tasks, std::fs::read_to_string(script).unwrap())
+    };
+    // 2 variants × 2 seeds
+    let (tasks, script) = plan("cpu", &["--device", "cpu"]);
+    assert_eq!(tasks, 4, "{script}");
+    assert!(!script.contains("--gpus-per-task"), "{script}");
+    assert!(script.contains("--device cpu"), "{script}");
+    let (tasks, script) = plan("gpu", &[]);
+    assert_eq!(tasks, 2, "{script}");
+    assert!(script.contains("#SBATCH --gpus-per-task=1"), "{script}");
+    assert!(script.contains("--device cuda"), "{script}");
+}
+
 #[test]
 fn plan_lists_tasks_and_writes_a_slurm_array() {
     let s = Setup::new();

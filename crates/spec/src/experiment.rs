@@ -419,8 +419,8 @@ impl Experiment {
                             t.span().start,
                             format!(
                                 "variant `{vname}`: `protocol.{k}` is not a table; a variant \
-                                 changes the protocol per profile, e.g. `protocol.paper = \
-                                 {{ {k} = ... }}`"
+                                 changes the protocol per profile, with a table of changes, \
+                                 e.g. `protocol.paper = {{ lr = 0.05 }}`"
                             ),
                         )),
                     })
@@ -789,9 +789,11 @@ impl Experiment {
 /// own) is unknown.
 fn model_error(what: &str, err: toml::de::Error, keys: &[String]) -> anyhow::Error {
     let mut message = err.message().replace("unknown variant", "unknown value");
-    if keys
-        .iter()
-        .any(|key| message.starts_with(&format!("unknown field `{key}`")))
+    // the model's own field list names `family`; a nested table's does not
+    if message.contains("`family`")
+        && keys
+            .iter()
+            .any(|key| message.starts_with(&format!("unknown field `{key}`")))
     {
         message.push_str(", or `units_per_stage`");
     }
@@ -1050,8 +1052,10 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             assert!(err.contains(words), "{from} -> {to}: {err}");
         }
         // a field unknown inside a model's nested table is not one units_per_stage stands for
-        let nested = error_after("shortcut = { scaling", "shortcut = { sclaing");
-        assert!(!nested.contains("units_per_stage"), "{nested}");
+        for nested in ["sclaing", "depth"] {
+            let err = error_after("shortcut = { scaling", &format!("shortcut = {{ {nested}"));
+            assert!(!err.contains("units_per_stage"), "{err}");
+        }
     }
 
     #[test]

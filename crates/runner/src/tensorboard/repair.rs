@@ -151,8 +151,9 @@ pub fn repair(dir: &Path, rows: &[spec::EpochRow], last_row_unix_s: f64) -> Resu
 
 /// `runner tfevents repair`: [`repair`] for every run folder in or under `folders` (a
 /// folder holding `epochs.csv`), under the run's lock, one line per run. A run being trained
-/// is said and left to its trainer (which repairs it when it finishes); a damaged one is said,
-/// left alone, and fails the command after every run was seen.
+/// (its lock held) is said and left alone without failing the command: its trainer repairs
+/// the files when it next takes the run up; a damaged one is said, left alone, and fails the
+/// command after every run was seen.
 pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
     let mut runs = Vec::new();
     for folder in folders {
