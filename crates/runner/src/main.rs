@@ -89,8 +89,8 @@ enum DataAction {
     /// Check the folder's files and print their fingerprint and provenance.
     Check,
     /// Write a synthetic, learnable dataset in the CIFAR-10 layout into a new folder, given by
-    /// --data-dir (for
-    /// checking the pipeline without CIFAR-10; its results are labelled synthetic).
+    /// --data-dir (for checking the pipeline without CIFAR-10; its results are labelled
+    /// synthetic).
     Synthetic,
 }
 

@@ -762,7 +762,7 @@ impl Experiment {
                 Some(b) => b
                     .clone()
                     .try_into()
-                    .map_err(|err| model_error("invalid block", err, &[]))?,
+                    .map_err(|err| model_error("invalid block", err))?,
                 None => BlockKind::default(),
             };
             let depth = usize::try_from(n)
@@ -774,10 +774,9 @@ impl Experiment {
         if table.contains_key("replicas") {
             bail!("`replicas` is chosen by the runner (--replicas), not by the experiment file");
         }
-        let keys: Vec<String> = table.keys().cloned().collect();
         let config: NetConfig = Value::Table(table)
             .try_into()
-            .map_err(|err| model_error("invalid model", err, &keys))?;
+            .map_err(|err| model_error("invalid model", err))?;
         config.validate()?;
         Ok(config)
     }
@@ -785,16 +784,11 @@ impl Experiment {
 
 /// A model table's error in the file's words: serde calls an enum's values its "variants",
 /// which in an experiment file are networks, and does not list `units_per_stage` among the
-/// model's fields (it is read before), so it is added where one of `keys` (the model table's
-/// own) is unknown.
-fn model_error(what: &str, err: toml::de::Error, keys: &[String]) -> anyhow::Error {
+/// model's fields (it is read before), so it is added where a field of the model's own list
+/// (the one naming `family`; a nested table's does not) is unknown.
+fn model_error(what: &str, err: toml::de::Error) -> anyhow::Error {
     let mut message = err.message().replace("unknown variant", "unknown value");
-    // the model's own field list names `family`; a nested table's does not
-    if message.contains("`family`")
-        && keys
-            .iter()
-            .any(|key| message.starts_with(&format!("unknown field `{key}`")))
-    {
+    if message.starts_with("unknown field") && message.contains("`family`") {
         message.push_str(", or `units_per_stage`");
     }
     anyhow::anyhow!("{what}: {message}")
