@@ -30,8 +30,6 @@ use crate::table::Table;
 /// Errors in what the user asked for (as opposed to damaged files).
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("no experiment file at {0}")]
-    NoExperimentFile(PathBuf),
     /// No results yet; the command that trains them.
     #[error("no results folder at {0}: train first (`{1}`)")]
     NoResults(PathBuf, String),
@@ -114,10 +112,7 @@ pub struct Written {
 /// to a `.toml` file) for `profile`: test-error tables and training figures for a training
 /// experiment, the gradient-norm table and figure for `kind = "gradients"`.
 pub fn render(experiment: &str, profile: &str, paths: &Paths) -> Result<Written> {
-    let file = Experiment::locate(experiment, &paths.experiments);
-    if !file.is_file() {
-        return Err(ReportError::NoExperimentFile(file).into());
-    }
+    let file = Experiment::find(experiment, &paths.experiments)?;
     let spec = Experiment::load(&file)?;
     let seeds = spec.profile(profile)?.seeds.clone();
     let variants = spec.select_variants(spec.profile(profile)?, &[])?;

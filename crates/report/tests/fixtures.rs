@@ -816,7 +816,7 @@ fn cli_writes_files_and_fails_clearly() {
     let (ok, out) = run_cli(&["nonesuch", "--profile", "paper"], &root);
     assert!(!ok);
     assert!(
-        out.contains("no experiment file at experiments/nonesuch.toml"),
+        out.contains("no experiment file at experiments/nonesuch.toml; experiments/ has "),
         "{out}"
     );
 

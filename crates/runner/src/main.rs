@@ -293,13 +293,13 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The file `runner train|plan EXPERIMENT` names: a path to a `.toml` file, or a name in
 /// `experiments/`, as `report` takes it.
-fn experiment_file(arg: &Path) -> PathBuf {
-    spec::Experiment::locate(&arg.to_string_lossy(), Path::new("experiments"))
+fn experiment_file(arg: &Path) -> Result<PathBuf> {
+    spec::Experiment::find(&arg.to_string_lossy(), Path::new("experiments"))
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
     let mut args = args;
-    args.experiment = experiment_file(&args.experiment);
+    args.experiment = experiment_file(&args.experiment)?;
     let experiment = spec::Experiment::load(&args.experiment)?;
     train::install_signal_handlers()?;
     let profile = experiment.profile(&args.launch.profile)?;
@@ -534,7 +534,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
 
 fn plan_command(args: PlanArgs) -> Result<()> {
     let mut args = args;
-    args.experiment = experiment_file(&args.experiment);
+    args.experiment = experiment_file(&args.experiment)?;
     let experiment = spec::Experiment::load(&args.experiment)?;
     let launch = &args.launch;
     let profile = experiment.profile(&launch.profile)?;

@@ -354,6 +354,38 @@ impl Experiment {
         experiments_dir.join(format!("{experiment}.toml"))
     }
 
+    /// [`Experiment::locate`], refusing a file that is not there with what to do instead: the
+    /// experiments that folder holds, or, where it has none (a command run outside the
+    /// project), that names are looked up in it and a path to a `.toml` file works anywhere.
+    pub fn find(experiment: &str, experiments_dir: &Path) -> Result<PathBuf> {
+        let file = Self::locate(experiment, experiments_dir);
+        if file.is_file() {
+            return Ok(file);
+        }
+        let by_name = file != Path::new(experiment);
+        let mut names: Vec<String> = std::fs::read_dir(experiments_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
+            .collect();
+        names.sort();
+        let dir = experiments_dir.display();
+        let hint = if !by_name {
+            String::new()
+        } else if names.is_empty() {
+            format!(
+                "; a name is looked up in {dir}/, which has no experiment files here \
+                 (run from the project's folder, or give the path of a .toml file)"
+            )
+        } else {
+            format!("; {dir}/ has {}", names.join(", "))
+        };
+        bail!("no experiment file at {}{hint}", file.display())
+    }
+
     /// Reads and checks an experiment file. Every error names the file, the line and the reason.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -1170,6 +1202,32 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             err.contains("replicas") && err.contains("--replicas"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_missing_experiment_is_refused_with_what_there_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let experiments = dir.path().join("experiments");
+        std::fs::create_dir(&experiments).unwrap();
+        let empty = format!("{:#}", Experiment::find("depth", &experiments).unwrap_err());
+        assert!(empty.contains("depth.toml") && empty.contains("no experiment files here"));
+        assert!(empty.contains("give the path of a .toml file"), "{empty}");
+
+        for name in ["shortcuts", "depth"] {
+            std::fs::write(experiments.join(format!("{name}.toml")), GOOD).unwrap();
+        }
+        std::fs::write(experiments.join("notes.md"), "").unwrap();
+        let found = Experiment::find("depth", &experiments).unwrap();
+        assert_eq!(found, experiments.join("depth.toml"));
+        let typo = format!("{:#}", Experiment::find("dept", &experiments).unwrap_err());
+        assert!(typo.contains("has depth, shortcuts"), "{typo}");
+        // a path is not looked up: nothing to list
+        let path = experiments.join("gone.toml");
+        let gone = format!(
+            "{:#}",
+            Experiment::find(path.to_str().unwrap(), &experiments).unwrap_err()
+        );
+        assert_eq!(gone, format!("no experiment file at {}", path.display()));
     }
 }
 
