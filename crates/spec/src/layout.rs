@@ -253,12 +253,11 @@ impl RunDir {
             }
             let holder = self.lock_holder().unwrap_or(LockHolder::Gone);
             if !holder.is_gone() {
-                bail!(
-                    "{} is being trained by another process ({holder}); if that process is \
-                     gone, delete {}",
-                    self.dir.display(),
-                    path.display()
-                );
+                return Err(LockHeld {
+                    dir: self.dir.clone(),
+                    holder,
+                }
+                .into());
             }
             // Its process is gone: replace its lock by ours, in one rename.
             let staged = self
@@ -335,6 +334,19 @@ impl RunState {
     pub fn is_running(&self) -> bool {
         matches!(self, RunState::Unfinished { holder: Some(h), .. } if !h.is_gone())
     }
+}
+
+/// [`RunDir::lock`] refused: a live process (as far as this host can tell) holds the run.
+/// Typed, so that a caller can tell "being trained" from a failure without looking again.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{} is being trained by another process ({holder}); if that process is gone, delete {}/lock",
+    dir.display(),
+    dir.display()
+)]
+pub struct LockHeld {
+    pub dir: PathBuf,
+    pub holder: LockHolder,
 }
 
 /// A run whose records cannot be trusted: which, why, and what to do.
@@ -516,9 +528,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::new(tmp.path(), "e", "p", "v", 0);
         let lock = run.lock().unwrap();
-        let err = run.lock().unwrap_err().to_string();
+        let err = run.lock().unwrap_err();
+        let held = err.downcast_ref::<LockHeld>().expect("a typed refusal");
+        assert_eq!(
+            held.holder,
+            LockHolder::Here {
+                pid: std::process::id()
+            }
+        );
+        let err = err.to_string();
         assert!(
             err.contains("another process") && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(&format!("delete {}", run.lock_path().display())),
             "{err}"
         );
         drop(lock);

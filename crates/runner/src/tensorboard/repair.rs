@@ -194,7 +194,7 @@ pub fn repair_folders(folders: &[PathBuf]) -> Result<()> {
                 })
             })
             .unwrap_or_else(|err| {
-                if run.lock_holder().is_some_and(|holder| !holder.is_gone()) {
+                if err.downcast_ref::<spec::layout::LockHeld>().is_some() {
                     format!("left to its trainer: {err:#}")
                 } else {
                     failed += 1;
