@@ -126,7 +126,7 @@ pub fn t_test_power(n: u64, d: f64, alpha: f64) -> f64 {
         let upper = df + 40.0 * (2.0 * df).sqrt() + 40.0;
         let steps = 4000;
         let h = upper / steps as f64;
-        let f = |v: f64| normal.cdf(x * (v / df).sqrt() - ncp) * chi2.pdf(v);
+        let f = |v: f64| normal.cdf(x * (v / df).sqrt() - ncp) * chi2.ln_pdf(v).exp();
         let mut sum = f(0.0) + f(upper);
         for i in 1..steps {
             sum += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
@@ -261,13 +261,26 @@ mod tests {
     /// The smallest n with power ≥ 80% is statsmodels' fractional n rounded up.
     #[test]
     fn seeds_needed_matches_statsmodels() {
-        for (d, n) in [(0.5, 64), (1.0, 17), (2.0, 6), (0.2, 394)] {
+        // 0.35 and 0.3 need 130 and 176: more than 160 degrees of freedom on the χ² side is
+        // where its plain density overflows (x^(k-1)); its log form does not
+        for (d, n) in [
+            (0.5, 64),
+            (1.0, 17),
+            (2.0, 6),
+            (0.2, 394),
+            (0.35, 130),
+            (0.3, 176),
+        ] {
             assert_eq!(seeds_needed(d, 1.0, 0.05, 0.8, 1000), Some(n), "d = {d}");
             // the same in points: a 1.5-point difference at a 3-point spread is d = 0.5
             assert_eq!(seeds_needed(1.5 * d / 0.5, 3.0, 0.05, 0.8, 1000), Some(n));
         }
         // statsmodels' power at n = 17, d = 1: 0.8070
         assert!((t_test_power(17, 1.0, 0.05) - 0.807).abs() < 1e-3);
+        // statsmodels' power at n = 129 and 130, d = 0.35: 0.79966, 0.80270
+        assert!((t_test_power(129, 0.35, 0.05) - 0.79966).abs() < 1e-4);
+        assert!((t_test_power(130, 0.35, 0.05) - 0.80270).abs() < 1e-4);
+        assert!((2..=600).all(|n| t_test_power(n, 0.35, 0.05).is_finite()));
         assert_eq!(seeds_needed(0.2, 1.0, 0.05, 0.8, 100), None);
         assert_eq!(seeds_needed(1.0, 0.0, 0.05, 0.8, 100), None);
     }
