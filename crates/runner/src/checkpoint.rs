@@ -345,6 +345,47 @@ pub fn save<'a>(
     Ok(())
 }
 
+/// Whether `checkpoint` holds every tensor a model of `stack` needs, each of one model's
+/// shape (the stack's, its first dimension divided by the number of models): a checkpoint of
+/// a build whose network or optimizer state differs is refused here, naming what is missing
+/// or misshapen, before any of it is loaded.
+pub fn check_fits(stack: &Stack, checkpoint: &Checkpoint) -> Result<()> {
+    let k = stack.seeds.len() as i64;
+    let one_model = |size: Vec<i64>| -> Vec<i64> {
+        let mut size = size;
+        if let Some(first) = size.first_mut() {
+            *first /= k;
+        }
+        size
+    };
+    let mut wanted: Vec<(String, Vec<i64>)> = stack
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(name, var)| (names::model(&name), one_model(var.size())))
+        .collect();
+    for (name, tensor) in stack.sgd.state() {
+        let size = if name.starts_with(names::MOMENTUM) {
+            one_model(tensor.size())
+        } else {
+            tensor.size()
+        };
+        wanted.push((name, size));
+    }
+    wanted.sort();
+    for (name, size) in wanted {
+        match checkpoint.tensors.get(&name) {
+            None => bail!("it lacks {name}"),
+            Some(saved) if saved.size() != size => bail!(
+                "its {name} has shape {:?} where this network's has {size:?}",
+                saved.size()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Loads each model's checkpoint (`checkpoints`, in the stack's order) into its slice of the
 /// stacked weights and momentum, and returns the interrupted epoch's tally when the
 /// checkpoint fell inside an epoch.
@@ -385,7 +426,10 @@ pub fn restore(
         let tensor = if name.starts_with(names::MOMENTUM) {
             joined(&name)?
         } else {
-            parts[0][&name].shallow_clone()
+            parts[0]
+                .get(&name)
+                .with_context(|| format!("checkpoint lacks {name}"))?
+                .shallow_clone()
         };
         state.insert(name, tensor);
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use spec::layout::Damaged;
 use spec::EpochRow;
 
 use super::claim::{earlier_revisions, Pending};
@@ -102,6 +103,16 @@ impl Job<'_> {
         let seeds: Vec<u64> = group.iter().map(|p| p.seed).collect();
         let mut stack = self.build(&seeds)?;
         let start = group[0].start_iteration();
+        let (group, misfits) = self.fitting(&stack, group);
+        if !misfits.is_empty() {
+            // left out (said and counted); the others train as a stack of their own
+            sweep.damaged.extend(misfits);
+            return if group.is_empty() {
+                Ok(())
+            } else {
+                self.run(group, sweep)
+            };
+        }
         // asked while the network was built: nothing trained since the checkpoint
         super::stop_if_requested(start)?;
         let clock = Clock {
@@ -161,6 +172,44 @@ impl Job<'_> {
             self.options.device,
             self.options.layout,
         )
+    }
+
+    /// The members whose checkpoint (if any) fits `stack` ([`checkpoint::check_fits`]), and
+    /// the others as damaged runs (said): a checkpoint of a build with another network or
+    /// optimizer state leaves its run out instead of stopping the sweep.
+    fn fitting(&self, stack: &Stack, group: Vec<Pending>) -> (Vec<Pending>, Vec<Damaged>) {
+        let mut misfits = Vec::new();
+        let fitting = group
+            .into_iter()
+            .filter(|pending| {
+                let Some(checkpoint) = &pending.checkpoint else {
+                    return true;
+                };
+                let Err(err) = checkpoint::check_fits(stack, checkpoint) else {
+                    return true;
+                };
+                let damaged = Damaged {
+                    dir: pending.run.dir.clone(),
+                    problem: format!(
+                        "its checkpoint ({}) does not fit this network: {err:#} (resume it \
+                         with the build that wrote it: {})",
+                        pending.run.checkpoint_path().display(),
+                        checkpoint
+                            .trained_by
+                            .as_ref()
+                            .and_then(|by| by.last())
+                            .map_or("revision not recorded", String::as_str)
+                    ),
+                };
+                log(&format!(
+                    "{}/seed-{}: {damaged}",
+                    self.variant.name, pending.seed
+                ));
+                misfits.push(damaged);
+                false
+            })
+            .collect();
+        (fitting, misfits)
     }
 
     /// Loads each member's checkpoint into its slice of the stacked weights and momentum

@@ -583,6 +583,60 @@ fn a_checkpoint_without_its_rows_is_left_out_and_the_sweep_goes_on() {
     assert!(other.finished().unwrap().is_some());
 }
 
+/// A checkpoint that reads but does not fit the network (a build with another network or
+/// optimizer state wrote it) leaves its run out, untouched; its stack-mate trains on, and a
+/// lone run's checkpoint that lacks the shared optimizer state is refused too, not a panic.
+#[test]
+fn a_checkpoint_that_does_not_fit_the_network_is_left_out_and_the_others_train() {
+    let results = tempfile::tempdir().unwrap();
+    train(results.path(), "steps", 2, Some(5)).unwrap_err(); // seeds 0 and 1 stacked
+    let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+    let seed1 = RunDir::new(results.path(), "test", "steps", "original", 1);
+    type Named = Vec<(String, Tensor)>;
+    let tamper = |run: &RunDir, edit: &dyn Fn(&mut Named)| {
+        let mut tensors = Tensor::load_multi(run.checkpoint_path()).unwrap();
+        edit(&mut tensors);
+        Tensor::save_multi(&tensors, run.checkpoint_path()).unwrap();
+        std::fs::read(run.checkpoint_path()).unwrap()
+    };
+    // seed 0: one weight of another shape (one more output channel)
+    let misshapen = tamper(&seed0, &|tensors| {
+        let (_, t) = tensors
+            .iter_mut()
+            .find(|(n, t)| n.starts_with(names::MODEL) && t.dim() == 4)
+            .unwrap();
+        let mut size = t.size();
+        size[0] += 1;
+        *t = Tensor::zeros(size.as_slice(), (t.kind(), t.device()));
+    });
+    let err = format!("{:#}", train(results.path(), "steps", 2, None).unwrap_err());
+    assert!(err.contains("1 run(s) left out"), "{err}");
+    assert!(seed0.finished().unwrap().is_none());
+    assert_eq!(std::fs::read(seed0.checkpoint_path()).unwrap(), misshapen);
+    assert!(
+        seed1.finished().unwrap().is_some(),
+        "its stack-mate trained on"
+    );
+
+    // seed 0 alone, without the optimizer's shared step marker
+    let missing = tamper(&seed0, &|tensors| {
+        tensors.retain(|(n, _)| n != names::MOMENTUM_STARTED);
+        for (name, t) in tensors.iter_mut() {
+            if name.starts_with(names::MODEL) && t.dim() == 4 {
+                let mut size = t.size();
+                if size[0] % 2 == 1 {
+                    size[0] -= 1; // back to this network's shape
+                    *t = Tensor::zeros(size.as_slice(), (t.kind(), t.device()));
+                }
+            }
+        }
+    });
+    let err = format!("{:#}", train(results.path(), "steps", 2, None).unwrap_err());
+    assert!(err.contains("1 run(s) left out"), "{err}");
+    assert_eq!(std::fs::read(seed0.checkpoint_path()).unwrap(), missing);
+    assert!(seed0.finished().unwrap().is_none());
+}
+
 #[test]
 fn damaged_records_of_a_finished_run_are_left_out_not_retrained() {
     let results = tempfile::tempdir().unwrap();
