@@ -2,7 +2,7 @@
 //! test errors of its seeds against the paper's number, and a header that says where the
 //! numbers come from (data, devices, revisions, runs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -266,6 +266,17 @@ impl Sources {
                 &record.revisions(),
                 &record.provenance.libtorch,
             );
+            // a run resumed on another device or libtorch counts on each it trained on
+            let mut devices = BTreeSet::from([record.provenance.device.as_str()]);
+            let mut libtorch = BTreeSet::from([record.provenance.libtorch.as_str()]);
+            for stretch in &record.stretches {
+                if devices.insert(&stretch.device) {
+                    p.devices.add(Some(&stretch.device));
+                }
+                if libtorch.insert(&stretch.libtorch) {
+                    p.libtorch.add(Some(&stretch.libtorch));
+                }
+            }
             p.diverged += usize::from(record.diverged());
             p.precisions.add(Some(&said(&record.precision)));
             if let Some(bn_relu) = record.bn_relu {

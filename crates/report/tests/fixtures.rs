@@ -317,6 +317,28 @@ fn table_csv_has_the_hand_computed_statistics() {
     assert_eq!(c["status"], "ok");
 }
 
+/// A run resumed on another device counts on both in the table's devices.
+#[test]
+fn a_run_resumed_on_another_device_counts_on_each() {
+    let f = sweep();
+    let file = f.seed_dir("shortcuts", "conv1x1", 0).join("final.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(record["device"], H100);
+    let stretch = |from: i64, to: i64, device: &str| {
+        serde_json::json!({"from_iteration": from, "to_iteration": to, "device": device,
+                           "libtorch": "2.11.0", "stacked_with": 1})
+    };
+    record["stretches"] = serde_json::json!([stretch(0, 400, CPU), stretch(400, 1000, H100)]);
+    fs::write(&file, record.to_string()).unwrap();
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(
+        md.contains(&format!("**Devices**: {H100} (21 runs); {CPU} (3 runs)")),
+        "{md}"
+    );
+}
+
 #[test]
 fn table_md_states_provenance_and_rows() {
     let f = sweep();

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use spec::{EpochRow, RunConfig, RunDir};
+use spec::{EpochRow, RunConfig, RunDir, Stretch};
 use tch::{Device, Kind, Tensor};
 
 use crate::optim::LossScaler;
@@ -52,6 +52,8 @@ pub mod names {
     pub const META_TRAINED_WITH: &str = "meta/trained_with";
     /// The revisions that trained it, oldest first (JSON bytes).
     pub const META_TRAINED_BY: &str = "meta/trained_by";
+    /// Each start's iterations, device, libtorch and stack size, oldest first (JSON bytes).
+    pub const META_TRAINED_IN: &str = "meta/trained_in";
 
     /// The name of a model's weights `variable`.
     pub fn model(variable: &str) -> String {
@@ -135,6 +137,9 @@ pub struct Checkpoint {
     /// The revisions that trained it so far, oldest first; `None` in checkpoints of runners
     /// that did not record them.
     pub trained_by: Option<Vec<String>>,
+    /// Where each start of the runner trained it so far; `None` in checkpoints of runners
+    /// that did not record it.
+    pub trained_in: Option<Vec<Stretch>>,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -165,6 +170,7 @@ impl Checkpoint {
             wall_s: scalar(names::META_WALL_S)?,
             trained_with: json(&tensors, names::META_TRAINED_WITH, &path)?,
             trained_by: json(&tensors, names::META_TRAINED_BY, &path)?,
+            trained_in: json(&tensors, names::META_TRAINED_IN, &path)?,
             tensors,
         }))
     }
@@ -181,6 +187,14 @@ impl Checkpoint {
             revisions.push(revision.to_string());
         }
         revisions
+    }
+
+    /// The stretches that trained the run up to this checkpoint; one unrecorded stretch for a
+    /// checkpoint that did not record them.
+    pub fn stretches(&self) -> Vec<Stretch> {
+        self.trained_in
+            .clone()
+            .unwrap_or_else(|| vec![Stretch::unrecorded(self.iteration)])
     }
 
     /// Refuses to resume under another setup than the checkpoint was trained with. A
@@ -282,6 +296,7 @@ pub struct Slot<'a> {
     pub run: &'a RunDir,
     pub trained_with: TrainedWith,
     pub trained_by: &'a [String],
+    pub trained_in: Vec<Stretch>,
 }
 
 /// Writes the checkpoint of each model of `slots`: its slice of the weights, momentum and
@@ -340,6 +355,7 @@ pub fn save<'a>(
             wall_s,
             &slot.trained_with,
             slot.trained_by,
+            &slot.trained_in,
         )?;
     }
     Ok(())
@@ -473,12 +489,14 @@ fn save_model(
     wall_s: f64,
     trained_with: &TrainedWith,
     trained_by: &[String],
+    trained_in: &[Stretch],
 ) -> Result<()> {
     tensors.push((names::META_ITERATION.into(), Tensor::from(iteration)));
     tensors.push((names::META_WALL_S.into(), Tensor::from(wall_s)));
     for (name, record) in [
         (names::META_TRAINED_WITH, serde_json::to_vec(trained_with)?),
         (names::META_TRAINED_BY, serde_json::to_vec(trained_by)?),
+        (names::META_TRAINED_IN, serde_json::to_vec(trained_in)?),
     ] {
         tensors.push((
             name.into(),

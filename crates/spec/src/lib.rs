@@ -24,5 +24,5 @@ pub use net::{
 pub use protocol::{BnRelu, Precision, Protocol};
 pub use records::{
     gate_units, human_seconds, EpochRow, FileDigest, FinalRecord, Fingerprint, GradientRecord,
-    NormRow, Provenance, RunConfig, Status, UNRECORDED_REVISION,
+    NormRow, Provenance, RunConfig, Status, Stretch, UNRECORDED_REVISION,
 };

@@ -155,8 +155,14 @@ pub struct FinalRecord {
     /// out of the file, when one binary trained the whole run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_revisions: Vec<String>,
-    /// Models trained together as one stacked network (1: alone).
+    /// Models trained together as one stacked network (1: alone) in the stretch that
+    /// finished the run.
     pub stacked_with: usize,
+    /// Every stretch of training (one a start of the runner), oldest first, when the run was
+    /// trained in more than one setup: a resume on another device, libtorch or stack size.
+    /// Empty, and left out of the file, when one setup trained it all (the fields above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stretches: Vec<Stretch>,
     /// The numeric precision of training (records written before it was recorded: fp32,
     /// the only precision there was).
     #[serde(default)]
@@ -220,6 +226,68 @@ impl FileDigest {
         } else {
             None
         })
+    }
+}
+
+/// The iterations one start of the runner trained of a run, and where: a checkpoint keeps
+/// the list so far and a resumed run's `final.json` lists them when they differ
+/// ([`FinalRecord::stretches`]). Exact resumption is promised for an unchanged setup; a
+/// stretch on another device, libtorch or stack size (the grouped convolutions of another
+/// stack sum in another order) is trained to float noise of it, and said here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stretch {
+    pub from_iteration: i64,
+    /// Where the next start took over (the last stretch: where the run ended).
+    pub to_iteration: i64,
+    /// As [`Provenance::device`]; [`UNRECORDED_REVISION`] for iterations trained by a runner
+    /// whose checkpoints did not record it.
+    pub device: String,
+    pub libtorch: String,
+    /// Models in the stack (0: not recorded).
+    pub stacked_with: usize,
+}
+
+impl Stretch {
+    /// What trained a run before checkpoints recorded their stretches.
+    pub fn unrecorded(to_iteration: i64) -> Self {
+        Self {
+            from_iteration: 0,
+            to_iteration,
+            device: UNRECORDED_REVISION.into(),
+            libtorch: UNRECORDED_REVISION.into(),
+            stacked_with: 0,
+        }
+    }
+
+    fn same_setup(&self, other: &Stretch) -> bool {
+        (&self.device, &self.libtorch, self.stacked_with)
+            == (&other.device, &other.libtorch, other.stacked_with)
+    }
+
+    /// `earlier` followed by `current`, which extends the last of them when it continues it
+    /// in the same setup.
+    pub fn append(earlier: &[Stretch], current: Stretch) -> Vec<Stretch> {
+        let mut all = earlier.to_vec();
+        match all.last_mut() {
+            Some(last)
+                if last.same_setup(&current) && last.to_iteration == current.from_iteration =>
+            {
+                last.to_iteration = current.to_iteration;
+            }
+            _ => all.push(current),
+        }
+        all
+    }
+
+    /// What a `final.json` keeps of `stretches`: all of them when their setups differ,
+    /// none when one setup trained the whole run.
+    pub fn worth_recording(stretches: Vec<Stretch>) -> Vec<Stretch> {
+        let one_setup = stretches.windows(2).all(|w| w[0].same_setup(&w[1]));
+        if one_setup {
+            Vec::new()
+        } else {
+            stretches
+        }
     }
 }
 

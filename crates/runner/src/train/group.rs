@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use spec::layout::Damaged;
-use spec::EpochRow;
+use spec::{EpochRow, Stretch};
 
 use super::claim::{earlier_revisions, Pending};
 use super::records::EpochEnd;
@@ -27,6 +27,10 @@ pub(super) struct Member {
     pub(super) diverged_at: Option<i64>,
     /// The revisions that trained this run, oldest first; this binary's is the last.
     pub(super) trained_by: Vec<String>,
+    /// Where earlier starts trained it (none on a fresh start).
+    pub(super) trained_in: Vec<Stretch>,
+    /// The iteration this start took it up at.
+    pub(super) resumed_at: i64,
 }
 
 /// An epoch's training so far: per step the [K] losses, per model the error count.
@@ -262,13 +266,39 @@ impl Job<'_> {
             ));
         }
         let events = self.events(&pending, &rows, start);
+        let trained_in = pending
+            .checkpoint
+            .as_ref()
+            .map_or_else(Vec::new, Checkpoint::stretches);
         Ok(Member {
             pending,
             rows,
             events,
             diverged_at: None,
             trained_by,
+            trained_in,
+            resumed_at: start,
         })
+    }
+
+    /// Where `member` was trained up to `iteration`: the earlier starts' stretches, then
+    /// this one's (on this device and libtorch, in a stack of `stacked_with`).
+    pub(super) fn stretches(
+        &self,
+        member: &Member,
+        stacked_with: usize,
+        iteration: i64,
+    ) -> Vec<Stretch> {
+        Stretch::append(
+            &member.trained_in,
+            Stretch {
+                from_iteration: member.resumed_at,
+                to_iteration: iteration,
+                device: self.provenance.device.clone(),
+                libtorch: self.provenance.libtorch.clone(),
+                stacked_with,
+            },
+        )
     }
 
     /// The member's event file for this process: earlier ones rebuilt from `rows` if they
@@ -324,6 +354,7 @@ impl Job<'_> {
                 run: &member.pending.run,
                 trained_with: self.trained_with(member.pending.seed),
                 trained_by: &member.trained_by,
+                trained_in: self.stretches(member, group.stack.k() as usize, iteration),
             });
         checkpoint::save(
             &group.stack,

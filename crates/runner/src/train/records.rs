@@ -3,7 +3,7 @@
 //! last epoch, or when its loss stopped being finite).
 
 use anyhow::Result;
-use spec::{EpochRow, FinalRecord, Protocol, Status};
+use spec::{EpochRow, FinalRecord, Protocol, Status, Stretch};
 use tch::{Device, Kind, Tensor};
 
 use super::claim::earlier_revisions;
@@ -304,6 +304,7 @@ impl Job<'_> {
             provenance: self.provenance.clone(),
             earlier_revisions: earlier_revisions(&member.trained_by).to_vec(),
             stacked_with,
+            stretches: Stretch::worth_recording(self.stretches(member, stacked_with, iterations)),
             precision: self.protocol.precision,
             bn_relu: Some(models::fused::bn_relu_on(self.options.device)),
             finished_at_unix_s: std::time::SystemTime::now()

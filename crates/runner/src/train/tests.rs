@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use spec::{EpochRow, RunDir};
+use spec::{EpochRow, RunDir, Stretch};
 use tch::{Kind, Tensor};
 
 use super::*;
@@ -460,6 +460,56 @@ fn a_run_resumed_by_another_build_records_every_revision_that_trained_it() {
     by("bbb").train(results.path(), None).unwrap();
     let record = run0.finished().unwrap().unwrap();
     assert_eq!(record.revisions(), "unrecorded → bbb");
+}
+
+/// A run resumed in another stack size (or on another device or libtorch) lists each
+/// stretch's setup in final.json; resumed in the same setup, or never stopped, it lists none.
+#[test]
+fn a_run_resumed_in_another_setup_records_each_stretch() {
+    let stretch = |from, to, stacked_with| Stretch {
+        from_iteration: from,
+        to_iteration: to,
+        device: "cpu".into(),
+        libtorch: "test".into(),
+        stacked_with,
+    };
+    // "steps": 11 iterations; stopped at 5 in a stack of 2, then twice alone
+    let results = tempfile::tempdir().unwrap();
+    train(results.path(), "steps", 2, Some(5)).unwrap_err();
+    let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+    let seed1 = RunDir::new(results.path(), "test", "steps", "original", 1);
+    let checkpoint = Checkpoint::load(&seed0).unwrap().unwrap();
+    assert_eq!(checkpoint.trained_in, Some(vec![stretch(0, 5, 2)]));
+    train(results.path(), "steps", 1, Some(2)).unwrap_err(); // seed 0 to 7
+    train(results.path(), "steps", 1, None).unwrap();
+    let record = seed0.finished().unwrap().unwrap();
+    assert_eq!(record.stretches, [stretch(0, 5, 2), stretch(5, 11, 1)]);
+    assert_eq!(record.stacked_with, 1);
+    let record = seed1.finished().unwrap().unwrap();
+    assert_eq!(record.stretches, [stretch(0, 5, 2), stretch(5, 11, 1)]);
+
+    // stopped and resumed alone: one setup, nothing listed
+    let results = tempfile::tempdir().unwrap();
+    train(results.path(), "steps", 1, Some(5)).unwrap_err();
+    train(results.path(), "steps", 1, None).unwrap();
+    let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+    assert!(seed0.finished().unwrap().unwrap().stretches.is_empty());
+    let json = std::fs::read_to_string(seed0.final_path()).unwrap();
+    assert!(!json.contains("stretches"), "{json}");
+
+    // a checkpoint of a runner that did not record them: that stretch is said unrecorded
+    let results = tempfile::tempdir().unwrap();
+    train(results.path(), "steps", 1, Some(5)).unwrap_err();
+    let seed0 = RunDir::new(results.path(), "test", "steps", "original", 0);
+    let mut tensors = Tensor::load_multi(seed0.checkpoint_path()).unwrap();
+    tensors.retain(|(n, _)| n != names::META_TRAINED_IN);
+    Tensor::save_multi(&tensors, seed0.checkpoint_path()).unwrap();
+    train(results.path(), "steps", 1, None).unwrap();
+    let record = seed0.finished().unwrap().unwrap();
+    assert_eq!(
+        record.stretches,
+        [Stretch::unrecorded(5), stretch(5, 11, 1)]
+    );
 }
 
 #[test]
