@@ -92,6 +92,7 @@ fn train_variant(
         max_replicas,
         precision: None,
         revision: "test",
+        layout: SgdLayout::PerTensor,
     };
     run.train(results, stop_after_steps)
 }
@@ -107,6 +108,7 @@ struct Sweep1<'a> {
     precision: Option<Precision>,
     /// The revision the training binary records.
     revision: &'a str,
+    layout: SgdLayout,
 }
 
 impl Sweep1<'_> {
@@ -119,6 +121,7 @@ impl Sweep1<'_> {
             max_replicas,
             precision,
             revision,
+            layout,
         } = *self;
         let experiment = Experiment::parse(Path::new("experiments/test.toml"), text)?;
         let profile = experiment.profile(profile).unwrap();
@@ -129,7 +132,7 @@ impl Sweep1<'_> {
             results: results.to_path_buf(),
             device: Device::Cpu,
             max_replicas,
-            layout: SgdLayout::PerTensor,
+            layout,
             precision,
             quiet: true,
             stop_after_steps,
@@ -399,6 +402,38 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_numbers_and_weights() 
     }
 }
 
+/// The flat SGD layout (CUDA's default) keeps its momentum in one buffer: a stacked pair
+/// stopped inside an epoch and at an epoch's end resumes to the uninterrupted outcome too.
+#[test]
+fn a_run_with_the_flat_sgd_layout_resumes_to_the_uninterrupted_outcome() {
+    let data = synthetic();
+    let sweep = Sweep1 {
+        text: EXPERIMENT,
+        data: &data,
+        profile: "steps",
+        variant: "original",
+        max_replicas: 2,
+        precision: None,
+        revision: "test",
+        layout: SgdLayout::Flat,
+    };
+    let whole = tempfile::tempdir().unwrap();
+    sweep.train(whole.path(), None).unwrap();
+    for stop in [5, 8] {
+        let broken = tempfile::tempdir().unwrap();
+        sweep.train(broken.path(), Some(stop)).unwrap_err();
+        sweep.train(broken.path(), None).unwrap();
+        for seed in [0, 1] {
+            let at = |results: &Path| RunDir::new(results, "test", "steps", "original", seed);
+            assert_same_outcome(
+                &at(whole.path()),
+                &at(broken.path()),
+                &format!("flat, stopped after {stop}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn a_run_resumed_by_another_build_records_every_revision_that_trained_it() {
     let data = synthetic();
@@ -410,6 +445,7 @@ fn a_run_resumed_by_another_build_records_every_revision_that_trained_it() {
         max_replicas: 1,
         precision: None,
         revision,
+        layout: SgdLayout::PerTensor,
     };
     let trained_by = |run: &RunDir| -> Vec<String> {
         let checkpoint = Checkpoint::load(run).unwrap().expect("a checkpoint");
@@ -523,6 +559,7 @@ fn a_resume_under_another_protocol_or_data_is_refused_naming_the_differences() {
         max_replicas: 1,
         precision: None,
         revision: "test",
+        layout: SgdLayout::PerTensor,
     };
     let results = tempfile::tempdir().unwrap();
     sweep(EXPERIMENT, &data)
@@ -754,6 +791,7 @@ fn subsets_larger_than_the_data_are_refused() {
         max_replicas: 1,
         precision: None,
         revision: "test",
+        layout: SgdLayout::PerTensor,
     };
     let results = tempfile::tempdir().unwrap();
     let err = format!("{:#}", sweep.train(results.path(), None).unwrap_err());
@@ -977,6 +1015,7 @@ fn the_precision_of_a_run_is_in_its_records() {
             max_replicas: 2,
             precision,
             revision: "test",
+            layout: SgdLayout::PerTensor,
         };
         sweep.train(results.path(), None).unwrap();
         for seed in [0, 1] {
