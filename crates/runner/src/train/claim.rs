@@ -44,23 +44,25 @@ impl Job<'_> {
         // A look without the lock skips finished (and damaged) runs without touching them;
         // the same look again under the lock, since another process may have finished it
         // meanwhile.
-        if self.unfinished(&run, seed, sweep).is_none() {
+        if self.unfinished(&run, seed, sweep, false).is_none() {
             return Ok(None);
         }
         let lock = run.lock()?;
-        let Some((epochs, config)) = self.unfinished(&run, seed, sweep) else {
+        let Some((epochs, config)) = self.unfinished(&run, seed, sweep, true) else {
             return Ok(None);
         };
         self.resumable(seed, run, lock, epochs, config.as_ref(), sweep)
     }
 
     /// The rows and config of an unfinished run; `None` for a finished or damaged one, said
-    /// and counted in `sweep`.
+    /// and counted in `sweep`. `locked`: this process holds the run's lock already (a
+    /// finished run's events are then checked under it, not under a second lock).
     fn unfinished(
         &self,
         run: &RunDir,
         seed: u64,
         sweep: &mut Sweep,
+        locked: bool,
     ) -> Option<(Vec<EpochRow>, Option<RunConfig>)> {
         let name = format!("{}/seed-{seed}", self.variant.name);
         match run.state() {
@@ -68,9 +70,13 @@ impl Job<'_> {
             Ok(RunState::Finished { record, epochs }) => {
                 let mut said = format!("{name}: finished ({}), skipped", record.status);
                 // its events are derived from its rows: rebuild them if they were lost
-                let repaired = run.lock().and_then(|_lock| {
-                    tensorboard::repair(&run.dir, &epochs, record.finished_at_unix_s as f64)
-                });
+                let repair =
+                    || tensorboard::repair(&run.dir, &epochs, record.finished_at_unix_s as f64);
+                let repaired = if locked {
+                    repair()
+                } else {
+                    run.lock().and_then(|_lock| repair())
+                };
                 match repaired {
                     Ok(r) if r.rebuilt() => said.push_str(&format!("; {r}")),
                     Ok(_) => {}
