@@ -243,9 +243,7 @@ fn fingerprint_of(dir: &Path, files: BTreeMap<String, String>) -> Fingerprint {
         .map(|name| format!("{}  {name}\n", files[name]))
         .collect();
     let digest = format!("{:x}", Md5::digest(listing.as_bytes()));
-    let provenance: Option<ArchiveRecord> = fs::read(dir.join(PROVENANCE_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let provenance = read_provenance(dir);
     let matches = provenance.as_ref().filter(|p| p.files == files);
     let original = matches.is_some_and(|p| p.archive_md5 == ARCHIVE_MD5 && !p.synthetic);
     let source = if matches.is_some_and(|p| p.synthetic) {
@@ -298,7 +296,8 @@ pub fn fetch(dir: &Path, quiet: bool) -> Result<()> {
         .prefix(".cifar-10-download.")
         .tempfile_in(&parent)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    download(ARCHIVE_URL, archive.as_file_mut(), quiet)?;
+    let saved_as = archive.path().to_path_buf();
+    download(ARCHIVE_URL, archive.as_file_mut(), &saved_as, quiet)?;
     install_archive(archive.path(), ARCHIVE_MD5, ARCHIVE_URL, dir)
 }
 
@@ -309,7 +308,8 @@ fn parent_of(dir: &Path) -> PathBuf {
     }
 }
 
-fn download(url: &str, out: &mut fs::File, quiet: bool) -> Result<()> {
+/// Downloads `url` into `out` (the file at `saved_as`, named in errors).
+fn download(url: &str, out: &mut fs::File, saved_as: &Path, quiet: bool) -> Result<()> {
     let mut response = ureq::get(url)
         .call()
         .with_context(|| format!("cannot download {url}"))?;
@@ -331,9 +331,22 @@ fn download(url: &str, out: &mut fs::File, quiet: bool) -> Result<()> {
     );
     bar.set_message("cifar-10-binary.tar.gz");
     let mut reader = bar.wrap_read(response.body_mut().as_reader());
-    let copied =
-        std::io::copy(&mut reader, out).with_context(|| format!("download of {url} broke off"))?;
-    out.flush()?;
+    // read and write apart, so that a full disk is not said to be the network's fault
+    let mut copied = 0u64;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err).with_context(|| format!("download of {url} broke off")),
+        };
+        out.write_all(&buffer[..n])
+            .with_context(|| format!("cannot write the download to {}", saved_as.display()))?;
+        copied += n as u64;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write the download to {}", saved_as.display()))?;
     bar.finish();
     if let Some(total) = total {
         ensure!(
@@ -360,7 +373,8 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
         .prefix(".cifar-10-unpack.")
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
-    let file = fs::File::open(archive)?;
+    let file =
+        fs::File::open(archive).with_context(|| format!("cannot read {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     for entry in tar.entries().context("not a gzip'd tar archive")? {
         let mut entry = entry.context("broken tar archive")?;
@@ -384,13 +398,18 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
             tar::EntryType::Regular => {
                 let target = staging.path().join(&rest);
                 if let Some(p) = target.parent() {
-                    fs::create_dir_all(p)?;
+                    fs::create_dir_all(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
                 }
                 entry
                     .unpack(&target)
                     .with_context(|| format!("cannot unpack {}", path.display()))?;
             }
-            tar::EntryType::Directory => fs::create_dir_all(staging.path().join(&rest))?,
+            tar::EntryType::Directory => {
+                let folder = staging.path().join(&rest);
+                fs::create_dir_all(&folder)
+                    .with_context(|| format!("cannot create {}", folder.display()))?
+            }
             other => bail!(
                 "archive member {} is a {other:?}, not a plain file",
                 path.display()
@@ -408,18 +427,42 @@ pub fn install_archive(archive: &Path, expected_md5: &str, url: &str, dir: &Path
         files,
         synthetic: false,
     };
-    fs::write(
-        staging.path().join(PROVENANCE_FILE),
-        serde_json::to_vec_pretty(&provenance)?,
-    )?;
-    let staged = staging.keep();
-    fs::rename(&staged, dir)
-        .with_context(|| format!("cannot move the unpacked data to {}", dir.display()))?;
+    write_provenance(staging.path(), &provenance)?;
+    // Tasks of one array job may fetch at once: the first to move its copy in wins, and the
+    // others, finding that same archive installed, use it (their staging folders removed).
+    if let Err(err) = fs::rename(staging.path(), dir) {
+        let installed = check_dir(dir).is_ok()
+            && read_provenance(dir)
+                .is_some_and(|found| found.archive_md5 == provenance.archive_md5);
+        if !installed {
+            return Err(err)
+                .with_context(|| format!("cannot move the unpacked data to {}", dir.display()));
+        }
+        eprintln!(
+            "data: CIFAR-10 was unpacked into {} by another process meanwhile; using it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let _ = staging.keep(); // moved: nothing left to remove
     eprintln!(
         "data: CIFAR-10 verified (MD5 {expected_md5}) and unpacked into {}",
         dir.display()
     );
     Ok(())
+}
+
+/// `dir`'s `PROVENANCE.json`, if it has one that parses.
+fn read_provenance(dir: &Path) -> Option<ArchiveRecord> {
+    fs::read(dir.join(PROVENANCE_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+fn write_provenance(dir: &Path, provenance: &ArchiveRecord) -> Result<()> {
+    let path = dir.join(PROVENANCE_FILE);
+    fs::write(&path, serde_json::to_vec_pretty(provenance)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes a learnable synthetic dataset in the official layout into `dir` (atomically), for
@@ -433,10 +476,11 @@ pub fn write_synthetic(dir: &Path) -> Result<()> {
         dir.display()
     );
     let parent = parent_of(dir);
-    fs::create_dir_all(&parent)?;
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".synthetic.")
-        .tempdir_in(&parent)?;
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
     let mut state: u64 = 0x5EED;
     let mut next = move || {
         // xorshift64*: a fixed, dependency-free stream
@@ -471,7 +515,8 @@ pub fn write_synthetic(dir: &Path) -> Result<()> {
             }
         }
         files.insert(name.to_string(), format!("{:x}", Md5::digest(&bytes)));
-        fs::write(staging.path().join(name), bytes)?;
+        let path = staging.path().join(name);
+        fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let provenance = ArchiveRecord {
         archive_url: "none".into(),
@@ -479,10 +524,7 @@ pub fn write_synthetic(dir: &Path) -> Result<()> {
         files,
         synthetic: true,
     };
-    fs::write(
-        staging.path().join(PROVENANCE_FILE),
-        serde_json::to_vec_pretty(&provenance)?,
-    )?;
+    write_provenance(staging.path(), &provenance)?;
     fs::rename(staging.keep(), dir)
         .with_context(|| format!("cannot move the data to {}", dir.display()))?;
     Ok(())
@@ -654,6 +696,24 @@ pub mod tests {
         install_archive(archive.path(), &md5, "file://test", &dir).unwrap();
         check_dir(&dir).unwrap();
         // Only the target folder remains: no staging folder left behind.
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1);
+        // Another task of an array job installing the same archive at the same time finds it
+        // in place and uses it; another archive is refused; neither leaves a staging folder.
+        install_archive(archive.path(), &md5, "file://test", &dir).unwrap();
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1);
+        let mut other = contents.clone();
+        other[0].1[7] ^= 1;
+        let other: Vec<(&str, &[u8])> = other
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let other = tar_gz(&other);
+        let other_md5 = md5_file(other.path()).unwrap();
+        let err = format!(
+            "{:#}",
+            install_archive(other.path(), &other_md5, "file://test", &dir).unwrap_err()
+        );
+        assert!(err.contains("cannot move the unpacked data"), "{err}");
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1);
         // The provenance names this archive; the files are "original" only for the official MD5.
         let print = fingerprint(&dir).unwrap();
