@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use md5::{Digest, Md5};
@@ -309,8 +310,18 @@ fn parent_of(dir: &Path) -> PathBuf {
 }
 
 /// Downloads `url` into `out` (the file at `saved_as`, named in errors).
+///
+/// A stalled connection is an error after a minute without data (30 s to connect), not a
+/// hang; a stop requested while downloading (inside `runner train`, whose signal handlers
+/// are installed) ends it as an interruption, the partial file removed.
 fn download(url: &str, out: &mut fs::File, saved_as: &Path, quiet: bool) -> Result<()> {
-    let mut response = ureq::get(url)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
         .call()
         .with_context(|| format!("cannot download {url}"))?;
     let total = response
@@ -335,6 +346,9 @@ fn download(url: &str, out: &mut fs::File, saved_as: &Path, quiet: bool) -> Resu
     let mut copied = 0u64;
     let mut buffer = vec![0u8; 1 << 16];
     loop {
+        if crate::train::stop_requested() {
+            return Err(crate::train::Interrupted { iteration: 0 }.into());
+        }
         let n = match reader.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
