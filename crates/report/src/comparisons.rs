@@ -62,11 +62,9 @@ impl Comparison {
                 None => Verdict::NoInterval,
                 Some(w) if w.excludes_zero() => Verdict::Resolved(w),
                 Some(w) => {
-                    // the spread both sides share: the root mean square of their deviations
-                    let sd = ((sa.std.unwrap_or(0.0).powi(2) + sb.std.unwrap_or(0.0).powi(2))
-                        / 2.0)
-                        .sqrt();
-                    Verdict::Unresolved(w, seeds_needed(w.delta, sd, ALPHA, POWER, MAX_SEEDS))
+                    let (sd_a, sd_b) = (sa.std.unwrap_or(0.0), sb.std.unwrap_or(0.0));
+                    let n = seeds_needed(w.delta, sd_a, sd_b, ALPHA, POWER, MAX_SEEDS);
+                    Verdict::Unresolved(w, n)
                 }
             },
             _ => {
@@ -197,10 +195,10 @@ pub fn to_markdown(comparisons: &[Comparison]) -> String {
         "\nΔ = mean(a) − mean(b) of the final test errors in points, over each side's finished \
          seeds that did not diverge. The 95% interval is Welch's t interval (unequal variances, \
          Welch–Satterthwaite degrees of freedom); with one seed on a side there is none. Where \
-         the interval includes 0, the last column is the seeds per side a two-sided t-test at \
-         5% would need to detect the observed Δ with 80% power at the observed spread (the root \
-         mean square of the two standard deviations). paper Δ takes the papers' numbers (their \
-         mean where they give mean ± std).\n",
+         the interval includes 0, the last column is the seeds per side the same Welch test at \
+         5% would need to detect the observed Δ with 80% power if each side kept its observed \
+         standard deviation (a rough figure: it takes a few seeds' spread and Δ as the true \
+         ones). paper Δ takes the papers' numbers (their mean where they give mean ± std).\n",
     );
     md
 }

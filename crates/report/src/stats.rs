@@ -107,12 +107,20 @@ impl Welch {
 }
 
 /// The power of a two-sided, two-sample t-test with `n` seeds a side at significance
-/// `alpha` when the true difference is `d` standard deviations: P(|T'| > t_crit) with T'
-/// noncentral t (df = 2n − 2, noncentrality d·sqrt(n/2)), its distribution integrated over
-/// the χ² of the variance estimate (Simpson's rule).
+/// `alpha` when the true difference is `d` standard deviations (equal spreads: Student's
+/// test, df = 2n − 2, noncentrality d·sqrt(n/2)).
 pub fn t_test_power(n: u64, d: f64, alpha: f64) -> f64 {
-    let df = 2.0 * n as f64 - 2.0;
-    let ncp = d.abs() * (n as f64 / 2.0).sqrt();
+    power(
+        2.0 * n as f64 - 2.0,
+        d.abs() * (n as f64 / 2.0).sqrt(),
+        alpha,
+    )
+}
+
+/// P(|T'| > t_crit) for a two-sided test at `alpha` with `df` degrees of freedom, T' noncentral
+/// t with noncentrality `ncp`: its distribution integrated over the χ² of the variance
+/// estimate (Simpson's rule; the density in log form, which does not overflow at large df).
+fn power(df: f64, ncp: f64, alpha: f64) -> f64 {
     let (Ok(t), Ok(chi2), Ok(normal)) = (
         StudentsT::new(0.0, 1.0, df),
         ChiSquared::new(df),
@@ -136,15 +144,28 @@ pub fn t_test_power(n: u64, d: f64, alpha: f64) -> f64 {
     1.0 - cdf(t_crit) + cdf(-t_crit)
 }
 
-/// The fewest seeds per side (at least 2, at most `max`) for which a two-sided t-test at
-/// `alpha` detects a difference `delta` at spread `sd` with probability `power`; `None` when
-/// more than `max` would be needed.
-pub fn seeds_needed(delta: f64, sd: f64, alpha: f64, power: f64, max: u64) -> Option<u64> {
-    if sd.is_nan() || sd <= 0.0 || delta == 0.0 {
+/// The fewest seeds per side (at least 2, at most `max`) for which Welch's two-sided test at
+/// `alpha` detects a difference `delta` with probability `power` when the two sides have
+/// standard deviations `sd_a` and `sd_b` (Welch–Satterthwaite df at n a side, noncentrality
+/// delta / sqrt((sd_a² + sd_b²) / n); with equal spreads, Student's test); `None` when more
+/// than `max` would be needed, or there is no spread or no difference.
+pub fn seeds_needed(
+    delta: f64,
+    sd_a: f64,
+    sd_b: f64,
+    alpha: f64,
+    power_wanted: f64,
+    max: u64,
+) -> Option<u64> {
+    let (va, vb) = (sd_a.powi(2), sd_b.powi(2));
+    if va + vb <= 0.0 || (va + vb).is_nan() || delta == 0.0 {
         return None;
     }
-    let d = delta / sd;
-    (2..=max).find(|&n| t_test_power(n, d, alpha) >= power)
+    (2..=max).find(|&n| {
+        let n = n as f64;
+        let df = (n - 1.0) * (va + vb).powi(2) / (va.powi(2) + vb.powi(2));
+        power(df, delta.abs() / ((va + vb) / n).sqrt(), alpha) >= power_wanted
+    })
 }
 
 #[cfg(test)]
@@ -271,9 +292,16 @@ mod tests {
             (0.35, 130),
             (0.3, 176),
         ] {
-            assert_eq!(seeds_needed(d, 1.0, 0.05, 0.8, 1000), Some(n), "d = {d}");
+            assert_eq!(
+                seeds_needed(d, 1.0, 1.0, 0.05, 0.8, 1000),
+                Some(n),
+                "d = {d}"
+            );
             // the same in points: a 1.5-point difference at a 3-point spread is d = 0.5
-            assert_eq!(seeds_needed(1.5 * d / 0.5, 3.0, 0.05, 0.8, 1000), Some(n));
+            assert_eq!(
+                seeds_needed(1.5 * d / 0.5, 3.0, 3.0, 0.05, 0.8, 1000),
+                Some(n)
+            );
         }
         // statsmodels' power at n = 17, d = 1: 0.8070
         assert!((t_test_power(17, 1.0, 0.05) - 0.807).abs() < 1e-3);
@@ -281,8 +309,19 @@ mod tests {
         assert!((t_test_power(129, 0.35, 0.05) - 0.79966).abs() < 1e-4);
         assert!((t_test_power(130, 0.35, 0.05) - 0.80270).abs() < 1e-4);
         assert!((2..=600).all(|n| t_test_power(n, 0.35, 0.05).is_finite()));
-        assert_eq!(seeds_needed(0.2, 1.0, 0.05, 0.8, 100), None);
-        assert_eq!(seeds_needed(1.0, 0.0, 0.05, 0.8, 100), None);
+        assert_eq!(seeds_needed(0.2, 1.0, 1.0, 0.05, 0.8, 100), None);
+        assert_eq!(seeds_needed(1.0, 0.0, 0.0, 0.05, 0.8, 100), None);
+        // Unequal spreads take Welch's degrees of freedom (SciPy's noncentral t: 36 seeds a
+        // side for Δ = 1 at spreads 2 and 0.5; power 0.2848 at n = 10)
+        assert_eq!(seeds_needed(1.0, 2.0, 0.5, 0.05, 0.8, 1000), Some(36));
+        let df = 9.0 * 4.25f64.powi(2) / (16.0 + 0.0625);
+        assert!((power(df, 1.0 / (4.25f64 / 10.0).sqrt(), 0.05) - 0.28483).abs() < 1e-4);
+        // plain-56 vs plain-20 of depth cpu-long: two seeds a side leave Welch's interval
+        // across 0 (df ≈ 1), so the answer cannot be 2; SciPy: 3
+        let (a, b) = ([27.85, 30.41], [16.43, 16.18]);
+        let sd = |x: [f64; 2]| (x[0] - x[1]).abs() / 2f64.sqrt();
+        let delta = (a[0] + a[1] - b[0] - b[1]) / 2.0;
+        assert_eq!(seeds_needed(delta, sd(a), sd(b), 0.05, 0.8, 1000), Some(3));
     }
 
     #[test]

@@ -794,7 +794,8 @@ fn comparisons_test_each_difference_against_seed_noise() {
 /// paper numbers may be mean ± std, `table.csv` ends in three more columns (`paper_std`,
 /// `paper_best`, `diff_of`), empty but for `diff_of = median` here; since experiments name
 /// comparisons, `table.md` ends in a Comparisons section (every variant against the first
-/// here); since runs' precision and wall time are summed up, its header says them.
+/// here); since runs' precision and wall time are summed up, its header says them; since
+/// the seeds to resolve a difference follow Welch's test, its footer says so.
 #[test]
 fn training_table_is_unchanged() {
     let f = sweep();
