@@ -106,17 +106,6 @@ impl Welch {
     }
 }
 
-/// The power of a two-sided, two-sample t-test with `n` seeds a side at significance
-/// `alpha` when the true difference is `d` standard deviations (equal spreads: Student's
-/// test, df = 2n − 2, noncentrality d·sqrt(n/2)).
-pub fn t_test_power(n: u64, d: f64, alpha: f64) -> f64 {
-    power(
-        2.0 * n as f64 - 2.0,
-        d.abs() * (n as f64 / 2.0).sqrt(),
-        alpha,
-    )
-}
-
 /// P(|T'| > t_crit) for a two-sided test at `alpha` with `df` degrees of freedom, T' noncentral
 /// t with noncentrality `ncp`: its distribution integrated over the χ² of the variance
 /// estimate (Simpson's rule; the density in log form, which does not overflow at large df).
@@ -282,6 +271,11 @@ mod tests {
     /// The smallest n with power ≥ 80% is statsmodels' fractional n rounded up.
     #[test]
     fn seeds_needed_matches_statsmodels() {
+        // Student's test (equal spreads) with n seeds a side and a true difference of d
+        // standard deviations: df = 2n − 2, noncentrality d·sqrt(n/2)
+        let t_test_power = |n: u64, d: f64, alpha: f64| {
+            power(2.0 * n as f64 - 2.0, d * (n as f64 / 2.0).sqrt(), alpha)
+        };
         // 0.35 and 0.3 need 130 and 176: more than 160 degrees of freedom on the χ² side is
         // where its plain density overflows (x^(k-1)); its log form does not
         for (d, n) in [

@@ -366,7 +366,7 @@ pub fn save<'a>(
 /// a build whose network or optimizer state differs is refused here, naming what is missing
 /// or misshapen, before any of it is loaded.
 pub fn check_fits(stack: &Stack, checkpoint: &Checkpoint) -> Result<()> {
-    let k = stack.seeds.len() as i64;
+    let k = stack.k();
     let one_model = |size: Vec<i64>| -> Vec<i64> {
         let mut size = size;
         if let Some(first) = size.first_mut() {

@@ -680,6 +680,15 @@ pub mod tests {
         file
     }
 
+    /// [`tar_gz`] of owned (name, bytes) members.
+    fn tar_gz_of(contents: &[(String, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let members: Vec<(&str, &[u8])> = contents
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        tar_gz(&members)
+    }
+
     #[test]
     fn archive_install_checks_md5_unpacks_and_records_provenance() {
         let src = tempfile::tempdir().unwrap();
@@ -692,11 +701,7 @@ pub mod tests {
                 )
             })
             .collect();
-        let members: Vec<(&str, &[u8])> = contents
-            .iter()
-            .map(|(n, d)| (n.as_str(), d.as_slice()))
-            .collect();
-        let archive = tar_gz(&members);
+        let archive = tar_gz_of(&contents);
         let md5 = md5_file(archive.path()).unwrap();
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("cifar");
@@ -717,11 +722,7 @@ pub mod tests {
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1);
         let mut other = contents.clone();
         other[0].1[7] ^= 1;
-        let other: Vec<(&str, &[u8])> = other
-            .iter()
-            .map(|(n, d)| (n.as_str(), d.as_slice()))
-            .collect();
-        let other = tar_gz(&other);
+        let other = tar_gz_of(&other);
         let other_md5 = md5_file(other.path()).unwrap();
         let err = format!(
             "{:#}",
