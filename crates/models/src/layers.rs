@@ -136,7 +136,8 @@ impl ConvConfig {
     }
 
     /// Creates `weight` `[K·C_out, C_in, k, k]` (Kaiming normal, fan_out of one replica:
-    /// std = sqrt(2 / (k·k·C_out)), 2015 sec. 3.4 citing He et al. 2015b) and, if asked,
+    /// std = sqrt(2 / (k·k·C_out)); 2015 sec. 3.4 cites He et al. 2015b, which gives a fan-in
+    /// and a fan-out form; fan_out is what the authors' Torch code uses) and, if asked,
     /// `bias` `[K·C_out]`.
     pub fn build(&self, p: &nn::Path) -> Result<Conv> {
         let fan_out = (self.kernel * self.kernel * self.out_channels) as f64;

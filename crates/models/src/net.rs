@@ -119,8 +119,9 @@ pub fn plan(config: &NetConfig) -> Result<NetPlan> {
             let shape_changes = stride != 1 || in_channels != out_channels;
             let path = match (config.shortcut, config.downsample) {
                 (ShortcutKind::Plain, _) => ShortcutPath::None,
-                (ShortcutKind::Conv1x1, _) => ShortcutPath::Projection { batch_norm: false },
-                (_, Downsample::C) => ShortcutPath::Projection {
+                // 2016 Fig. 2e is option C (sec. 3.2), and Fig. 2's BN follows every weight
+                // layer ("we do not display the BN layers")
+                (ShortcutKind::Conv1x1, _) | (_, Downsample::C) => ShortcutPath::Projection {
                     batch_norm: !preact,
                 },
                 (_, Downsample::B) if shape_changes => ShortcutPath::Projection {

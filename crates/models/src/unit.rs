@@ -25,7 +25,7 @@ pub enum ShortcutPath {
     ZeroPad,
     /// A 1×1 convolution with the unit's stride (options B/C, and the `conv1x1` shortcut),
     /// followed by BN when `batch_norm` (post-activation nets with options B/C, as 2015's
-    /// ImageNet models; pre-activation nets and 2016 Fig. 2e have none).
+    /// ImageNet models, and the 2016 Fig. 2e shortcut; pre-activation nets have none).
     Projection {
         /// BN after the projection.
         batch_norm: bool,

@@ -223,6 +223,19 @@ fn variant_weights_have_their_own_names_and_sizes() {
         !preact.iter().any(|(n, _)| n.starts_with("stem.bn")),
         "(e) has a bare stem conv"
     );
+    // 2016 Fig. 2e: a 1×1 projection with its BN on every unit, not only where shapes change
+    let conv1x1 = names(NetConfig::cifar(20).with_shortcut(ShortcutKind::Conv1x1));
+    for unit in [
+        "stage1.unit1",
+        "stage1.unit3",
+        "stage2.unit1",
+        "stage3.unit2",
+    ] {
+        for name in ["conv.weight", "bn.weight", "bn.bias"] {
+            let name = format!("{unit}.shortcut.{name}");
+            assert!(conv1x1.iter().any(|(n, _)| n == &name), "{name}");
+        }
+    }
     let after = names(NetConfig::cifar(20).with_placement(ActivationPlacement::BnAfterAddition));
     assert!(after.iter().any(|(n, _)| n == "stage1.unit1.bn_out.weight"));
     assert!(!after.iter().any(|(n, _)| n == "stage1.unit1.bn2.weight"));

@@ -133,7 +133,9 @@ pub enum ShortcutKind {
         /// Initial b_g.
         gate_bias: f64,
     },
-    /// A 1×1 convolution shortcut on every unit (2016 Fig. 2e); no BN on it, as drawn.
+    /// A 1×1 convolution shortcut on every unit (2016 Fig. 2e), with BN after it: the paper
+    /// calls it option C of the 2015 paper, and Fig. 2's caption says its BN layers, though not
+    /// drawn, follow every weight layer.
     #[serde(rename = "conv1x1")]
     Conv1x1,
     /// Dropout on the shortcut's output during training (2016 Fig. 2f).
