@@ -633,10 +633,19 @@ impl Experiment {
             }
             for profile in experiment.profiles.values() {
                 experiment.net_config(v, profile).map_err(|err| {
-                    at(
-                        span,
-                        format!("variant `{}`, profile `{}`: {err:#}", v.name, profile.name),
-                    )
+                    let reason =
+                        format!("variant `{}`, profile `{}`: {err:#}", v.name, profile.name);
+                    // the profile's model table is at fault when the variant's net is
+                    // sound without it
+                    let bare = Profile {
+                        model: Table::new(),
+                        ..profile.clone()
+                    };
+                    if !profile.model.is_empty() && experiment.net_config(v, &bare).is_ok() {
+                        anyhow::anyhow!("{}:{}: {reason}", path.display(), profile.model_line)
+                    } else {
+                        at(span, reason)
+                    }
                 })?;
             }
         }
@@ -882,6 +891,29 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
         assert_eq!(at(1, "big"), "experiments/t.toml:12");
         assert_eq!(at(1, "small"), "experiments/t.toml:9");
         assert_eq!(at(0, "small"), "experiments/t.toml:14");
+    }
+
+    /// A net a profile's model table breaks is refused at that table's line; one the
+    /// variant's own table breaks, at the variant's.
+    #[test]
+    fn a_broken_model_is_refused_at_the_table_that_breaks_it() {
+        let text = "title = \"t\"\nsource = \"s\"\n[model]\ndepth = 20\n\
+                    [[variants]]\nname = \"a\"\n\
+                    [[variants]]\nname = \"b\"\nmodel = { block = \"triangle\" }\n\
+                    [profiles.big]\nseeds = [0]\nmodel = { units_per_stage = 0 }\n\
+                    protocol = { batch_size = 8, iterations = 10, lr = 0.1, lr_drops = [] }\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("experiments/t.toml:12: variant `a`, profile `big`:")
+                && err.contains("units_per_stage"),
+            "{err}"
+        );
+        let sound = text.replace("units_per_stage = 0", "units_per_stage = 3");
+        let err = parse(&sound).unwrap_err().to_string();
+        assert!(
+            err.starts_with("experiments/t.toml:9: variant `b`, profile `big`:"),
+            "{err}"
+        );
     }
 
     #[test]

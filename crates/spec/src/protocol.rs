@@ -195,8 +195,24 @@ impl Protocol {
                 self.iterations
             ));
         }
-        if self.lr.is_nan() || self.lr <= 0.0 {
-            problems.push(format!("lr must be positive, not {}", self.lr));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            problems.push(format!("lr must be a positive number, not {}", self.lr));
+        }
+        // the lr is multiplied by it at each drop: 10 (for "divide by 10") is a likely slip
+        if !(self.lr_drop_factor > 0.0 && self.lr_drop_factor < 1.0) {
+            problems.push(format!(
+                "lr_drop_factor multiplies the lr at each drop and must be in (0, 1), not {}{}",
+                self.lr_drop_factor,
+                if self.lr_drop_factor > 1.0 {
+                    format!(
+                        " (to divide by {0}, write {1})",
+                        self.lr_drop_factor,
+                        1.0 / self.lr_drop_factor
+                    )
+                } else {
+                    String::new()
+                }
+            ));
         }
         if self.lr_drops.windows(2).any(|w| w[0] >= w[1]) {
             problems.push(format!("lr_drops must increase: {:?}", self.lr_drops));
@@ -214,14 +230,17 @@ impl Protocol {
         if !(0.0..1.0).contains(&self.momentum) {
             problems.push(format!("momentum must be in [0, 1), not {}", self.momentum));
         }
-        if self.weight_decay < 0.0 {
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             problems.push(format!(
-                "weight_decay must not be negative, not {}",
+                "weight_decay must be a number >= 0, not {}",
                 self.weight_decay
             ));
         }
         if let Some(w) = &self.warmup {
-            if w.iterations < 0 || w.iterations >= self.iterations || w.lr.is_nan() || w.lr <= 0.0 {
+            if w.iterations < 0
+                || w.iterations >= self.iterations
+                || !(w.lr.is_finite() && w.lr > 0.0)
+            {
                 problems.push(format!(
                     "warmup needs 0 <= iterations < {} and lr > 0",
                     self.iterations
@@ -244,6 +263,12 @@ impl Protocol {
         }
         if self.train_subset.is_some_and(|n| n < self.batch_size) {
             problems.push("train_subset is smaller than one batch".to_string());
+        }
+        if !(0.0..=100.0).contains(&self.fail_above_percent) {
+            problems.push(format!(
+                "fail_above_percent is a test error in % and must be in 0..=100, not {}",
+                self.fail_above_percent
+            ));
         }
         if self.eval_every_epochs < 1 {
             problems.push("eval_every_epochs must be positive".to_string());
@@ -309,5 +334,39 @@ mod tests {
         p.batch_size = 0;
         let problems = p.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn out_of_range_and_non_finite_numbers_are_refused() {
+        let one = |change: fn(&mut Protocol)| {
+            let mut p = paper();
+            change(&mut p);
+            let problems = p.problems();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems[0].clone()
+        };
+        let ten = one(|p| p.lr_drop_factor = 10.0);
+        assert!(
+            ten.contains("lr_drop_factor") && ten.contains("write 0.1"),
+            "{ten}"
+        );
+        for change in [
+            (|p: &mut Protocol| p.lr_drop_factor = 0.0) as fn(&mut Protocol),
+            |p| p.lr_drop_factor = -1.0,
+            |p| p.lr_drop_factor = 1.0,
+            |p| p.lr_drop_factor = f64::NAN,
+        ] {
+            assert!(one(change).starts_with("lr_drop_factor"));
+        }
+        assert!(one(|p| p.lr = f64::INFINITY).starts_with("lr must"));
+        assert!(one(|p| p.weight_decay = f64::NAN).starts_with("weight_decay"));
+        assert!(one(|p| p.weight_decay = f64::INFINITY).starts_with("weight_decay"));
+        assert!(one(|p| p.warmup.as_mut().unwrap().lr = f64::INFINITY).starts_with("warmup"));
+        assert!(one(|p| p.fail_above_percent = -5.0).starts_with("fail_above_percent"));
+        assert!(one(|p| p.fail_above_percent = 120.0).starts_with("fail_above_percent"));
+        let mut edge = paper();
+        edge.fail_above_percent = 100.0;
+        edge.weight_decay = 0.0;
+        assert!(edge.problems().is_empty(), "{:?}", edge.problems());
     }
 }
