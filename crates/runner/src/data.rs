@@ -81,7 +81,20 @@ pub fn training_dir(cli: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     } else if std::env::var_os("CIFAR10_DIR").is_some_and(|d| !d.is_empty()) {
         "CIFAR10_DIR"
     } else {
-        fetch(&dir, quiet)?;
+        let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+        eprintln!(
+            "data: no {} in {cwd}; downloading the original archive (about 160 MB) there \
+             (--data-dir or CIFAR10_DIR name a folder you already have)",
+            dir.display()
+        );
+        fetch(&dir, quiet).with_context(|| {
+            format!(
+                "no CIFAR-10 folder at {} in {cwd}, and it could not be fetched; run from the \
+                 project's folder, or point --data-dir or CIFAR10_DIR at a folder holding the \
+                 six binary files",
+                dir.display()
+            )
+        })?;
         return Ok(dir);
     };
     bail!(
@@ -133,8 +146,8 @@ impl Split {
     }
 }
 
-/// Reads one batch file: exactly 10,000 records with labels in 0..10, or an error naming the
-/// file and the problem.
+/// Reads one batch file: exactly 10,000 records with labels in 0..10, every class among them
+/// (each official file has about 1,000 of each), or an error naming the file and the problem.
 fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     check_len(path, bytes.len() as u64)?;
     let mut images = Vec::with_capacity(RECORDS_PER_FILE * IMAGE_BYTES);
@@ -149,6 +162,21 @@ fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
         labels.push(label);
         images.extend_from_slice(&record[1..]);
     }
+    let mut counts = [0usize; NUM_CLASSES as usize];
+    for &label in &labels {
+        counts[usize::from(label)] += 1;
+    }
+    let missing: Vec<String> = (0..NUM_CLASSES)
+        .filter(|&c| counts[usize::from(c)] == 0)
+        .map(|c| c.to_string())
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{}: no record has label {}: every CIFAR-10 batch file holds all ten classes (about \
+         1,000 each); is it damaged or a placeholder?",
+        path.display(),
+        missing.join(", ")
+    );
     Ok((images, labels))
 }
 
@@ -183,8 +211,7 @@ pub struct Cifar10 {
 impl Cifar10 {
     /// Reads and checks the six files of `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        check_dir(dir)
-            .context("the CIFAR-10 folder is not usable (`runner data fetch` downloads it)")?;
+        check_usable(dir)?;
         let mut md5s = BTreeMap::new();
         let train = read_split(dir, &TRAIN_FILES, &mut md5s)?;
         let test = read_split(dir, &[TEST_FILE], &mut md5s)?;
@@ -194,6 +221,21 @@ impl Cifar10 {
             fingerprint: fingerprint_of(dir, md5s),
         })
     }
+}
+
+/// [`check_dir`], with what to do about a folder that fails it.
+pub fn check_usable(dir: &Path) -> Result<()> {
+    check_dir(dir).with_context(|| {
+        if dir.exists() {
+            format!(
+                "the CIFAR-10 folder {} is not usable: restore its files, or move it away \
+                     and run `runner data fetch --data-dir {0}` to download the original",
+                dir.display()
+            )
+        } else {
+            "the CIFAR-10 folder is not usable (`runner data fetch` downloads it)".to_string()
+        }
+    })
 }
 
 pub use spec::Fingerprint;
@@ -292,10 +334,21 @@ pub fn fetch(dir: &Path, quiet: bool) -> Result<()> {
         dir.display()
     );
     let parent = parent_of(dir);
+    let made_parent = !parent.exists();
     fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let fetched = download_and_install(dir, &parent, quiet);
+    if fetched.is_err() && made_parent {
+        // leave no empty folder behind (remove_dir refuses a folder with anything in it)
+        let _ = fs::remove_dir(&parent);
+    }
+    fetched
+}
+
+/// [`fetch`]'s work once `parent` exists.
+fn download_and_install(dir: &Path, parent: &Path, quiet: bool) -> Result<()> {
     let mut archive = tempfile::Builder::new()
         .prefix(".cifar-10-download.")
-        .tempfile_in(&parent)
+        .tempfile_in(parent)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
     let saved_as = archive.path().to_path_buf();
     download(ARCHIVE_URL, archive.as_file_mut(), &saved_as, quiet)?;
@@ -628,6 +681,33 @@ pub mod tests {
         let err = format!("{:#}", Cifar10::load(dir.path()).unwrap_err());
         assert!(
             err.contains("test_batch.bin") && err.contains("record 7") && err.contains("200"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_of_one_class_is_an_error_naming_the_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path());
+        // the right size, all zeros: every record is an all-black image of class 0
+        let path = dir.path().join("test_batch.bin");
+        fs::write(&path, vec![0u8; RECORD_BYTES * RECORDS_PER_FILE]).unwrap();
+        let err = format!("{:#}", Cifar10::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("test_batch.bin") && err.contains("no record has label 1, 2, 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_folder_is_to_be_moved_before_fetching_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path());
+        fs::remove_file(dir.path().join("data_batch_2.bin")).unwrap();
+        let err = format!("{:#}", Cifar10::load(dir.path()).unwrap_err());
+        let fetch = format!("runner data fetch --data-dir {}", dir.path().display());
+        assert!(
+            err.contains("move it away") && err.contains(&fetch) && err.contains("data_batch_2"),
             "{err}"
         );
     }

@@ -29,7 +29,7 @@ pub struct Launch {
     pub device: DeviceChoice,
     /// Most seeds stacked in one network, and so in one task of `plan` or `--devices`
     /// (default: 16 on CUDA, as many as fit in its memory; 1 on the CPU; 1 disables stacking).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub replicas: Option<usize>,
     /// Parameter layout of the optimizer (default: flat on CUDA, per tensor on the CPU).
     #[arg(long, value_enum)]
@@ -50,6 +50,15 @@ pub struct Launch {
     /// CIFAR-10 binary folder (default: $CIFAR10_DIR, else data/cifar-10-batches-bin).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+/// A count of one or more (`--replicas 0` would train nothing).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be 1 or more (1 trains each seed alone)".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// The spelling of `value` on the command line (the flag's, never its Debug name).

@@ -328,6 +328,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
             };
             launch::train_args(&args.experiment, &launch, true)
         };
+        // the data every task reads, fetched or refused once here rather than in each process
+        let dir = data::training_dir(args.launch.data_dir.as_deref(), args.quiet)?;
+        data::check_usable(&dir)?;
         return plan::run_on_devices(&tasks, &args.devices, &child_args);
     }
     let TrainArgs { launch, quiet, .. } = args;
@@ -693,6 +696,17 @@ mod tests {
             bare.quiet,
         ));
         assert_eq!(train_args(&child), bare);
+    }
+
+    #[test]
+    fn zero_replicas_is_refused_by_the_parser() {
+        let err = Cli::try_parse_from(["runner", "train", "x.toml", "--replicas", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--replicas") && err.contains("1 or more"),
+            "{err}"
+        );
     }
 
     /// `plan` takes every option of `train` that changes what is trained or where it reads

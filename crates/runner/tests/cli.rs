@@ -179,6 +179,23 @@ fn devices_run_the_tasks_in_parallel_processes() {
                 .exists());
         }
     }
+    // A data folder no task could use is refused once, before any process starts.
+    std::fs::remove_file(s.root.join("data").join("data_batch_4.bin")).unwrap();
+    let out = s
+        .train(
+            "damaged",
+            &["--profile", "tiny", "--devices", "0,1", "--replicas", "1"],
+        )
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(log.matches("runner: error").count(), 1, "{log}");
+    assert!(
+        log.contains("data_batch_4.bin") && !log.contains("devices: task"),
+        "{log}"
+    );
+    assert!(!s.root.join("damaged").exists(), "{log}");
 }
 
 #[test]
