@@ -72,6 +72,10 @@ impl Comparison {
                     .iter()
                     .filter(|r| r.summary.is_none())
                     .map(|r| match (r.finished, r.diverged) {
+                        (0, _) if r.damaged > 0 => format!(
+                            "{}: none finished ({} damaged, see the table's notes)",
+                            r.variant, r.damaged
+                        ),
                         (0, _) => format!("{}: none finished yet", r.variant),
                         (f, d) if f == d => format!("{}: every seed diverged", r.variant),
                         _ => format!("{}: no finite test error", r.variant),

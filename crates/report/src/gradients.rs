@@ -9,6 +9,7 @@
 //! add their own terms, so the ratio need not follow ∏λ.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Result;
 
@@ -202,6 +203,8 @@ pub struct GradientTable {
     /// Wall time of the measured variants, seconds.
     pub wall_s: f64,
     pub notes: Vec<String>,
+    /// The profile's results folder (notes name it from the results folder down).
+    pub dir: PathBuf,
 }
 
 impl GradientTable {
@@ -247,6 +250,7 @@ impl GradientTable {
             provenance,
             wall_s,
             notes,
+            dir: results.dir.clone(),
         }
     }
 
@@ -399,7 +403,7 @@ impl GradientTable {
         );
         if !self.notes.is_empty() {
             md.push_str("\nNotes:\n");
-            for note in &self.notes {
+            for note in &crate::results::portable_notes(&self.notes, &self.dir) {
                 let _ = writeln!(md, "- {note}");
             }
         }

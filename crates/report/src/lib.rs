@@ -149,9 +149,10 @@ fn render_training(
 ) -> Result<Written> {
     let results = results::load(results_dir, variants, seeds)?;
     let table = Table::new(spec, profile, seeds, &results);
+    // the figures' folder first: a --plots that cannot hold them leaves the tables as they were
+    create_dir(plots_dir)?;
     let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     files.extend(write_comparisons(results_dir, &table)?);
-    create_dir(plots_dir)?;
     let profile_spec = spec.profile(profile)?;
     let nets = variants
         .iter()
@@ -237,8 +238,8 @@ fn render_gradients(
 ) -> Result<Written> {
     let results = results::load_gradients(results_dir, variants)?;
     let table = GradientTable::new(spec, profile, seeds, &results);
-    let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     create_dir(plots_dir)?;
+    let mut files = write_tables(results_dir, &table.to_csv()?, &table.to_markdown())?;
     let caption = Caption {
         title: spec.title.clone(),
         profile: profile.to_string(),

@@ -47,6 +47,8 @@ pub struct VariantRuns {
     pub expected_seeds: usize,
     /// Seeds of the profile with a folder (finished or not).
     pub runs: Vec<SeedRun>,
+    /// Seeds whose records are damaged (left out of `runs`; the notes say which).
+    pub damaged: usize,
 }
 
 impl VariantRuns {
@@ -95,6 +97,7 @@ pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults
     for spec in of {
         let variant_dir = dir.join(&spec.name);
         let mut runs = Vec::new();
+        let mut damaged = 0;
         for &seed in seeds {
             let seed_dir = RunDir::in_variant(&variant_dir, seed).dir;
             if !seed_dir.is_dir() {
@@ -102,7 +105,10 @@ pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults
             }
             match load_seed(&variant_dir, seed) {
                 Ok(run) => runs.push(run),
-                Err(damaged) => notes.push(damaged.to_string()),
+                Err(fault) => {
+                    damaged += 1;
+                    notes.push(fault.to_string());
+                }
             }
         }
         notes.extend(extra_seed_folders(&variant_dir, seeds)?);
@@ -111,6 +117,7 @@ pub fn load(dir: &Path, of: &[&Variant], seeds: &[u64]) -> Result<ProfileResults
             paper: spec.paper,
             expected_seeds: seeds.len(),
             runs,
+            damaged,
         });
     }
     Ok(ProfileResults {
@@ -142,6 +149,20 @@ fn load_seed(variant_dir: &Path, seed: u64) -> Result<SeedRun, Damaged> {
             .map(|stages| stages.iter().sum()),
         running,
     })
+}
+
+/// `notes` as a written table gives them: the profile's folder `dir` named from the results
+/// folder down (`results/shortcuts/cpu`), not as this machine spells its path.
+pub fn portable_notes(notes: &[String], dir: &Path) -> Vec<String> {
+    let mut tail: Vec<_> = dir.iter().rev().take(3).collect();
+    tail.reverse();
+    let label = tail
+        .iter()
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let full = dir.display().to_string();
+    notes.iter().map(|n| n.replace(&full, &label)).collect()
 }
 
 /// Notes for `seed-<n>` folders of seeds the profile does not list (ignored in the table).

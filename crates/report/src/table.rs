@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Result;
 
 use crate::comparisons::{self, Comparison};
 use crate::gates::GateTable;
-use crate::results::{ProfileResults, VariantRuns};
+use crate::results::{portable_notes, ProfileResults, VariantRuns};
 use crate::stats::Summary;
 use spec::{Experiment, Fingerprint, PaperNumber};
 
@@ -82,6 +83,8 @@ pub struct Row {
     pub running: usize,
     /// Unfinished seeds with epochs that nothing is training (to be resumed).
     pub interrupted: usize,
+    /// Seeds whose records are damaged (the table's notes say which and what to do).
+    pub damaged: usize,
     /// Final test errors of the finished seeds that did not diverge.
     pub summary: Option<Summary>,
     pub fail_above: f64,
@@ -102,6 +105,7 @@ impl Row {
             diverged: runs.finished().filter(|r| r.diverged()).count(),
             running: runs.running(),
             interrupted: runs.interrupted(),
+            damaged: runs.damaged,
             summary: Summary::of(&errors),
             fail_above: runs
                 .finished()
@@ -168,6 +172,9 @@ impl Row {
             }
             if self.interrupted > 0 {
                 extra.push(format!("{} interrupted", self.interrupted));
+            }
+            if self.damaged > 0 {
+                extra.push(format!("{} damaged, see notes", self.damaged));
             }
         }
         if self.above_threshold() {
@@ -400,6 +407,8 @@ pub struct Table {
     pub provenance: Sources,
     pub fail_above: f64,
     pub notes: Vec<String>,
+    /// The profile's results folder (notes name it from the results folder down).
+    pub dir: PathBuf,
     /// The gated variants' logged gates, when any run has them.
     pub gates: Option<GateTable>,
     /// The differences the experiment names, for this profile's variants.
@@ -440,6 +449,7 @@ impl Table {
             provenance: Sources::of(results),
             fail_above,
             notes: results.notes.clone(),
+            dir: results.dir.clone(),
             gates: GateTable::of(results),
             comparisons,
         }
@@ -595,7 +605,7 @@ impl Table {
         }
         if !self.notes.is_empty() {
             md.push_str("\nNotes:\n");
-            for note in &self.notes {
+            for note in &portable_notes(&self.notes, &self.dir) {
                 let _ = writeln!(md, "- {note}");
             }
         }
@@ -691,6 +701,7 @@ mod tests {
             diverged,
             running: 0,
             interrupted: 0,
+            damaged: 0,
             summary: Summary::of(errors),
             fail_above: 20.0,
         }

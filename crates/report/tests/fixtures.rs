@@ -620,8 +620,76 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
     // The outsider does not count; the damaged seed is missing.
     assert_eq!(table.rows[0].summary.unwrap().min, 6.2);
     assert_eq!(table.rows[5].finished, 4);
+    assert_eq!(
+        table.rows[5].status_text(),
+        "incomplete 4/5 (1 damaged, see notes)"
+    );
     let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
     assert!(md.contains("Notes:\n"));
+    // the written table names the run from the results folder down, not by this machine's path
+    assert!(
+        md.contains("delete results/shortcuts/paper/conv1x1/seed-4 to train it again"),
+        "{md}"
+    );
+    assert!(!md.contains(&f.paths.results.display().to_string()), "{md}");
+}
+
+#[test]
+fn a_variant_whose_only_run_is_damaged_is_not_called_unstarted() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    f.finished("conv1x1", 0, 12.0, CPU, JPEG);
+    fs::write(
+        f.seed_dir("shortcuts", "conv1x1", 0).join("final.json"),
+        "{ trunc",
+    )
+    .unwrap();
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("comparisons.md")).unwrap();
+    assert!(
+        md.contains("conv1x1: none finished (1 damaged, see the table's notes)"),
+        "{md}"
+    );
+}
+
+#[test]
+fn figures_of_runs_no_longer_there_are_removed() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    for figure in ["curves.png", "curves.svg", "final.png", "final.svg"] {
+        assert!(f.plots("shortcuts").join(figure).exists(), "{figure}");
+    }
+    fs::remove_dir_all(f.seed_dir("shortcuts", "original", 0)).unwrap();
+    let written = render("shortcuts", "paper", &f.paths).unwrap();
+    for figure in ["curves.png", "curves.svg", "final.png", "final.svg"] {
+        assert!(!f.plots("shortcuts").join(figure).exists(), "{figure}");
+    }
+    assert!(written
+        .files
+        .iter()
+        .all(|p| !p.starts_with(f.plots("shortcuts"))));
+}
+
+#[test]
+fn a_plots_folder_that_cannot_be_made_leaves_the_tables_alone() {
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    let table = f.table_dir("shortcuts").join("table.md");
+    assert!(!table.exists());
+    let paths = Paths {
+        plots: f
+            .paths
+            .results
+            .join("shortcuts")
+            .join("paper")
+            .join("original")
+            .join("seed-0")
+            .join("final.json"),
+        ..f.paths.clone()
+    };
+    assert!(render("shortcuts", "paper", &paths).is_err());
+    assert!(!table.exists(), "no table written");
 }
 
 #[test]

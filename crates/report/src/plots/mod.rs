@@ -212,8 +212,9 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Writes the curves and final-error figures of a profile into `dir`, skipping those with
-/// nothing to show; `nets` holds the network of each variant of `results` (see
+/// Writes the curves and final-error figures of a profile into `dir`; one with nothing to
+/// show is not drawn, and an earlier drawing of it removed (it would show runs no longer
+/// there beside a table without them). `nets` holds the network of each variant of `results` (see
 /// [`CurvesFigure::new`]). Returns the files written.
 pub fn write_training_figures(
     dir: &Path,
@@ -225,14 +226,33 @@ pub fn write_training_figures(
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let curves = CurvesFigure::new(caption.clone(), results, nets, lr_drops);
-    if !curves.is_empty() {
+    if curves.is_empty() {
+        remove_figure(dir, "curves")?;
+    } else {
         written.extend(write_figure(&curves, dir, "curves")?);
     }
     let finals = FinalFigure::new(caption.clone(), results, nets, fail_above);
-    if !finals.entries.is_empty() {
+    if finals.entries.is_empty() {
+        remove_figure(dir, "final")?;
+    } else {
         written.extend(write_figure(&finals, dir, "final")?);
     }
     Ok(written)
+}
+
+/// Removes `<stem>.svg` and `<stem>.png` from `dir` where they are.
+fn remove_figure(dir: &Path, stem: &str) -> Result<()> {
+    for ext in ["svg", "png"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot remove the stale figure {}", path.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes `norms.{svg,png}` into `dir` when any variant has been measured. Variants are
