@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::{Parser, Subcommand};
 use models::NetConfigExt;
 
@@ -301,6 +301,12 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let mut args = args;
     args.experiment = experiment_file(&args.experiment)?;
     let experiment = spec::Experiment::load(&args.experiment)?;
+    let results = &args.launch.results;
+    ensure!(
+        !results.exists() || results.is_dir(),
+        "--results {} is a file, not a folder: it names the folder the runs are written into",
+        results.display()
+    );
     train::install_signal_handlers()?;
     let profile = experiment.profile(&args.launch.profile)?;
     if let Some(id) = args.task {

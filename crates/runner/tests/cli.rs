@@ -154,6 +154,24 @@ fn a_network_too_big_for_memory_is_refused_at_once_with_the_estimate() {
 }
 
 #[test]
+fn a_results_path_that_is_a_file_is_refused_before_anything_is_read() {
+    let s = Setup::new();
+    std::fs::write(s.root.join("taken"), "notes\n").unwrap();
+    let out = s.train("taken", &["--profile", "tiny"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("is a file, not a folder"), "{log}");
+    assert!(
+        !log.contains("data:"),
+        "refused before the data is read: {log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("taken")).unwrap(),
+        "notes\n"
+    );
+}
+
+#[test]
 fn devices_run_the_tasks_in_parallel_processes() {
     let s = Setup::new();
     let out = s

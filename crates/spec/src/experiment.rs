@@ -363,7 +363,14 @@ impl Experiment {
             return Ok(file);
         }
         let by_name = file != Path::new(experiment);
-        let mut names: Vec<String> = std::fs::read_dir(experiments_dir)
+        let given = Path::new(experiment);
+        // a folder (experiments/ itself, say) lists what is in it
+        let listed = if given.is_dir() {
+            given
+        } else {
+            experiments_dir
+        };
+        let mut names: Vec<String> = std::fs::read_dir(listed)
             .into_iter()
             .flatten()
             .flatten()
@@ -372,7 +379,17 @@ impl Experiment {
             .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
             .collect();
         names.sort();
-        let dir = experiments_dir.display();
+        let dir = listed.display();
+        if given.is_dir() {
+            bail!(
+                "{experiment} is a folder; name one experiment file in it ({})",
+                if names.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
         let hint = if !by_name {
             String::new()
         } else if names.is_empty() {
@@ -1260,6 +1277,15 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             Experiment::find(path.to_str().unwrap(), &experiments).unwrap_err()
         );
         assert_eq!(gone, format!("no experiment file at {}", path.display()));
+        // the folder itself, given as the experiment
+        let folder = format!(
+            "{:#}",
+            Experiment::find(experiments.to_str().unwrap(), &experiments).unwrap_err()
+        );
+        assert!(
+            folder.ends_with("is a folder; name one experiment file in it (depth, shortcuts)"),
+            "{folder}"
+        );
     }
 }
 

@@ -128,6 +128,8 @@ pub enum SplitKind {
 impl SplitKind {
     /// The training images `Holdout5k` keeps out of training and evaluates on (the last ones).
     pub const HOLDOUT_IMAGES: i64 = 5_000;
+    /// CIFAR-10's training and test images.
+    pub const CIFAR10_IMAGES: (i64, i64) = (50_000, 10_000);
 
     /// (training, evaluation) image counts of this split of `train` training and `test`
     /// test images.
@@ -261,6 +263,19 @@ impl Protocol {
                 problems.push(format!("{name} must be positive"));
             }
         }
+        let (train, eval) = self
+            .split
+            .sizes(SplitKind::CIFAR10_IMAGES.0, SplitKind::CIFAR10_IMAGES.1);
+        for (name, subset, available) in [
+            ("train_subset", self.train_subset, train),
+            ("test_subset", self.test_subset, eval),
+        ] {
+            if let Some(n) = subset.filter(|&n| n > available) {
+                problems.push(format!(
+                    "{name} = {n}, but this split of CIFAR-10 has only {available} such images"
+                ));
+            }
+        }
         if self.train_subset.is_some_and(|n| n < self.batch_size) {
             problems.push("train_subset is smaller than one batch".to_string());
         }
@@ -364,6 +379,12 @@ mod tests {
         assert!(one(|p| p.warmup.as_mut().unwrap().lr = f64::INFINITY).starts_with("warmup"));
         assert!(one(|p| p.fail_above_percent = -5.0).starts_with("fail_above_percent"));
         assert!(one(|p| p.fail_above_percent = 120.0).starts_with("fail_above_percent"));
+        assert!(one(|p| p.train_subset = Some(99_999)).contains("only 50000"));
+        assert!(one(|p| {
+            p.split = SplitKind::Holdout5k;
+            p.test_subset = Some(6_000);
+        })
+        .contains("only 5000"));
         let mut edge = paper();
         edge.fail_above_percent = 100.0;
         edge.weight_decay = 0.0;
