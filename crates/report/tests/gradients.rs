@@ -368,6 +368,22 @@ fn nothing_measured_yet_renders_a_table_and_no_figure() {
 }
 
 #[test]
+fn a_figure_of_measurements_no_longer_there_is_removed() {
+    let f = sweep();
+    render("gradients", "paper", &f.paths).unwrap();
+    assert!(f.plots().join("norms.png").exists());
+    for entry in fs::read_dir(f.table_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            fs::remove_dir_all(path).unwrap();
+        }
+    }
+    render("gradients", "paper", &f.paths).unwrap();
+    assert!(!f.plots().join("norms.png").exists());
+    assert!(!f.plots().join("norms.svg").exists());
+}
+
+#[test]
 fn damaged_and_unprovenanced_files_are_noted() {
     let f = sweep();
     fs::write(

@@ -255,8 +255,8 @@ fn remove_figure(dir: &Path, stem: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `norms.{svg,png}` into `dir` when any variant has been measured. Variants are
-/// coloured by their place in the experiment file.
+/// Writes `norms.{svg,png}` into `dir` when any variant has been measured (else removes an
+/// earlier drawing). Variants are coloured by their place in the experiment file.
 pub fn write_norms_figure(
     dir: &Path,
     caption: &Caption,
@@ -269,6 +269,7 @@ pub fn write_norms_figure(
         .filter_map(|(i, v)| NormCurve::of(v, i))
         .collect();
     if curves.is_empty() {
+        remove_figure(dir, "norms")?;
         return Ok(Vec::new());
     }
     write_figure(&NormsFigure::new(caption.clone(), curves), dir, "norms")
