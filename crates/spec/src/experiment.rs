@@ -364,32 +364,27 @@ impl Experiment {
         }
         let by_name = file != Path::new(experiment);
         let given = Path::new(experiment);
-        // a folder (experiments/ itself, say) lists what is in it
-        let listed = if given.is_dir() {
-            given
-        } else {
-            experiments_dir
-        };
-        let mut names: Vec<String> = std::fs::read_dir(listed)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-            .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
-            .collect();
-        names.sort();
-        let dir = listed.display();
-        if given.is_dir() {
+        // a folder spelled as a path (`experiments/`, `.`), not a bare name that happens to
+        // match a folder here (`depth` run from results/): its .toml files are what to give
+        let spelled_as_path = experiment.contains('/') || matches!(experiment, "." | "..");
+        if spelled_as_path && given.is_dir() {
+            let files = toml_files(given);
+            let dir = given.display();
             bail!(
-                "{experiment} is a folder; name one experiment file in it ({})",
-                if names.is_empty() {
-                    "it has none".to_string()
+                "{dir} is a folder; give one experiment file in it{}",
+                if files.is_empty() {
+                    " (it has no .toml files)".to_string()
                 } else {
-                    names.join(", ")
+                    let paths: Vec<String> = files
+                        .iter()
+                        .map(|stem| given.join(format!("{stem}.toml")).display().to_string())
+                        .collect();
+                    format!(": {}", paths.join(", "))
                 }
             );
         }
+        let names = toml_files(experiments_dir);
+        let dir = experiments_dir.display();
         let hint = if !by_name {
             String::new()
         } else if names.is_empty() {
@@ -852,6 +847,19 @@ fn model_error(what: &str, err: toml::de::Error) -> anyhow::Error {
     anyhow::anyhow!("{what}: {message}")
 }
 
+/// The stems of the `.toml` files in `dir`, sorted (none when it cannot be read).
+fn toml_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
+        .collect();
+    names.sort();
+    names
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1282,9 +1290,17 @@ protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000, 
             "{:#}",
             Experiment::find(experiments.to_str().unwrap(), &experiments).unwrap_err()
         );
+        let listed = format!(
+            "is a folder; give one experiment file in it: {}, {}",
+            experiments.join("depth.toml").display(),
+            experiments.join("shortcuts.toml").display()
+        );
+        assert!(folder.ends_with(&listed), "{folder}");
+        // a bare name is a name even where a folder of that name is at hand
+        let cwd_folder = format!("{:#}", Experiment::find("src", &experiments).unwrap_err());
         assert!(
-            folder.ends_with("is a folder; name one experiment file in it (depth, shortcuts)"),
-            "{folder}"
+            cwd_folder.contains("src.toml") && cwd_folder.contains("has depth, shortcuts"),
+            "{cwd_folder}"
         );
     }
 }
