@@ -401,12 +401,7 @@ impl GradientTable {
              initialisation; the columns after `iterations` are measured after that many SGD \
              steps.\n",
         );
-        if !self.notes.is_empty() {
-            md.push_str("\nNotes:\n");
-            for note in &crate::results::portable_notes(&self.notes, &self.dir) {
-                let _ = writeln!(md, "- {note}");
-            }
-        }
+        md.push_str(&crate::results::notes_markdown(&self.notes, &self.dir));
         md
     }
 }

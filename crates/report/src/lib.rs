@@ -106,6 +106,8 @@ impl Tables {
 pub struct Written {
     pub table: Tables,
     pub files: Vec<PathBuf>,
+    /// Figures of an earlier rendering removed because nothing is left to draw.
+    pub removed: Vec<PathBuf>,
 }
 
 /// Renders the table and figures of `experiment` (a name in `paths.experiments`, or a path
@@ -175,17 +177,19 @@ fn render_training(
         data: table.provenance.data_label(),
         trained: table.provenance.trained_label(),
     };
-    files.extend(plots::write_training_figures(
+    let drawn = plots::write_training_figures(
         plots_dir,
         &caption,
         &results,
         &nets,
         table.fail_above,
         &profile_spec.protocol.lr_drops,
-    )?);
+    )?;
+    files.extend(drawn.written);
     Ok(Written {
         table: Tables::Training(table),
         files,
+        removed: drawn.removed,
     })
 }
 
@@ -247,10 +251,12 @@ fn render_gradients(
         // the figure's two lines say what was measured; table.md says where
         trained: None,
     };
-    files.extend(plots::write_norms_figure(plots_dir, &caption, &results)?);
+    let drawn = plots::write_norms_figure(plots_dir, &caption, &results)?;
+    files.extend(drawn.written);
     Ok(Written {
         table: Tables::Gradients(table),
         files,
+        removed: drawn.removed,
     })
 }
 

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
             for file in &written.files {
                 println!("wrote {}", file.display());
             }
+            for file in &written.removed {
+                println!("removed {} (nothing left to draw)", file.display());
+            }
             for note in written.table.notes() {
                 eprintln!("note: {note}");
             }

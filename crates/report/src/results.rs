@@ -151,18 +151,20 @@ fn load_seed(variant_dir: &Path, seed: u64) -> Result<SeedRun, Damaged> {
     })
 }
 
-/// `notes` as a written table gives them: the profile's folder `dir` named from the results
-/// folder down (`results/shortcuts/cpu`), not as this machine spells its path.
-pub fn portable_notes(notes: &[String], dir: &Path) -> Vec<String> {
-    let mut tail: Vec<_> = dir.iter().rev().take(3).collect();
-    tail.reverse();
-    let label = tail
-        .iter()
-        .map(|c| c.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
+/// The `Notes:` section of a written table: `notes`, with the profile's folder `dir` (where
+/// the table lies) left out of the paths they name, so that they read the same on any machine
+/// (`conv1x1/seed-4/final.json`, not this machine's absolute path to it).
+pub fn notes_markdown(notes: &[String], dir: &Path) -> String {
+    if notes.is_empty() {
+        return String::new();
+    }
     let full = dir.display().to_string();
-    notes.iter().map(|n| n.replace(&full, &label)).collect()
+    let mut md = String::from("\nNotes (paths from this table's folder):\n");
+    for note in notes {
+        let note = note.replace(&format!("{full}/"), "");
+        md.push_str(&format!("- {note}\n"));
+    }
+    md
 }
 
 /// Notes for `seed-<n>` folders of seeds the profile does not list (ignored in the table).

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use crate::comparisons::{self, Comparison};
 use crate::gates::GateTable;
-use crate::results::{portable_notes, ProfileResults, VariantRuns};
+use crate::results::{notes_markdown, ProfileResults, VariantRuns};
 use crate::stats::Summary;
 use spec::{Experiment, Fingerprint, PaperNumber};
 
@@ -603,12 +603,7 @@ impl Table {
             md.push_str("\n## Comparisons\n\n");
             md.push_str(&comparisons::to_markdown(&self.comparisons));
         }
-        if !self.notes.is_empty() {
-            md.push_str("\nNotes:\n");
-            for note in &portable_notes(&self.notes, &self.dir) {
-                let _ = writeln!(md, "- {note}");
-            }
-        }
+        md.push_str(&notes_markdown(&self.notes, &self.dir));
         if let Some(gates) = &self.gates {
             md.push_str(&gates.to_markdown());
         }

@@ -625,10 +625,11 @@ fn seeds_outside_the_profile_and_damaged_files_are_noted() {
         "incomplete 4/5 (1 damaged, see notes)"
     );
     let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
-    assert!(md.contains("Notes:\n"));
-    // the written table names the run from the results folder down, not by this machine's path
+    assert!(md.contains("Notes (paths from this table's folder):\n"));
+    // the written table names the run from its own folder, not by this machine's path
     assert!(
-        md.contains("delete results/shortcuts/paper/conv1x1/seed-4 to train it again"),
+        md.contains("- conv1x1/seed-4/final.json is damaged")
+            && md.contains("delete conv1x1/seed-4 to train it again"),
         "{md}"
     );
     assert!(!md.contains(&f.paths.results.display().to_string()), "{md}");
@@ -664,7 +665,14 @@ fn figures_of_runs_no_longer_there_are_removed() {
     let written = render("shortcuts", "paper", &f.paths).unwrap();
     for figure in ["curves.png", "curves.svg", "final.png", "final.svg"] {
         assert!(!f.plots("shortcuts").join(figure).exists(), "{figure}");
+        let path = f.plots("shortcuts").join(figure);
+        assert!(written.removed.contains(&path), "{figure}");
     }
+    // a third rendering has nothing left to remove
+    assert!(render("shortcuts", "paper", &f.paths)
+        .unwrap()
+        .removed
+        .is_empty());
     assert!(written
         .files
         .iter()

@@ -415,7 +415,7 @@ fn damaged_and_unprovenanced_files_are_noted() {
     assert_eq!(table.provenance.finished, 2);
     let md = fs::read_to_string(f.table_dir().join("table.md")).unwrap();
     assert!(md.contains("| scaling-0.5-56 | – (27) |"), "{md}");
-    assert!(md.contains("Notes:\n"));
+    assert!(md.contains("Notes (paths from this table's folder):\n"));
 }
 
 #[test]

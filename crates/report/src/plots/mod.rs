@@ -212,10 +212,40 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Writes the curves and final-error figures of a profile into `dir`; one with nothing to
-/// show is not drawn, and an earlier drawing of it removed (it would show runs no longer
-/// there beside a table without them). `nets` holds the network of each variant of `results` (see
-/// [`CurvesFigure::new`]). Returns the files written.
+/// What drawing a profile's figures did to its folder.
+#[derive(Debug, Default)]
+pub struct Drawn {
+    pub written: Vec<PathBuf>,
+    /// Earlier drawings of figures with nothing left to show, removed (they would show runs
+    /// no longer there beside a table without them).
+    pub removed: Vec<PathBuf>,
+}
+
+impl Drawn {
+    /// Draws `figure` as `<stem>.{svg,png}` in `dir`, or, when `empty`, removes those files.
+    fn figure(&mut self, figure: &impl Figure, empty: bool, dir: &Path, stem: &str) -> Result<()> {
+        if !empty {
+            self.written.extend(write_figure(figure, dir, stem)?);
+            return Ok(());
+        }
+        for ext in ["svg", "png"] {
+            let path = dir.join(format!("{stem}.{ext}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.removed.push(path),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(anyhow::Error::new(err)
+                        .context(format!("cannot remove the stale figure {}", path.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Draws the curves and final-error figures of a profile into `dir`; one with nothing to
+/// show is not drawn, and an earlier drawing of it removed. `nets` holds the network of each
+/// variant of `results` (see [`CurvesFigure::new`]).
 pub fn write_training_figures(
     dir: &Path,
     caption: &Caption,
@@ -223,56 +253,37 @@ pub fn write_training_figures(
     nets: &[VariantNet],
     fail_above: f64,
     lr_drops: &[i64],
-) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
+) -> Result<Drawn> {
+    let mut drawn = Drawn::default();
     let curves = CurvesFigure::new(caption.clone(), results, nets, lr_drops);
-    if curves.is_empty() {
-        remove_figure(dir, "curves")?;
-    } else {
-        written.extend(write_figure(&curves, dir, "curves")?);
-    }
+    drawn.figure(&curves, curves.is_empty(), dir, "curves")?;
     let finals = FinalFigure::new(caption.clone(), results, nets, fail_above);
-    if finals.entries.is_empty() {
-        remove_figure(dir, "final")?;
-    } else {
-        written.extend(write_figure(&finals, dir, "final")?);
-    }
-    Ok(written)
+    drawn.figure(&finals, finals.entries.is_empty(), dir, "final")?;
+    Ok(drawn)
 }
 
-/// Removes `<stem>.svg` and `<stem>.png` from `dir` where they are.
-fn remove_figure(dir: &Path, stem: &str) -> Result<()> {
-    for ext in ["svg", "png"] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        match std::fs::remove_file(&path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(anyhow::Error::new(err)
-                    .context(format!("cannot remove the stale figure {}", path.display())));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Writes `norms.{svg,png}` into `dir` when any variant has been measured (else removes an
+/// Draws `norms.{svg,png}` into `dir` when any variant has been measured (else removes an
 /// earlier drawing). Variants are coloured by their place in the experiment file.
 pub fn write_norms_figure(
     dir: &Path,
     caption: &Caption,
     results: &GradientResults,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Drawn> {
     let curves: Vec<NormCurve> = results
         .variants
         .iter()
         .enumerate()
         .filter_map(|(i, v)| NormCurve::of(v, i))
         .collect();
-    if curves.is_empty() {
-        remove_figure(dir, "norms")?;
-        return Ok(Vec::new());
-    }
-    write_figure(&NormsFigure::new(caption.clone(), curves), dir, "norms")
+    let empty = curves.is_empty();
+    let mut drawn = Drawn::default();
+    drawn.figure(
+        &NormsFigure::new(caption.clone(), curves),
+        empty,
+        dir,
+        "norms",
+    )?;
+    Ok(drawn)
 }
 
 #[cfg(test)]
