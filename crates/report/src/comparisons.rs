@@ -71,14 +71,20 @@ impl Comparison {
                 let why: Vec<String> = [ra, rb]
                     .iter()
                     .filter(|r| r.summary.is_none())
-                    .map(|r| match (r.finished, r.diverged) {
-                        (0, _) if r.damaged > 0 => format!(
-                            "{}: none finished ({} damaged, see the table's notes)",
-                            r.variant, r.damaged
-                        ),
-                        (0, _) => format!("{}: none finished yet", r.variant),
-                        (f, d) if f == d => format!("{}: every seed diverged", r.variant),
-                        _ => format!("{}: no finite test error", r.variant),
+                    .map(|r| {
+                        let why = match (r.finished, r.diverged) {
+                            (0, _) if r.damaged > 0 => "none finished",
+                            (0, _) => "none finished yet",
+                            (f, d) if f == d && r.damaged > 0 => "every finished seed diverged",
+                            (f, d) if f == d => "every seed diverged",
+                            _ => "no finite test error",
+                        };
+                        let damaged = if r.damaged > 0 {
+                            format!(" ({} damaged, see the table's notes)", r.damaged)
+                        } else {
+                            String::new()
+                        };
+                        format!("{}: {why}{damaged}", r.variant)
                     })
                     .collect();
                 Verdict::Missing(why.join("; "))

@@ -233,7 +233,10 @@ pub fn check_usable(dir: &Path) -> Result<()> {
                 dir.display()
             )
         } else {
-            "the CIFAR-10 folder is not usable (`runner data fetch` downloads it)".to_string()
+            format!(
+                "the CIFAR-10 folder is not usable (`runner data fetch --data-dir {}` downloads it)",
+                dir.display()
+            )
         }
     })
 }

@@ -52,6 +52,26 @@ pub struct Launch {
     pub data_dir: Option<PathBuf>,
 }
 
+impl Launch {
+    /// Refuses a `--results` that cannot be the folder runs are written into (a file, a link
+    /// to nothing), before anything is read.
+    pub fn check_results(&self) -> anyhow::Result<()> {
+        let path = &self.results;
+        let shown = path.display();
+        match (std::fs::symlink_metadata(path), std::fs::metadata(path)) {
+            // nothing there yet: made when the first run starts
+            (Err(_), _) => Ok(()),
+            (Ok(_), Ok(meta)) if meta.is_dir() => Ok(()),
+            (Ok(_), Ok(_)) => anyhow::bail!(
+                "--results {shown} is not a folder: it names the folder the runs are written into"
+            ),
+            (Ok(_), Err(err)) => anyhow::bail!(
+                "--results {shown} is a link to nothing ({err}): point it at a folder, or remove it"
+            ),
+        }
+    }
+}
+
 /// A count of one or more (`--replicas 0` would train nothing).
 fn at_least_one(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use models::NetConfigExt;
 
@@ -301,12 +301,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     let mut args = args;
     args.experiment = experiment_file(&args.experiment)?;
     let experiment = spec::Experiment::load(&args.experiment)?;
-    let results = &args.launch.results;
-    ensure!(
-        !results.exists() || results.is_dir(),
-        "--results {} is a file, not a folder: it names the folder the runs are written into",
-        results.display()
-    );
+    args.launch.check_results()?;
     train::install_signal_handlers()?;
     let profile = experiment.profile(&args.launch.profile)?;
     if let Some(id) = args.task {
@@ -546,6 +541,7 @@ fn plan_command(args: PlanArgs) -> Result<()> {
     args.experiment = experiment_file(&args.experiment)?;
     let experiment = spec::Experiment::load(&args.experiment)?;
     let launch = &args.launch;
+    launch.check_results()?;
     let profile = experiment.profile(&launch.profile)?;
     let variants = experiment.select_variants(profile, &launch.variants)?;
     let seeds = profile.select_seeds(&launch.seeds)?;

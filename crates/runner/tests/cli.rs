@@ -160,7 +160,7 @@ fn a_results_path_that_is_a_file_is_refused_before_anything_is_read() {
     let out = s.train("taken", &["--profile", "tiny"]).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(log.contains("is a file, not a folder"), "{log}");
+    assert!(log.contains("is not a folder"), "{log}");
     assert!(
         !log.contains("data:"),
         "refused before the data is read: {log}"
@@ -169,6 +169,16 @@ fn a_results_path_that_is_a_file_is_refused_before_anything_is_read() {
         std::fs::read_to_string(s.root.join("taken")).unwrap(),
         "notes\n"
     );
+    // a link to nothing
+    std::os::unix::fs::symlink(s.root.join("gone"), s.root.join("dangling")).unwrap();
+    let out = s
+        .train("dangling", &["--profile", "tiny"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("is a link to nothing"), "{log}");
+    assert!(!s.root.join("gone").exists());
 }
 
 #[test]

@@ -200,12 +200,15 @@ impl Protocol {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             problems.push(format!("lr must be a positive number, not {}", self.lr));
         }
-        // the lr is multiplied by it at each drop: 10 (for "divide by 10") is a likely slip
-        if !(self.lr_drop_factor > 0.0 && self.lr_drop_factor < 1.0) {
+        // the lr is multiplied by it at each drop: 10 (for "divide by 10") is a likely slip;
+        // 1 keeps the lr (drops switched off), and with no drops it is never used
+        let factor = self.lr_drop_factor;
+        let usable = factor > 0.0 && factor <= 1.0;
+        if !usable && !self.lr_drops.is_empty() {
             problems.push(format!(
-                "lr_drop_factor multiplies the lr at each drop and must be in (0, 1), not {}{}",
-                self.lr_drop_factor,
-                if self.lr_drop_factor > 1.0 {
+                "lr_drop_factor multiplies the lr at each drop and must be in (0, 1], not {}{}",
+                factor,
+                if factor.is_finite() && factor > 1.0 {
                     format!(
                         " (to divide by {0}, write {1})",
                         self.lr_drop_factor,
@@ -368,11 +371,13 @@ mod tests {
         for change in [
             (|p: &mut Protocol| p.lr_drop_factor = 0.0) as fn(&mut Protocol),
             |p| p.lr_drop_factor = -1.0,
-            |p| p.lr_drop_factor = 1.0,
             |p| p.lr_drop_factor = f64::NAN,
+            |p| p.lr_drop_factor = f64::INFINITY,
         ] {
             assert!(one(change).starts_with("lr_drop_factor"));
         }
+        let infinite = one(|p| p.lr_drop_factor = f64::INFINITY);
+        assert!(!infinite.contains("write"), "{infinite}");
         assert!(one(|p| p.lr = f64::INFINITY).starts_with("lr must"));
         assert!(one(|p| p.weight_decay = f64::NAN).starts_with("weight_decay"));
         assert!(one(|p| p.weight_decay = f64::INFINITY).starts_with("weight_decay"));
@@ -388,6 +393,11 @@ mod tests {
         let mut edge = paper();
         edge.fail_above_percent = 100.0;
         edge.weight_decay = 0.0;
+        edge.lr_drop_factor = 1.0;
+        assert!(edge.problems().is_empty(), "{:?}", edge.problems());
+        // without drops the factor is never used
+        edge.lr_drops.clear();
+        edge.lr_drop_factor = 10.0;
         assert!(edge.problems().is_empty(), "{:?}", edge.problems());
     }
 }
