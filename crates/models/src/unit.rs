@@ -458,8 +458,8 @@ impl ResidualUnit {
     /// The gate of a gated unit (2016 Fig. 2c, 2d), g(x) = σ(W_g x + b_g), averaged per
     /// replica over its input `xs` `[B, K·C_in, H, W]` (every image, channel and position),
     /// in inference mode: `[K]` in fp32. `None` for a unit without a gate. What a gated
-    /// variant's result turns on: with b_g = −6, g starts near σ(−6) ≈ 0.0025 (within about
-    /// 2× for exclusive gating, 16× (27× at b_g = −7) for shortcut-only gating, from W_g x: the test
+    /// variant's result turns on: with b_g = −6, g starts near σ(−6) ≈ 0.0025 (1–2.2× it for
+    /// exclusive gating, 2–17× for shortcut-only gating, from W_g x on random inputs: the test
     /// `initial_gates_stay_near_sigmoid_of_their_bias`), so exclusive gating starts with its
     /// residual branch nearly switched off.
     pub fn gate_means(&self, xs: &Tensor) -> Option<Tensor> {
