@@ -156,6 +156,7 @@ fn final_record(variant: &str, seed: u64, error: f64) -> FinalRecord {
         },
         earlier_revisions: Vec::new(),
         stacked_with: 1,
+        parameters: None,
         stretches: Vec::new(),
         precision: spec::Precision::Fp32,
         bn_relu: Some(spec::BnRelu::Separate),

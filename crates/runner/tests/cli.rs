@@ -207,6 +207,32 @@ fn devices_run_the_tasks_in_parallel_processes() {
                 .exists());
         }
     }
+    // A finished run of a network of another size is kept, skipped, and said to be so.
+    let record = s.run_dir("results", "tiny", "plain", 1).join("final.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let at = text
+        .find("\"parameters\": ")
+        .expect("final.json records the network's size");
+    let end = at + text[at..].find(',').unwrap();
+    std::fs::write(
+        &record,
+        format!("{}\"parameters\": 7{}", &text[..at], &text[end..]),
+    )
+    .unwrap();
+    let out = s.train("results", &["--profile", "tiny"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "plain/seed-1: finished (ok), skipped; but its network had 7 trainable parameters"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("1 of the finished runs trained another network"),
+        "{log}"
+    );
+    assert!(log.contains("already finished"), "{log}");
     // A data folder no task could use is refused once, before any process starts.
     std::fs::remove_file(s.root.join("data").join("data_batch_4.bin")).unwrap();
     let out = s

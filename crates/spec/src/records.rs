@@ -158,6 +158,12 @@ pub struct FinalRecord {
     /// Models trained together as one stacked network (1: alone) in the stretch that
     /// finished the run.
     pub stacked_with: usize,
+    /// Trainable parameters of the run's network (one model, not the stack), as the build
+    /// that trained it counted them: a later build whose network for the same `config.toml`
+    /// differs (a layer added or removed) tells the run apart by it. Absent from records of
+    /// runners that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<i64>,
     /// Every stretch of training (one a start of the runner), oldest first, when the run was
     /// trained in more than one setup: a resume on another device, libtorch or stack size.
     /// Empty, and left out of the file, when one setup trained it all (the fields above).

@@ -8,6 +8,7 @@ use spec::{EpochRow, RunConfig, RunDir, RunLock};
 use super::{log, Job, Sweep};
 use crate::checkpoint::Checkpoint;
 use crate::tensorboard;
+use models::NetConfigExt as _;
 
 /// A seed to train: its folder, its lock, where it left off and its rows so far.
 pub(super) struct Pending {
@@ -69,6 +70,23 @@ impl Job<'_> {
             Ok(RunState::Unfinished { epochs, config, .. }) => Some((epochs, config)),
             Ok(RunState::Finished { record, epochs }) => {
                 let mut said = format!("{name}: finished ({}), skipped", record.status);
+                // a result of a network this build no longer makes is kept, but said
+                let now = self
+                    .config
+                    .with_replicas(1)
+                    .summary()
+                    .map(|s| s.params_total);
+                if let (Some(then), Ok(now)) = (record.parameters, now) {
+                    if then != now {
+                        said.push_str(&format!(
+                            "; but its network had {then} trainable parameters and this \
+                             build's has {now}: its result is of another network (delete {} \
+                             to train it again)",
+                            run.dir.display()
+                        ));
+                        sweep.other_network.push(name.clone());
+                    }
+                }
                 // its events are derived from its rows: rebuild them if they were lost
                 let repair =
                     || tensorboard::repair(&run.dir, &epochs, record.finished_at_unix_s as f64);

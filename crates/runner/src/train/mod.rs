@@ -112,6 +112,9 @@ struct Sweep {
     finished: Vec<(String, FinalRecord)>,
     /// Runs found finished and skipped.
     skipped: usize,
+    /// Of those, `variant/seed-n` of runs whose network, by its recorded parameter count, is
+    /// not the one this build makes of the same configuration.
+    other_network: Vec<String>,
     /// Runs left out because their records are damaged.
     damaged: Vec<Damaged>,
 }
@@ -143,6 +146,14 @@ impl Sweep {
         }
         for damaged in &self.damaged {
             log(&format!("  {damaged}"));
+        }
+        if !self.other_network.is_empty() {
+            log(&format!(
+                "  {} of the finished runs trained another network than this build makes of \
+                 their configuration (see above): {}",
+                self.other_network.len(),
+                self.other_network.join(", ")
+            ));
         }
         if !self.damaged.is_empty() {
             bail!(

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use models::NetConfigExt as _;
 use spec::{EpochRow, RunDir, Stretch};
 use tch::{Kind, Tensor};
 
@@ -317,6 +318,12 @@ fn divergence_is_recorded_and_the_sweep_goes_on_and_finished_runs_are_skipped() 
         assert_ne!(fine.status, Status::Diverged);
         assert!(fine.final_test_error.unwrap() < 100.0);
         assert_eq!(fine.iterations, 24);
+        // the network's size, one model's (the two seeds trained stacked)
+        let original = variants.iter().find(|v| v.name == "original").unwrap();
+        let config = experiment.net_config(original, profile).unwrap();
+        let count = config.summary().unwrap().params_total;
+        assert_eq!(fine.parameters, Some(count));
+        assert_eq!(fine.stacked_with, 2);
     }
     // A second sweep trains nothing: every final.json stays as it was.
     let before = std::fs::read(run(results.path(), "original", 1).final_path()).unwrap();
