@@ -203,7 +203,8 @@ pub struct GradientTable {
     /// Wall time of the measured variants, seconds.
     pub wall_s: f64,
     pub notes: Vec<String>,
-    /// The profile's results folder (notes name it from the results folder down).
+    /// The profile's results folder, where the table lies (left out of the paths the
+    /// written notes name).
     pub dir: PathBuf,
 }
 

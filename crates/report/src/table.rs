@@ -407,7 +407,8 @@ pub struct Table {
     pub provenance: Sources,
     pub fail_above: f64,
     pub notes: Vec<String>,
-    /// The profile's results folder (notes name it from the results folder down).
+    /// The profile's results folder, where the table lies (left out of the paths the
+    /// written notes name).
     pub dir: PathBuf,
     /// The gated variants' logged gates, when any run has them.
     pub gates: Option<GateTable>,

@@ -8,7 +8,6 @@ use spec::{EpochRow, RunConfig, RunDir, RunLock};
 use super::{log, Job, Sweep};
 use crate::checkpoint::Checkpoint;
 use crate::tensorboard;
-use models::NetConfigExt as _;
 
 /// A seed to train: its folder, its lock, where it left off and its rows so far.
 pub(super) struct Pending {
@@ -71,12 +70,7 @@ impl Job<'_> {
             Ok(RunState::Finished { record, epochs }) => {
                 let mut said = format!("{name}: finished ({}), skipped", record.status);
                 // a result of a network this build no longer makes is kept, but said
-                let now = self
-                    .config
-                    .with_replicas(1)
-                    .summary()
-                    .map(|s| s.params_total);
-                if let (Some(then), Ok(now)) = (record.parameters, now) {
+                if let (Some(then), Ok(now)) = (record.parameters, self.parameters()) {
                     if then != now {
                         said.push_str(&format!(
                             "; but its network had {then} trainable parameters and this \

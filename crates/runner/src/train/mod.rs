@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use anyhow::{bail, Context, Result};
-use models::NetConfig;
+use models::{NetConfig, NetConfigExt as _};
 use spec::layout::Damaged;
 use spec::{Experiment, FinalRecord, Profile, Protocol, Provenance, RunConfig, Status, Variant};
 use tch::Device;
@@ -264,6 +264,12 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Trainable parameters of one model of this network (not the stack), as `final.json`
+    /// records them.
+    fn parameters(&self) -> Result<i64> {
+        Ok(self.config.with_replicas(1).summary()?.params_total)
+    }
+
     /// The run's configuration, as `config.toml` records it.
     fn run_config(&self, seed: u64) -> RunConfig {
         RunConfig {

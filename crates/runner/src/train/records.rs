@@ -13,7 +13,6 @@ use super::{log, Job, Sweep};
 use crate::checkpoint;
 use crate::step::Stack;
 use crate::tensorboard::unix_now_s;
-use models::NetConfigExt as _;
 
 /// How an epoch's records leave the training of a group.
 pub(super) enum EpochEnd {
@@ -305,7 +304,7 @@ impl Job<'_> {
             provenance: self.provenance.clone(),
             earlier_revisions: earlier_revisions(&member.trained_by).to_vec(),
             stacked_with,
-            parameters: Some(self.config.with_replicas(1).summary()?.params_total),
+            parameters: Some(self.parameters()?),
             stretches: Stretch::worth_recording(self.stretches(member, stacked_with, iterations)),
             precision: self.protocol.precision,
             bn_relu: Some(models::fused::bn_relu_on(self.options.device)),
