@@ -10,8 +10,9 @@ use crate::{data, libtorch};
 /// Prints libtorch, CPU, CUDA (which `libtorch_cuda.so` loaded, from where, and the devices or
 /// why there are none) and data status. Fails (exit status 1) when the libtorch is the wrong
 /// one, and, after the whole report, when the `--device` asked for cannot train here
-/// (`--device cuda` without a usable GPU), so that scripts can check a machine with it;
-/// `--device auto` on a machine without a GPU succeeds, training on the CPU.
+/// (`--device cuda` without a usable GPU) or when the data folder exists but is damaged, so
+/// that scripts can check a machine with it; `--device auto` on a machine without a GPU
+/// succeeds, training on the CPU, and so does an absent data folder (it is downloaded).
 pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     let torch = libtorch::check()?;
     println!(
@@ -118,24 +119,40 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     }
 
     println!("cifar-10      {}", data_dir.display());
-    match data::check_dir(data_dir).and_then(|()| data::fingerprint(data_dir)) {
-        Ok(print) => {
-            println!(
-                "              six files present, sizes valid; fingerprint {}",
-                print.digest
-            );
-            println!("              {}", print.source);
+    let damaged = if !data_dir.exists() {
+        println!(
+            "              absent: `runner data fetch --data-dir {}` downloads the original \
+             (`runner train` does so itself into the default folder)",
+            data_dir.display()
+        );
+        false
+    } else {
+        match data::check_usable(data_dir).and_then(|()| data::fingerprint(data_dir)) {
+            Ok(print) => {
+                println!(
+                    "              six files present, sizes valid; fingerprint {}",
+                    print.digest
+                );
+                println!("              {}", print.source);
+                false
+            }
+            Err(err) => {
+                println!("              not usable: {err:#}");
+                true
+            }
         }
-        Err(err) => {
-            println!("              not usable: {err:#} (`runner data fetch` downloads it)")
-        }
-    }
+    };
     if resolved.is_err() {
         anyhow::bail!(
             "--device {} cannot train on this machine (see above)",
             crate::launch::flag_value(&choice)
         );
     }
+    anyhow::ensure!(
+        !damaged,
+        "the CIFAR-10 folder {} is damaged (see above)",
+        data_dir.display()
+    );
     Ok(())
 }
 

@@ -510,6 +510,52 @@ fn doctor_fails_when_the_device_asked_for_cannot_train() {
     }
 }
 
+/// A damaged data folder fails doctor after the whole report (a script checking a machine
+/// must not pass it); an absent one does not (it is downloaded), and doctor says how.
+#[test]
+fn doctor_fails_on_a_damaged_data_folder_but_not_on_an_absent_one() {
+    let setup = Setup::new();
+    let doctor = |dir: &Path| {
+        runner()
+            .args(["doctor", "--device", "cpu", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let data = setup.root.join("data");
+    let batch = data.join("data_batch_3.bin");
+    let bytes = std::fs::read(&batch).unwrap();
+    std::fs::write(&batch, &bytes[..bytes.len() - 1]).unwrap();
+    let out = doctor(&data);
+    let (report, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("not usable")
+            && report.contains("data_batch_3.bin")
+            && report.contains("truncated"),
+        "{report}"
+    );
+    assert!(report.contains("move it away"), "{report}");
+    assert!(
+        report.contains("training on   cpu"),
+        "the whole report first: {report}"
+    );
+    assert!(err.contains("is damaged"), "{err}");
+
+    let absent = setup.root.join("nothing-here");
+    let out = doctor(&absent);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("absent") && report.contains("runner data fetch --data-dir"),
+        "{report}"
+    );
+    assert!(!absent.exists(), "doctor made the folder it checked");
+}
+
 #[test]
 fn a_divergence_is_said_as_it_happens_and_in_the_summary_and_is_not_an_error() {
     let s = Setup::with(DIVERGING);
