@@ -320,11 +320,21 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &seeds,
             args.launch.replicas.unwrap_or(seeds.len()),
         );
+        // the device is resolved once here: without CUDA, `auto` is said once and every task
+        // is told `cpu` (rather than each process repeating why), and `cuda` fails at once
+        let mut device = args.launch.device;
+        if device != device::DeviceChoice::Cpu {
+            if let Some(why) = device::resolve(device)?.fallback {
+                eprintln!("device: {why}; every task trains on the CPU");
+                device = device::DeviceChoice::Cpu;
+            }
+        }
         let child_args = |task: &plan::Task| -> Vec<String> {
             let launch = launch::Launch {
                 variants: vec![task.variant.clone()],
                 seeds: task.seeds.clone(),
                 replicas: Some(task.seeds.len()),
+                device,
                 ..args.launch.clone()
             };
             launch::train_args(&args.experiment, &launch, true)

@@ -252,6 +252,38 @@ fn devices_run_the_tasks_in_parallel_processes() {
     assert!(!s.root.join("damaged").exists(), "{log}");
 }
 
+/// With `--devices` and `--device auto` on a machine without CUDA, why CUDA is not used is
+/// said once by the launcher, not once by every task's process.
+#[test]
+fn devices_without_cuda_say_so_once() {
+    let s = Setup::new();
+    let out = runner()
+        .arg("train")
+        .arg(s.root.join("cli.toml"))
+        .args(["--profile", "tiny", "--seeds", "0,1", "--replicas", "1"])
+        .args([
+            "--devices",
+            "0,1",
+            "--device",
+            "auto",
+            "--quiet",
+            "--data-dir",
+        ])
+        .arg(s.root.join("data"))
+        .arg("--results")
+        .arg(s.root.join("results"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("devices: task").count(), 4, "{log}");
+    match log.matches("CUDA is not usable").count() {
+        0 => {} // a machine with CUDA: the tasks train on its GPUs
+        1 => assert!(log.contains("every task trains on the CPU"), "{log}"),
+        n => panic!("said {n} times: {log}"),
+    }
+}
+
 #[test]
 fn sigterm_checkpoints_exits_75_and_the_rerun_matches_an_uninterrupted_run() {
     let s = Setup::new();
