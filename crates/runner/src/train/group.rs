@@ -321,9 +321,14 @@ impl Job<'_> {
             Ok(events) => {
                 let dropped = events.pruned().events_dropped;
                 if dropped > 0 {
+                    let again = if start == 0 {
+                        "no checkpoint was kept: trained again from the start"
+                    } else {
+                        "trained again from the checkpoint"
+                    };
                     log(&format!(
                         "{}/seed-{}: {dropped} TensorBoard events past iteration {start} \
-                         dropped (trained again from the checkpoint)",
+                         dropped ({again})",
                         self.variant.name, pending.seed
                     ));
                 }
