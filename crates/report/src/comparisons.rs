@@ -24,7 +24,8 @@ pub const MAX_SEEDS: u64 = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// A side has no finished seed that did not diverge: why, per side ("x: none finished
-    /// yet", "x: every seed diverged").
+    /// yet", "x: every seed diverged", "x: every finished seed diverged" while others are to
+    /// come or damaged).
     Missing(String),
     /// A side has one seed (or neither has a spread): no interval.
     NoInterval,
@@ -75,7 +76,9 @@ impl Comparison {
                         let why = match (r.finished, r.diverged) {
                             (0, _) if r.damaged > 0 => "none finished",
                             (0, _) => "none finished yet",
-                            (f, d) if f == d && r.damaged > 0 => "every finished seed diverged",
+                            (f, d) if f == d && (r.damaged > 0 || f < r.expected) => {
+                                "every finished seed diverged"
+                            }
                             (f, d) if f == d => "every seed diverged",
                             _ => "no finite test error",
                         };
@@ -208,7 +211,9 @@ pub fn to_markdown(comparisons: &[Comparison]) -> String {
          the interval includes 0, the last column is the seeds per side the same Welch test at \
          5% would need to detect the observed Δ with 80% power if each side kept its observed \
          standard deviation (a rough figure: it takes a few seeds' spread and Δ as the true \
-         ones). paper Δ takes the papers' numbers (their mean where they give mean ± std).\n",
+         ones). paper Δ is the difference of the papers' numbers as they report them (their \
+         mean where they give mean ± std): medians of 5 runs in Identity Mappings' tables, so \
+         there it is a difference of medians where ours is of means.\n",
     );
     md
 }

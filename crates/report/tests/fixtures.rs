@@ -853,7 +853,7 @@ fn comparisons_test_each_difference_against_seed_noise() {
     for line in [
         "| scaling-0.5-0.5 − original | 3, 5 | +0.20 | [-0.51, +0.91] | no | +5.74 | 44 |",
         "| scaling-0-1 − original | 1, 5 | +23.40 | n = 1: no interval | – | – | – |",
-        "| dropout-0.5 − original | 0, 5 | – | dropout-0.5: every seed diverged | – | – | – |",
+        "| dropout-0.5 − original | 0, 5 | – | dropout-0.5: every finished seed diverged | – | – | – |",
         "| gating-6 − original | 0, 5 | – | gating-6: none finished yet | – | +2.09 | – |",
         "| conv1x1 − original | 5, 5 | +5.80 | [+5.36, +6.24] | yes | – | – |",
         "Welch's t interval",
@@ -871,7 +871,8 @@ fn comparisons_test_each_difference_against_seed_noise() {
 /// `paper_best`, `diff_of`), empty but for `diff_of = median` here; since experiments name
 /// comparisons, `table.md` ends in a Comparisons section (every variant against the first
 /// here); since runs' precision and wall time are summed up, its header says them; since
-/// the seeds to resolve a difference follow Welch's test, its footer says so.
+/// the seeds to resolve a difference follow Welch's test, its footer says so; and that
+/// paper Δ is of medians in Identity Mappings' tables.
 #[test]
 fn training_table_is_unchanged() {
     let f = sweep();
