@@ -141,7 +141,7 @@ impl Sweep {
         for (name, record) in self.finished.iter().filter(|(_, r)| r.diverged()) {
             log(&format!(
                 "  {name}: diverged at iteration {} (recorded as a result, not an error)",
-                record.iterations
+                record.diverged_at_iteration.unwrap_or(record.iterations)
             ));
         }
         for damaged in &self.damaged {

@@ -178,7 +178,15 @@ impl Job<'_> {
                 self.variant.name, member.pending.seed
             );
             progress.say(&line);
-            self.finish(member, Status::Diverged, at, numbers.wall_s, k, sweep)?;
+            // it trained to the end of the epoch (where the weights just saved are)
+            self.finish(
+                member,
+                Status::Diverged,
+                numbers.last,
+                numbers.wall_s,
+                k,
+                sweep,
+            )?;
         }
         Ok(())
     }

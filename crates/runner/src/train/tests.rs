@@ -310,6 +310,12 @@ fn divergence_is_recorded_and_the_sweep_goes_on_and_finished_runs_are_skipped() 
             .unwrap();
         assert_eq!(exploded.status, Status::Diverged);
         assert_eq!(exploded.diverged_at_iteration, Some(1));
+        // the loss is read once an epoch: it trained to the end of the first, as its last
+        // row (and its saved weights) are
+        let rows = run(results.path(), "explode", seed).read_epochs().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].iteration > 1);
+        assert_eq!(exploded.iterations, rows[0].iteration);
         assert_eq!(exploded.final_test_error, None);
         let fine = run(results.path(), "original", seed)
             .finished()
