@@ -137,7 +137,7 @@ pub struct FinalRecord {
     pub seed: u64,
     /// Steps trained. A run whose loss stops being finite trains on to the end of that
     /// epoch (the loss is read once an epoch), so this is past `diverged_at_iteration`;
-    /// records written before 2026-12-04 gave the diverging step here.
+    /// older records (before December 2026) gave the diverging step here.
     pub iterations: i64,
     /// The first step whose loss was not finite.
     pub diverged_at_iteration: Option<i64>,
