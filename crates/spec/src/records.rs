@@ -137,7 +137,7 @@ pub struct FinalRecord {
     pub seed: u64,
     /// Steps trained. A run whose loss stops being finite trains on to the end of that
     /// epoch (the loss is read once an epoch), so this is past `diverged_at_iteration`;
-    /// records written before 4 December 2026 gave the diverging step here.
+    /// older records, whose `iterations` equals `diverged_at_iteration`, gave that step.
     pub iterations: i64,
     /// The first step whose loss was not finite.
     pub diverged_at_iteration: Option<i64>,
