@@ -173,7 +173,7 @@ fn render_training(
     trained.dedup();
     let caption = Caption {
         title: figure_title(spec, variants, &trained),
-        profile: profile.to_string(),
+        profile: format!("{profile} ({})", profile_scale(spec, profile)?),
         data: table.provenance.data_label(),
         trained: table.provenance.trained_label(),
     };
@@ -191,6 +191,53 @@ fn render_training(
         files,
         removed: drawn.removed,
     })
+}
+
+/// How long `profile` trains, for the figures (whose reader may not know the profile's
+/// name): `15 epochs, 5,850 iterations; the paper's: 64,000` (the experiment's `paper`
+/// profile, where it has one of another length), `3 epochs of 2,560 images, 60 iterations`.
+fn profile_scale(spec: &Experiment, profile: &str) -> Result<String> {
+    let protocol = &spec.profile(profile)?.protocol;
+    let images = protocol.train_subset.unwrap_or(TRAIN_IMAGES);
+    let epochs = (protocol.iterations * protocol.batch_size) as f64 / images as f64;
+    let epochs = if (epochs - epochs.round()).abs() < 0.05 {
+        format!("{epochs:.0}")
+    } else {
+        format!("{epochs:.1}")
+    };
+    let of = match protocol.train_subset {
+        Some(n) => format!(" of {} images", grouped(n)),
+        None => String::new(),
+    };
+    let mut scale = format!(
+        "{epochs} epochs{of}, {} iterations",
+        grouped(protocol.iterations)
+    );
+    if let Ok(paper) = spec.profile("paper") {
+        if profile != "paper" && paper.protocol.iterations != protocol.iterations {
+            scale += &format!("; the paper's: {}", grouped(paper.protocol.iterations));
+        }
+    }
+    Ok(scale)
+}
+
+/// CIFAR-10's training images.
+const TRAIN_IMAGES: i64 = 50_000;
+
+/// `5,850`.
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 /// `depth 32`, `depths 20, 56`.
@@ -298,6 +345,46 @@ fn create_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_figure_says_how_long_its_profile_trains_beside_the_paper() {
+        let spec = Experiment::parse(
+            Path::new("experiments/t.toml"),
+            r#"
+title = "t"
+source = "t"
+[model]
+depth = 20
+[[variants]]
+name = "original"
+[profiles.paper]
+seeds = [0]
+protocol = { batch_size = 128, iterations = 64000, lr = 0.1, lr_drops = [32000] }
+[profiles.cpu-long]
+seeds = [0]
+protocol = { batch_size = 128, iterations = 5850, lr = 0.1, lr_drops = [2925] }
+[profiles.smoke]
+seeds = [0]
+protocol = { batch_size = 128, iterations = 60, lr = 0.1, lr_drops = [40], train_subset = 2560 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            profile_scale(&spec, "cpu-long").unwrap(),
+            "15 epochs, 5,850 iterations; the paper's: 64,000"
+        );
+        assert_eq!(
+            profile_scale(&spec, "paper").unwrap(),
+            "163.8 epochs, 64,000 iterations"
+        );
+        assert_eq!(
+            profile_scale(&spec, "smoke").unwrap(),
+            "3 epochs of 2,560 images, 60 iterations; the paper's: 64,000"
+        );
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(-1000), "-1,000");
+    }
 
     #[test]
     fn a_depth_prefix_is_dropped_only_where_another_depth_was_trained() {

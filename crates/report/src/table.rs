@@ -363,6 +363,12 @@ impl Sources {
                 spec::human_seconds(self.training_seconds())
             ));
         }
+        if self.finished < self.expected {
+            parts.push(format!(
+                "{} of {} runs finished",
+                self.finished, self.expected
+            ));
+        }
         Some(parts.join(" · "))
     }
 

@@ -494,16 +494,26 @@ impl Figure for CurvesFigure {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let seeds = self.series().map(|s| s.seeds).max().unwrap_or(0);
+        let seeds = if seeds > 1 {
+            format!("mean over the seeds logged at each iteration (up to {seeds})")
+        } else {
+            "one seed each".to_string()
+        };
         let mut subtitle = format!(
-            "{} · profile {} · mean over the seeds logged at each iteration (up to {seeds}) · \
-             thin: training error, bold: test error",
+            "{} · profile {} · {seeds} · thin: training error, bold: test error",
             self.caption.data, self.caption.profile
         );
         if self.is_plain_vs_residual() {
             subtitle.push_str(" · one colour per depth");
         }
-        let body = titled(root, &self.caption, &subtitle)?;
         let axes = (self.x_max(), self.y_max());
+        if self
+            .series()
+            .any(|s| s.train.iter().chain(&s.test).any(|p| p.1 > axes.1))
+        {
+            subtitle += &format!(" · errors above {:.0}% run off the top", axes.1);
+        }
+        let body = titled(root, &self.caption, &subtitle)?;
         let areas = body.split_evenly((1, self.panels.len().max(1)));
         for (panel, area) in self.panels.iter().zip(&areas) {
             self.draw_panel(panel, area, axes)?;

@@ -127,11 +127,44 @@ fn titled<DB: DrawingBackend>(
     caption: &Caption,
     subtitle: &str,
 ) -> Result<DrawingArea<DB, Shift>> {
-    let lines: Vec<&str> = std::iter::once(subtitle)
+    let width = root.dim_in_pixel().0.saturating_sub(40);
+    let lines: Vec<String> = std::iter::once(subtitle)
         .chain(caption.trained.as_deref())
+        .flat_map(|line| wrap_at_dots(line, width))
         .collect();
     titled_lines(root, &caption.title, &lines)
 }
+
+/// `line` broken before its ` · ` separators into lines no wider than `width` pixels in the
+/// subtitle font (a part wider than that alone stays whole).
+fn wrap_at_dots(line: &str, width: u32) -> Vec<String> {
+    let fits = |text: &str| subtitle_width(text) <= width;
+    let mut lines: Vec<String> = Vec::new();
+    for part in line.split(" · ") {
+        match lines.last_mut() {
+            Some(last) if fits(&format!("{last} · {part}")) => {
+                last.push_str(" · ");
+                last.push_str(part);
+            }
+            _ => lines.push(part.to_string()),
+        }
+    }
+    lines
+}
+
+/// Width of `text` in the subtitle font, pixels, scaled as [`title_width`] is; 8 px a
+/// character where the font cannot measure it.
+fn subtitle_width(text: &str) -> u32 {
+    (FONT, SUBTITLE_SIZE)
+        .into_font()
+        .box_size(text)
+        .map_or(8 * text.chars().count() as u32, |(w, _)| {
+            (f64::from(w) * 1.17).ceil() as u32
+        })
+}
+
+/// The subtitle's font size, pixels.
+const SUBTITLE_SIZE: u32 = 15;
 
 /// Width of `title` in the bold title font, pixels (fonts registered); 13 px a character
 /// where the font cannot measure it.
@@ -168,7 +201,7 @@ fn titled_lines<DB: DrawingBackend>(
         .style(FontStyle::Bold)
         .color(&BLACK);
     top.draw_text(title, &bold, (20, 10)).map_err(plot_err)?;
-    let plain = (FONT, 15).into_font().color(&GREY);
+    let plain = (FONT, SUBTITLE_SIZE).into_font().color(&GREY);
     for (i, line) in subtitle.iter().enumerate() {
         top.draw_text(line.as_ref(), &plain, (20, 40 + 22 * i as i32))
             .map_err(plot_err)?;
@@ -289,6 +322,25 @@ pub fn write_norms_figure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subtitles_wrap_at_their_separators_to_the_width() {
+        let line = "CIFAR-10, JPEG-75 copy · profile cpu-long (15 epochs, 5,850 iterations; \
+                    the paper's: 64,000) · one seed each · thin: training error, bold: test \
+                    error · errors above 40% run off the top";
+        let wide = wrap_at_dots(line, 10_000);
+        assert_eq!(wide, vec![line.to_string()]);
+        let narrow = wrap_at_dots(line, 600);
+        assert!(narrow.len() > 1, "{narrow:?}");
+        assert!(
+            narrow.iter().all(|l| subtitle_width(l) <= 600),
+            "{narrow:?}"
+        );
+        assert_eq!(narrow.join(" · "), line);
+        // a part wider than the width alone stays whole, on its own line
+        let tiny = wrap_at_dots("a · bb", 1);
+        assert_eq!(tiny, vec!["a", "bb"]);
+    }
 
     #[test]
     fn colours_are_distinct_for_a_table_of_twelve() {
