@@ -218,6 +218,26 @@ pub fn to_markdown(comparisons: &[Comparison]) -> String {
     md
 }
 
+/// The line under the comparisons naming those the experiment asks for that the profile
+/// cannot make, as it trains only `rows`' variants; empty when there are none.
+pub fn left_out_markdown(left_out: &[(String, String)], rows: &[Row]) -> String {
+    if left_out.is_empty() {
+        return String::new();
+    }
+    let mut untrained: Vec<&str> = Vec::new();
+    for v in left_out.iter().flat_map(|(a, b)| [a, b]) {
+        if !rows.iter().any(|r| &r.variant == v) && !untrained.contains(&v.as_str()) {
+            untrained.push(v);
+        }
+    }
+    let pairs: Vec<String> = left_out.iter().map(|(a, b)| format!("{a} − {b}")).collect();
+    format!(
+        "\nNot compared here, as this profile does not train {}: {}.\n",
+        untrained.join(", "),
+        pairs.join("; ")
+    )
+}
+
 fn interval_text(w: &Welch) -> String {
     format!("[{:+.2}, {:+.2}]", w.low, w.high)
 }

@@ -329,10 +329,11 @@ fn write_comparisons(dir: &Path, table: &Table) -> Result<Vec<PathBuf>> {
     )?;
     let md_path = dir.join("comparisons.md");
     let md = format!(
-        "# {}: differences between variants\n\nProfile `{}`.\n\n{}",
+        "# {}: differences between variants\n\nProfile `{}`.\n\n{}{}",
         table.title,
         table.profile,
-        comparisons::to_markdown(&table.comparisons)
+        comparisons::to_markdown(&table.comparisons),
+        comparisons::left_out_markdown(&table.comparisons_left_out, &table.rows)
     );
     write_atomic(&md_path, md.as_bytes())?;
     Ok(vec![csv_path, md_path])

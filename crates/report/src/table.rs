@@ -420,6 +420,9 @@ pub struct Table {
     pub gates: Option<GateTable>,
     /// The differences the experiment names, for this profile's variants.
     pub comparisons: Vec<Comparison>,
+    /// The differences (a, b) the experiment names that this profile cannot make, as it
+    /// does not train a or b.
+    pub comparisons_left_out: Vec<(String, String)>,
 }
 
 impl Table {
@@ -440,12 +443,19 @@ impl Table {
             .iter()
             .map(|v| Row::new(v, fail_above))
             .collect();
-        let comparisons = experiment
+        let named = experiment
             .profile(profile)
             .map(|p| experiment.comparisons(p))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let comparisons = named
             .iter()
             .filter_map(|(a, b)| Comparison::of(&rows, a, b))
+            .collect();
+        let comparisons_left_out = experiment
+            .compare
+            .iter()
+            .filter(|pair| !named.contains(pair))
+            .cloned()
             .collect();
         Self {
             title: experiment.title.clone(),
@@ -459,6 +469,7 @@ impl Table {
             dir: results.dir.clone(),
             gates: GateTable::of(results),
             comparisons,
+            comparisons_left_out,
         }
     }
 
@@ -609,6 +620,10 @@ impl Table {
         if !self.comparisons.is_empty() {
             md.push_str("\n## Comparisons\n\n");
             md.push_str(&comparisons::to_markdown(&self.comparisons));
+            md.push_str(&comparisons::left_out_markdown(
+                &self.comparisons_left_out,
+                &self.rows,
+            ));
         }
         md.push_str(&notes_markdown(&self.notes, &self.dir));
         if let Some(gates) = &self.gates {

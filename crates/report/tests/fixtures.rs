@@ -962,3 +962,35 @@ fn cli_writes_files_and_fails_clearly() {
     assert!(ok, "{out}");
     assert!(root.join("figs/shortcuts/paper/curves.svg").exists());
 }
+
+/// A difference the experiment names whose variant the profile does not train is said to be
+/// left out, and why, not dropped without a word.
+#[test]
+fn a_named_comparison_the_profile_cannot_make_is_said_to_be_left_out() {
+    let narrowed = EXPERIMENT
+        .replace(
+            "[model]\n",
+            "compare = [[\"conv1x1\", \"original\"], [\"gating-6\", \"original\"]]\n[model]\n",
+        )
+        .replace(
+            "[profiles.paper]\nseeds = [0, 1, 2, 3, 4]\n",
+            "[profiles.paper]\nseeds = [0, 1, 2, 3, 4]\nvariants = [\"original\", \"conv1x1\"]\n",
+        );
+    let f = Fixture::new();
+    fs::write(f.paths.experiments.join("shortcuts.toml"), &narrowed).unwrap();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    f.finished("conv1x1", 0, 8.0, CPU, JPEG);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let line = "Not compared here, as this profile does not train gating-6: gating-6 − original.";
+    for file in ["comparisons.md", "table.md"] {
+        let md = fs::read_to_string(f.table_dir("shortcuts").join(file)).unwrap();
+        assert!(md.contains("| conv1x1 − original | 1, 1 | +1.00 |"), "{md}");
+        assert!(md.contains(line), "{file}: {md}");
+    }
+    // with every named comparison made, no such line
+    let f = Fixture::new();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let md = fs::read_to_string(f.table_dir("shortcuts").join("table.md")).unwrap();
+    assert!(!md.contains("Not compared here"), "{md}");
+}
