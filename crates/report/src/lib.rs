@@ -183,7 +183,7 @@ fn render_training(
         &results,
         &nets,
         table.fail_above,
-        &profile_spec.protocol.lr_drops,
+        &profile_spec.protocol,
     )?;
     files.extend(drawn.written);
     Ok(Written {

@@ -594,3 +594,37 @@ fn curves_shade_the_seed_spread_and_mark_the_lr_drops() {
     assert_eq!(lines[1] - lines[0], 700);
     assert!(svg.contains("learning rate divided"));
 }
+
+/// A profile with a warm-up marks where it ends (a dotted vertical line in each panel, and a
+/// legend entry with its two learning rates); one without has neither.
+#[test]
+fn curves_mark_where_the_warmup_ends() {
+    let (_dir, paths) = depth_sweep();
+    let warmed = EXPERIMENT.replace(
+        "lr_drops = [500] }",
+        "lr_drops = [500], warmup = { lr = 0.01, iterations = 250 } }",
+    );
+    assert_ne!(warmed, EXPERIMENT);
+    fs::write(paths.experiments.join("depth.toml"), &warmed).unwrap();
+    render("depth", "cpu", &paths).unwrap();
+    let svg = fs::read_to_string(paths.plots.join("depth/cpu/curves.svg")).unwrap();
+    assert!(svg.contains("warm-up ends (lr 0.01 → 0.1)"), "{svg}");
+    let mut dots: BTreeMap<i64, usize> = BTreeMap::new();
+    for ((x0, _), (x1, _)) in svg_segments(&svg, &[r##"stroke="#5A5A5A""##, r#"opacity="0.9""#]) {
+        if x0 == x1 {
+            *dots.entry(x0 as i64).or_default() += 1;
+        }
+    }
+    let lines: Vec<i64> = dots
+        .iter()
+        .filter(|(_, &n)| n >= 20)
+        .map(|(&x, _)| x)
+        .collect();
+    assert_eq!(lines.len(), 2, "{dots:?}");
+    assert_eq!(lines[1] - lines[0], 700);
+
+    fs::write(paths.experiments.join("depth.toml"), EXPERIMENT).unwrap();
+    render("depth", "cpu", &paths).unwrap();
+    let svg = fs::read_to_string(paths.plots.join("depth/cpu/curves.svg")).unwrap();
+    assert!(!svg.contains("warm-up ends"));
+}

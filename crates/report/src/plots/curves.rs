@@ -182,6 +182,9 @@ pub struct CurvesFigure {
     pub panels: Vec<CurvePanel>,
     /// The iterations at which the profile's learning rate drops.
     pub lr_drops: Vec<i64>,
+    /// Where the profile's warm-up ends, and the legend's words for it (`warm-up ends (lr
+    /// 0.01 → 0.1)`).
+    pub warmup_end: Option<(i64, String)>,
 }
 
 /// Width of one panel of the plain-vs-ResNet figure, pixels.
@@ -196,6 +199,7 @@ impl CurvesFigure {
         results: &ProfileResults,
         nets: &[VariantNet],
         lr_drops: &[i64],
+        warmup_end: Option<(i64, String)>,
     ) -> Self {
         let lr_drops = lr_drops.to_vec();
         let plain = |i: usize| nets.get(i).is_some_and(|n| n.plain);
@@ -216,6 +220,7 @@ impl CurvesFigure {
                 caption,
                 panels,
                 lr_drops,
+                warmup_end,
             };
         }
         let colours = variant_colours(nets);
@@ -234,6 +239,7 @@ impl CurvesFigure {
             caption,
             panels,
             lr_drops,
+            warmup_end,
         }
     }
 
@@ -337,6 +343,22 @@ impl CurvesFigure {
                     .map_err(plot_err)?;
             }
         }
+        let warmup_k = self
+            .warmup_end
+            .as_ref()
+            .map(|(at, _)| *at as f64 / 1000.0)
+            .filter(|&k| k < x_max);
+        if let Some(k) = warmup_k {
+            let (dash, gap) = WARMUP_DASH;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(k, 0.0), (k, y_max)],
+                    dash,
+                    gap,
+                    warmup_style(),
+                ))
+                .map_err(plot_err)?;
+        }
         // the spread over seeds under the curves
         for series in &panel.series {
             if series.test_band.len() < 2 {
@@ -417,6 +439,21 @@ impl CurvesFigure {
                 .label("test error, lowest to highest seed")
                 .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(GREY)));
         }
+        if let (Some(_), Some((_, words))) = (warmup_k, &self.warmup_end) {
+            let (dash, gap) = WARMUP_DASH;
+            chart
+                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(plot_err)?
+                .label(words.clone())
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(
+                        vec![(x + 12, y - 8), (x + 12, y + 8)],
+                        dash,
+                        gap,
+                        warmup_style(),
+                    )
+                });
+        }
         if self.lr_drops.iter().any(|&d| (d as f64 / 1000.0) < x_max) {
             chart
                 .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
@@ -446,6 +483,14 @@ impl CurvesFigure {
 
 /// Dash and gap of the lines at the learning-rate drops, pixels (chart and legend).
 const LR_DROP_DASH: (u32, u32) = (4, 4);
+
+/// Dots of the warm-up's end: finer than the lr drops' dashes, and darker (it may fall on a
+/// grid line).
+const WARMUP_DASH: (u32, u32) = (1, 3);
+
+fn warmup_style() -> ShapeStyle {
+    GREY.mix(0.9).stroke_width(2)
+}
 
 fn lr_drop_style() -> ShapeStyle {
     GREY.mix(0.7).stroke_width(1)

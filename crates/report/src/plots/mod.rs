@@ -285,10 +285,22 @@ pub fn write_training_figures(
     results: &ProfileResults,
     nets: &[VariantNet],
     fail_above: f64,
-    lr_drops: &[i64],
+    protocol: &spec::Protocol,
 ) -> Result<Drawn> {
     let mut drawn = Drawn::default();
-    let curves = CurvesFigure::new(caption.clone(), results, nets, lr_drops);
+    let warmup_end = protocol.warmup.as_ref().map(|w| {
+        (
+            w.iterations,
+            format!("warm-up ends (lr {} → {})", w.lr, protocol.lr),
+        )
+    });
+    let curves = CurvesFigure::new(
+        caption.clone(),
+        results,
+        nets,
+        &protocol.lr_drops,
+        warmup_end,
+    );
     drawn.figure(&curves, curves.is_empty(), dir, "curves")?;
     let finals = FinalFigure::new(caption.clone(), results, nets, fail_above);
     drawn.figure(&finals, finals.entries.is_empty(), dir, "final")?;
