@@ -76,29 +76,42 @@ pub fn training_dir(cli: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     if dir.exists() {
         return Ok(dir);
     }
-    let named_by = if cli.is_some() {
-        "--data-dir"
-    } else if std::env::var_os("CIFAR10_DIR").is_some_and(|d| !d.is_empty()) {
-        "CIFAR10_DIR"
-    } else {
-        let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
-        eprintln!(
-            "data: no {} in {cwd}; downloading the original archive (about 160 MB) there \
-             (--data-dir or CIFAR10_DIR name a folder you already have)",
+    if let Some(by) = named_by(cli) {
+        return Err(absent_named(&dir, by));
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+    eprintln!(
+        "data: no {} in {cwd}; downloading the original archive (about 160 MB) there \
+         (--data-dir or CIFAR10_DIR name a folder you already have)",
+        dir.display()
+    );
+    fetch(&dir, quiet).with_context(|| {
+        format!(
+            "no CIFAR-10 folder at {} in {cwd}, and it could not be fetched; run from the \
+             project's folder, or point --data-dir or CIFAR10_DIR at a folder holding the \
+             six binary files",
             dir.display()
-        );
-        fetch(&dir, quiet).with_context(|| {
-            format!(
-                "no CIFAR-10 folder at {} in {cwd}, and it could not be fetched; run from the \
-                 project's folder, or point --data-dir or CIFAR10_DIR at a folder holding the \
-                 six binary files",
-                dir.display()
-            )
-        })?;
-        return Ok(dir);
-    };
-    bail!(
-        "no CIFAR-10 folder at {} (named by {named_by}); point --data-dir or CIFAR10_DIR at a \
+        )
+    })?;
+    Ok(dir)
+}
+
+/// What named the data folder: `--data-dir`, `CIFAR10_DIR`, or nothing (the default folder,
+/// the only one `train` downloads into when it is missing).
+pub fn named_by(cli: Option<&Path>) -> Option<&'static str> {
+    if cli.is_some() {
+        Some("--data-dir")
+    } else if std::env::var_os("CIFAR10_DIR").is_some_and(|d| !d.is_empty()) {
+        Some("CIFAR10_DIR")
+    } else {
+        None
+    }
+}
+
+/// Why training refuses `dir`, named by `by` (see [`named_by`]) but absent.
+pub fn absent_named(dir: &Path, by: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no CIFAR-10 folder at {} (named by {by}); point --data-dir or CIFAR10_DIR at a \
          folder holding the six binary files, or run `runner data fetch` to download the \
          original archive into {}",
         dir.display(),

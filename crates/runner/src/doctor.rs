@@ -10,10 +10,12 @@ use crate::{data, libtorch};
 /// Prints libtorch, CPU, CUDA (which `libtorch_cuda.so` loaded, from where, and the devices or
 /// why there are none) and data status. Fails (exit status 1) when the libtorch is the wrong
 /// one, and, after the whole report, when the `--device` asked for cannot train here
-/// (`--device cuda` without a usable GPU) or when the data folder exists but is damaged, so
-/// that scripts can check a machine with it; `--device auto` on a machine without a GPU
-/// succeeds, training on the CPU, and so does an absent data folder (it is downloaded).
-pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
+/// (`--device cuda` without a usable GPU) or when training could not read the data folder
+/// (damaged, or named by `--data-dir` or `CIFAR10_DIR` and absent), so that scripts can check
+/// a machine with it; `--device auto` on a machine without a GPU succeeds, training on the
+/// CPU, and so does an absent default data folder (`train` downloads it).
+pub fn run(choice: DeviceChoice, data_cli: Option<&Path>) -> Result<()> {
+    let data_dir = &data::resolve_dir(data_cli);
     let torch = libtorch::check()?;
     println!(
         "libtorch      {} ({})",
@@ -119,26 +121,32 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
     }
 
     println!("cifar-10      {}", data_dir.display());
-    let damaged = if !data_dir.exists() {
-        println!(
-            "              absent: `runner data fetch --data-dir {}` downloads the original \
-             (`runner train` does so itself into the default folder)",
-            data_dir.display()
-        );
-        false
-    } else {
-        match data::check_usable(data_dir).and_then(|()| data::fingerprint(data_dir)) {
-            Ok(print) => {
-                println!(
-                    "              six files present, sizes valid; fingerprint {}",
-                    print.digest
-                );
-                println!("              {}", print.source);
-                false
-            }
-            Err(err) => {
-                println!("              not usable: {err:#}");
-                true
+    let unusable = match (data_dir.exists(), data::named_by(data_cli)) {
+        (false, None) => {
+            println!(
+                "              absent: `runner train` downloads the original archive into it \
+                 (or `runner data fetch`)"
+            );
+            false
+        }
+        (false, Some(by)) => {
+            println!("              {:#}", data::absent_named(data_dir, by));
+            true
+        }
+        (true, _) => {
+            match data::check_usable(data_dir).and_then(|()| data::fingerprint(data_dir)) {
+                Ok(print) => {
+                    println!(
+                        "              six files present, sizes valid; fingerprint {}",
+                        print.digest
+                    );
+                    println!("              {}", print.source);
+                    false
+                }
+                Err(err) => {
+                    println!("              {err:#}");
+                    true
+                }
             }
         }
     };
@@ -149,8 +157,8 @@ pub fn run(choice: DeviceChoice, data_dir: &Path) -> Result<()> {
         );
     }
     anyhow::ensure!(
-        !damaged,
-        "the CIFAR-10 folder {} is damaged (see above)",
+        !unusable,
+        "training cannot read the CIFAR-10 folder {} (see above)",
         data_dir.display()
     );
     Ok(())

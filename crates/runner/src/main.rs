@@ -247,7 +247,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { device, data_dir } => {
             end_quietly_on_a_closed_pipe();
-            doctor::run(device, &data::resolve_dir(data_dir.as_deref()))
+            doctor::run(device, data_dir.as_deref())
         }
         Command::Train(args) => train_command(args),
         Command::Models { name, json } => {

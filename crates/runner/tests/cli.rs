@@ -542,15 +542,18 @@ fn doctor_fails_when_the_device_asked_for_cannot_train() {
     }
 }
 
-/// A damaged data folder fails doctor after the whole report (a script checking a machine
-/// must not pass it); an absent one does not (it is downloaded), and doctor says how.
+/// A data folder training could not read fails doctor after the whole report (a script
+/// checking a machine must not pass it): a damaged one, or one named by `--data-dir` that is
+/// absent (training refuses it as a likely typo). The absent default folder does not (`train`
+/// downloads it), and doctor says so.
 #[test]
-fn doctor_fails_on_a_damaged_data_folder_but_not_on_an_absent_one() {
+fn doctor_fails_on_a_data_folder_training_could_not_read() {
     let setup = Setup::new();
     let doctor = |dir: &Path| {
         runner()
             .args(["doctor", "--device", "cpu", "--data-dir"])
             .arg(dir)
+            .env_remove("CIFAR10_DIR")
             .output()
             .unwrap()
     };
@@ -564,10 +567,9 @@ fn doctor_fails_on_a_damaged_data_folder_but_not_on_an_absent_one() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success(), "{report}");
+    assert_eq!(report.matches("not usable").count(), 1, "{report}");
     assert!(
-        report.contains("not usable")
-            && report.contains("data_batch_3.bin")
-            && report.contains("truncated"),
+        report.contains("data_batch_3.bin") && report.contains("truncated"),
         "{report}"
     );
     assert!(report.contains("move it away"), "{report}");
@@ -575,17 +577,30 @@ fn doctor_fails_on_a_damaged_data_folder_but_not_on_an_absent_one() {
         report.contains("training on   cpu"),
         "the whole report first: {report}"
     );
-    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("training cannot read"), "{err}");
 
-    let absent = setup.root.join("nothing-here");
-    let out = doctor(&absent);
+    let typo = setup.root.join("nothing-here");
+    let out = doctor(&typo);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("named by --data-dir"), "{report}");
+    assert!(!typo.exists(), "doctor made the folder it checked");
+
+    // the default folder, absent: train would download it
+    let elsewhere = setup.root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = runner()
+        .args(["doctor", "--device", "cpu"])
+        .current_dir(&elsewhere)
+        .env_remove("CIFAR10_DIR")
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(
-        report.contains("absent") && report.contains("runner data fetch --data-dir"),
+        report.contains("absent: `runner train` downloads the original archive into it"),
         "{report}"
     );
-    assert!(!absent.exists(), "doctor made the folder it checked");
 }
 
 #[test]
