@@ -94,8 +94,9 @@ impl GateTable {
              `epochs.csv`). Exclusive gating weighs the residual branch by g and the shortcut \
              by 1 − g; shortcut-only gating weighs the shortcut by 1 − g and keeps the \
              residual branch whole. A gate starts near σ(b_g) (σ(−6) ≈ 0.0025), moved by W_g x: \
-             measured on ResNet-32 at initialisation (random inputs), each unit's mean gate is 1–2.2× σ(b_g) with \
-             exclusive gating and 2–17× (b_g = −6) or 2–28× (−7) with shortcut-only gating \
+             measured on ResNet-32 at initialisation (random inputs), each unit's mean gate at \
+             b_g = −6 and −7 is 1–2.2× σ(b_g) with exclusive gating and 2–17× (−6) or 2–28× \
+             (−7) with shortcut-only gating; at b_g = 0, within 0.07 of ½ \
              (`experiments/shortcuts.toml`). The first evaluation follows the first epoch.\n"
         );
         md.push_str(

@@ -136,8 +136,8 @@ pub struct FinalRecord {
     pub variant: String,
     pub seed: u64,
     /// Steps trained. A run whose loss stops being finite trains on to the end of that
-    /// epoch (the loss is read once an epoch), so this is past `diverged_at_iteration`;
-    /// older records, whose `iterations` equals `diverged_at_iteration`, gave that step.
+    /// epoch (the loss is read once an epoch), so this is at or past `diverged_at_iteration`;
+    /// older records gave the diverging step here (their `epochs.csv` ends after it).
     pub iterations: i64,
     /// The first step whose loss was not finite.
     pub diverged_at_iteration: Option<i64>,
