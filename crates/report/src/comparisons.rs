@@ -219,16 +219,10 @@ pub fn to_markdown(comparisons: &[Comparison]) -> String {
 }
 
 /// The line under the comparisons naming those the experiment asks for that the profile
-/// cannot make, as it trains only `rows`' variants; empty when there are none.
-pub fn left_out_markdown(left_out: &[(String, String)], rows: &[Row]) -> String {
+/// cannot make, as it does not train `untrained`; empty when there are none.
+pub fn left_out_markdown((left_out, untrained): &(Vec<(String, String)>, Vec<String>)) -> String {
     if left_out.is_empty() {
         return String::new();
-    }
-    let mut untrained: Vec<&str> = Vec::new();
-    for v in left_out.iter().flat_map(|(a, b)| [a, b]) {
-        if !rows.iter().any(|r| &r.variant == v) && !untrained.contains(&v.as_str()) {
-            untrained.push(v);
-        }
     }
     let pairs: Vec<String> = left_out.iter().map(|(a, b)| format!("{a} − {b}")).collect();
     format!(

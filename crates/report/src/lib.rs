@@ -183,7 +183,8 @@ fn render_training(
         &results,
         &nets,
         table.fail_above,
-        &profile_spec.protocol,
+        &profile_spec.protocol.lr_drops,
+        warmup_ends(spec, variants, profile_spec, &nets)?,
     )?;
     files.extend(drawn.written);
     Ok(Written {
@@ -193,13 +194,48 @@ fn render_training(
     })
 }
 
+/// Where the variants' warm-ups end (a variant may set its own protocol), with the legend's
+/// words: one marker for each distinct warm-up, naming its variants unless all have it.
+fn warmup_ends(
+    spec: &Experiment,
+    variants: &[&Variant],
+    profile: &spec::Profile,
+    nets: &[plots::VariantNet],
+) -> Result<Vec<(i64, String)>> {
+    let mut ends: Vec<(i64, String, Vec<&str>)> = Vec::new();
+    for (variant, net) in variants.iter().zip(nets) {
+        let protocol = spec.protocol(variant, profile)?;
+        let Some(warmup) = protocol.warmup.as_ref().filter(|w| w.iterations > 0) else {
+            continue;
+        };
+        let lrs = format!("lr {} → {}", warmup.lr, protocol.lr_at(warmup.iterations));
+        match ends
+            .iter_mut()
+            .find(|(at, words, _)| *at == warmup.iterations && *words == lrs)
+        {
+            Some((_, _, names)) => names.push(&net.label),
+            None => ends.push((warmup.iterations, lrs, vec![&net.label])),
+        }
+    }
+    Ok(ends
+        .into_iter()
+        .map(|(at, lrs, names)| {
+            let words = if names.len() == variants.len() {
+                format!("warm-up ends ({lrs})")
+            } else {
+                format!("warm-up ends ({}: {lrs})", names.join(", "))
+            };
+            (at, words)
+        })
+        .collect())
+}
+
 /// How long `profile` trains, for the figures (whose reader may not know the profile's
 /// name): `15 epochs, 5,850 iterations; the paper's: 64,000` (the experiment's `paper`
 /// profile, where it has one of another length), `3 epochs of 2,560 images, 60 iterations`.
 fn profile_scale(spec: &Experiment, profile: &str) -> Result<String> {
     let protocol = &spec.profile(profile)?.protocol;
-    let images = protocol.train_subset.unwrap_or(TRAIN_IMAGES);
-    let epochs = (protocol.iterations * protocol.batch_size) as f64 / images as f64;
+    let epochs = protocol.epochs();
     let epochs = if (epochs - epochs.round()).abs() < 0.05 {
         format!("{epochs:.0}")
     } else {
@@ -220,9 +256,6 @@ fn profile_scale(spec: &Experiment, profile: &str) -> Result<String> {
     }
     Ok(scale)
 }
-
-/// CIFAR-10's training images.
-const TRAIN_IMAGES: i64 = 50_000;
 
 /// `5,850`.
 fn grouped(n: i64) -> String {
@@ -319,7 +352,7 @@ fn write_tables(dir: &Path, csv: &str, md: &str) -> Result<Vec<PathBuf>> {
 /// `comparisons.csv` and `comparisons.md` beside the table (the same section as in
 /// `table.md`, under the table's title); none when the profile has no comparisons.
 fn write_comparisons(dir: &Path, table: &Table) -> Result<Vec<PathBuf>> {
-    if table.comparisons.is_empty() {
+    if table.comparisons.is_empty() && table.comparisons_left_out.0.is_empty() {
         return Ok(Vec::new());
     }
     let csv_path = dir.join("comparisons.csv");
@@ -333,7 +366,7 @@ fn write_comparisons(dir: &Path, table: &Table) -> Result<Vec<PathBuf>> {
         table.title,
         table.profile,
         comparisons::to_markdown(&table.comparisons),
-        comparisons::left_out_markdown(&table.comparisons_left_out, &table.rows)
+        comparisons::left_out_markdown(&table.comparisons_left_out)
     );
     write_atomic(&md_path, md.as_bytes())?;
     Ok(vec![csv_path, md_path])
@@ -376,7 +409,7 @@ protocol = { batch_size = 128, iterations = 60, lr = 0.1, lr_drops = [40], train
         );
         assert_eq!(
             profile_scale(&spec, "paper").unwrap(),
-            "163.8 epochs, 64,000 iterations"
+            "164.1 epochs, 64,000 iterations"
         );
         assert_eq!(
             profile_scale(&spec, "smoke").unwrap(),

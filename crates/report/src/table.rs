@@ -420,9 +420,9 @@ pub struct Table {
     pub gates: Option<GateTable>,
     /// The differences the experiment names, for this profile's variants.
     pub comparisons: Vec<Comparison>,
-    /// The differences (a, b) the experiment names that this profile cannot make, as it
-    /// does not train a or b.
-    pub comparisons_left_out: Vec<(String, String)>,
+    /// The differences (a, b) the experiment names that this profile cannot make, and the
+    /// variants they need that it does not train (in the file's order).
+    pub comparisons_left_out: (Vec<(String, String)>, Vec<String>),
 }
 
 impl Table {
@@ -451,10 +451,19 @@ impl Table {
             .iter()
             .filter_map(|(a, b)| Comparison::of(&rows, a, b))
             .collect();
-        let comparisons_left_out = experiment
+        let comparisons_left_out: Vec<(String, String)> = experiment
             .compare
             .iter()
             .filter(|pair| !named.contains(pair))
+            .cloned()
+            .collect();
+        // the variants those need that this profile does not train, in the file's order
+        let untrained = experiment
+            .variants
+            .iter()
+            .map(|v| &v.name)
+            .filter(|v| comparisons_left_out.iter().any(|(a, b)| a == *v || b == *v))
+            .filter(|v| !rows.iter().any(|r| &r.variant == *v))
             .cloned()
             .collect();
         Self {
@@ -469,7 +478,7 @@ impl Table {
             dir: results.dir.clone(),
             gates: GateTable::of(results),
             comparisons,
-            comparisons_left_out,
+            comparisons_left_out: (comparisons_left_out, untrained),
         }
     }
 
@@ -617,13 +626,10 @@ impl Table {
                  paper's number (median).\n",
             );
         }
-        if !self.comparisons.is_empty() {
+        if !self.comparisons.is_empty() || !self.comparisons_left_out.0.is_empty() {
             md.push_str("\n## Comparisons\n\n");
             md.push_str(&comparisons::to_markdown(&self.comparisons));
-            md.push_str(&comparisons::left_out_markdown(
-                &self.comparisons_left_out,
-                &self.rows,
-            ));
+            md.push_str(&comparisons::left_out_markdown(&self.comparisons_left_out));
         }
         md.push_str(&notes_markdown(&self.notes, &self.dir));
         if let Some(gates) = &self.gates {

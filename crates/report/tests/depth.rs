@@ -623,6 +623,20 @@ fn curves_mark_where_the_warmup_ends() {
     assert_eq!(lines.len(), 2, "{dots:?}");
     assert_eq!(lines[1] - lines[0], 700);
 
+    // a warm-up of one variant's own (He 2015 warms up ResNet-110 only) is named as its
+    let own = EXPERIMENT.replace(
+        "model = { depth = 56 }\n",
+        "model = { depth = 56 }\nprotocol.cpu = { warmup = { lr = 0.01, iterations = 250 } }\n",
+    );
+    assert_ne!(own, EXPERIMENT);
+    fs::write(paths.experiments.join("depth.toml"), &own).unwrap();
+    render("depth", "cpu", &paths).unwrap();
+    let svg = fs::read_to_string(paths.plots.join("depth/cpu/curves.svg")).unwrap();
+    assert!(
+        svg.contains("warm-up ends (resnet-56: lr 0.01 → 0.1)"),
+        "{svg}"
+    );
+
     fs::write(paths.experiments.join("depth.toml"), EXPERIMENT).unwrap();
     render("depth", "cpu", &paths).unwrap();
     let svg = fs::read_to_string(paths.plots.join("depth/cpu/curves.svg")).unwrap();

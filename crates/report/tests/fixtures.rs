@@ -987,6 +987,22 @@ fn a_named_comparison_the_profile_cannot_make_is_said_to_be_left_out() {
         assert!(md.contains("| conv1x1 − original | 1, 1 | +1.00 |"), "{md}");
         assert!(md.contains(line), "{file}: {md}");
     }
+    // a profile that can make none of them says so too, in the file's order of variants
+    let alone = narrowed.replace(
+        "variants = [\"original\", \"conv1x1\"]",
+        "variants = [\"original\"]",
+    );
+    assert_ne!(alone, narrowed);
+    let f = Fixture::new();
+    fs::write(f.paths.experiments.join("shortcuts.toml"), &alone).unwrap();
+    f.finished("original", 0, 7.0, CPU, JPEG);
+    render("shortcuts", "paper", &f.paths).unwrap();
+    let line = "Not compared here, as this profile does not train gating-6, conv1x1: \
+                conv1x1 − original; gating-6 − original.";
+    for file in ["comparisons.md", "table.md"] {
+        let md = fs::read_to_string(f.table_dir("shortcuts").join(file)).unwrap();
+        assert!(md.contains(line), "{file}: {md}");
+    }
     // with every named comparison made, no such line
     let f = Fixture::new();
     f.finished("original", 0, 7.0, CPU, JPEG);

@@ -169,6 +169,17 @@ impl Default for Augmentation {
 }
 
 impl Protocol {
+    /// The epochs `iterations` make on CIFAR-10: an epoch is as many whole batches as its
+    /// training images fill (the split's, or `train_subset` of them), as the runner steps.
+    pub fn epochs(&self) -> f64 {
+        let (split, _) = self
+            .split
+            .sizes(SplitKind::CIFAR10_IMAGES.0, SplitKind::CIFAR10_IMAGES.1);
+        let images = self.train_subset.map_or(split, |n| n.min(split));
+        let steps = (images / self.batch_size.max(1)).max(1);
+        self.iterations as f64 / steps as f64
+    }
+
     /// The learning rate of step `iteration` (0-based).
     pub fn lr_at(&self, iteration: i64) -> f64 {
         if let Some(warmup) = &self.warmup {
@@ -310,6 +321,21 @@ mod tests {
             "#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn epochs_count_whole_batches_of_the_split_or_subset() {
+        let mut p = paper();
+        // 50,000 images fill 390 batches of 128: 64,000 steps are 164.1 epochs
+        assert!((p.epochs() - 64000.0 / 390.0).abs() < 1e-9);
+        p.iterations = 5850;
+        assert_eq!(p.epochs(), 15.0);
+        p.split = SplitKind::Holdout5k; // 45,000 images: 351 batches
+        p.iterations = 702;
+        assert_eq!(p.epochs(), 2.0);
+        p.train_subset = Some(2560); // 20 batches
+        p.iterations = 60;
+        assert_eq!(p.epochs(), 3.0);
     }
 
     #[test]

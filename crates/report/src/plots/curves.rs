@@ -182,9 +182,9 @@ pub struct CurvesFigure {
     pub panels: Vec<CurvePanel>,
     /// The iterations at which the profile's learning rate drops.
     pub lr_drops: Vec<i64>,
-    /// Where the profile's warm-up ends, and the legend's words for it (`warm-up ends (lr
-    /// 0.01 → 0.1)`).
-    pub warmup_end: Option<(i64, String)>,
+    /// Where the warm-ups end, and the legend's words for each (`warm-up ends (lr 0.01 →
+    /// 0.1)`, `warm-up ends (resnet-110: lr 0.01 → 0.1)` where only some variants have it).
+    pub warmup_ends: Vec<(i64, String)>,
 }
 
 /// Width of one panel of the plain-vs-ResNet figure, pixels.
@@ -199,7 +199,7 @@ impl CurvesFigure {
         results: &ProfileResults,
         nets: &[VariantNet],
         lr_drops: &[i64],
-        warmup_end: Option<(i64, String)>,
+        warmup_ends: Vec<(i64, String)>,
     ) -> Self {
         let lr_drops = lr_drops.to_vec();
         let plain = |i: usize| nets.get(i).is_some_and(|n| n.plain);
@@ -220,7 +220,7 @@ impl CurvesFigure {
                 caption,
                 panels,
                 lr_drops,
-                warmup_end,
+                warmup_ends,
             };
         }
         let colours = variant_colours(nets);
@@ -239,7 +239,7 @@ impl CurvesFigure {
             caption,
             panels,
             lr_drops,
-            warmup_end,
+            warmup_ends,
         }
     }
 
@@ -343,12 +343,13 @@ impl CurvesFigure {
                     .map_err(plot_err)?;
             }
         }
-        let warmup_k = self
-            .warmup_end
-            .as_ref()
-            .map(|(at, _)| *at as f64 / 1000.0)
-            .filter(|&k| k < x_max);
-        if let Some(k) = warmup_k {
+        let warmups: Vec<(f64, &String)> = self
+            .warmup_ends
+            .iter()
+            .map(|(at, words)| (*at as f64 / 1000.0, words))
+            .filter(|&(k, _)| k > 0.0 && k < x_max)
+            .collect();
+        for &(k, _) in &warmups {
             let (dash, gap) = WARMUP_DASH;
             chart
                 .draw_series(DashedLineSeries::new(
@@ -439,7 +440,7 @@ impl CurvesFigure {
                 .label("test error, lowest to highest seed")
                 .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(GREY)));
         }
-        if let (Some(_), Some((_, words))) = (warmup_k, &self.warmup_end) {
+        for &(_, words) in &warmups {
             let (dash, gap) = WARMUP_DASH;
             chart
                 .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())

@@ -152,15 +152,9 @@ fn wrap_at_dots(line: &str, width: u32) -> Vec<String> {
     lines
 }
 
-/// Width of `text` in the subtitle font, pixels, scaled as [`title_width`] is; 8 px a
-/// character where the font cannot measure it.
+/// Width of `text` in the subtitle font, pixels (see [`text_width`]).
 fn subtitle_width(text: &str) -> u32 {
-    (FONT, SUBTITLE_SIZE)
-        .into_font()
-        .box_size(text)
-        .map_or(8 * text.chars().count() as u32, |(w, _)| {
-            (f64::from(w) * 1.17).ceil() as u32
-        })
+    text_width(text, SUBTITLE_SIZE, FontStyle::Normal, 8)
 }
 
 /// The subtitle's font size, pixels.
@@ -169,14 +163,19 @@ const SUBTITLE_SIZE: u32 = 15;
 /// Width of `title` in the bold title font, pixels (fonts registered); 13 px a character
 /// where the font cannot measure it.
 fn title_width(title: &str) -> u32 {
-    // plotters' measure falls short of the text as drawn in the SVG and the PNG rendered
-    // from it (seen: the activations title measured 782 px and ran past 880), so it is
-    // scaled by 1.17.
-    (FONT, TITLE_SIZE)
+    text_width(title, TITLE_SIZE, FontStyle::Bold, 13)
+}
+
+/// Width of `text` in FONT at `size` and `style`, pixels; `fallback` px a character where
+/// the font cannot measure it. plotters' measure falls short of the text as drawn in the SVG
+/// and the PNG rendered from it (seen: the activations title measured 782 px and ran past
+/// 880), so it is scaled by 1.17.
+fn text_width(text: &str, size: u32, style: FontStyle, fallback: u32) -> u32 {
+    (FONT, size)
         .into_font()
-        .style(FontStyle::Bold)
-        .box_size(title)
-        .map_or(13 * title.chars().count() as u32, |(w, _)| {
+        .style(style)
+        .box_size(text)
+        .map_or(fallback * text.chars().count() as u32, |(w, _)| {
             (f64::from(w) * 1.17).ceil() as u32
         })
 }
@@ -285,22 +284,11 @@ pub fn write_training_figures(
     results: &ProfileResults,
     nets: &[VariantNet],
     fail_above: f64,
-    protocol: &spec::Protocol,
+    lr_drops: &[i64],
+    warmup_ends: Vec<(i64, String)>,
 ) -> Result<Drawn> {
     let mut drawn = Drawn::default();
-    let warmup_end = protocol.warmup.as_ref().map(|w| {
-        (
-            w.iterations,
-            format!("warm-up ends (lr {} → {})", w.lr, protocol.lr),
-        )
-    });
-    let curves = CurvesFigure::new(
-        caption.clone(),
-        results,
-        nets,
-        &protocol.lr_drops,
-        warmup_end,
-    );
+    let curves = CurvesFigure::new(caption.clone(), results, nets, lr_drops, warmup_ends);
     drawn.figure(&curves, curves.is_empty(), dir, "curves")?;
     let finals = FinalFigure::new(caption.clone(), results, nets, fail_above);
     drawn.figure(&finals, finals.entries.is_empty(), dir, "final")?;
