@@ -320,13 +320,20 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &seeds,
             args.launch.replicas.unwrap_or(seeds.len()),
         );
-        // the device is resolved once here: without CUDA, `auto` is said once and every task
-        // is told `cpu` (rather than each process repeating why), and `cuda` fails at once
+        // Where no task could use CUDA (libtorch_cuda.so not found: the same for every
+        // process), `auto` is said once and every task told `cpu`, and `cuda` fails at once,
+        // rather than each process repeating why. Where this process sees a GPU, `auto` tasks
+        // are told `cuda`, so a task whose device fails stops with the reason instead of
+        // training on the CPU. Otherwise (CUDA loads but this process sees no device: each
+        // task has its own CUDA_VISIBLE_DEVICES) the tasks decide for themselves.
         let mut device = args.launch.device;
         if device != device::DeviceChoice::Cpu {
-            if let Some(why) = device::resolve(device)?.fallback {
+            if device::load_cuda().loaded_from.is_none() {
+                let why = device::resolve(device)?.fallback.unwrap_or_default();
                 eprintln!("device: {why}; every task trains on the CPU");
                 device = device::DeviceChoice::Cpu;
+            } else if tch::Cuda::is_available() {
+                device = device::DeviceChoice::Cuda;
             }
         }
         let child_args = |task: &plan::Task| -> Vec<String> {
