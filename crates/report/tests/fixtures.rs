@@ -485,13 +485,24 @@ fn figures_exist_decode_and_show_the_variants() {
         // A variant without any result is left out of the figures.
         assert!(!svg.contains("gating-6"), "{stem}.svg shows gating-6");
     }
-    // The curves' legend is in the lower left of the 1100 × 700 figure, where no falling
-    // error curve goes, not over the ends of the curves at the right.
+    // The curves' legend is a column right of the 1100-pixel-wide chart (whose axes end 20 px
+    // before it), over no curve, its entries top to bottom in the order they are listed.
     let curves_svg = fs::read_to_string(dir.join("curves.svg")).unwrap();
-    let (x, y) = text_position(&curves_svg, "test error");
+    let entries: Vec<(f64, f64)> = [
+        "original (5 seeds)",
+        "training error",
+        "test error",
+        "test error, lowest to highest seed",
+    ]
+    .iter()
+    .map(|words| text_position(&curves_svg, words))
+    .collect();
+    for pair in entries.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "legend entries out of order: {entries:?}");
+    }
     assert!(
-        x < 550.0 && y > 350.0,
-        "the legend's last entry is at ({x}, {y})"
+        entries.iter().all(|&(x, _)| x > 1100.0),
+        "legend entries over the chart: {entries:?}"
     );
     let final_svg = fs::read_to_string(dir.join("final.svg")).unwrap();
     // the diverged seeds of dropout-0.5 are marked in its column, with their iterations
@@ -532,9 +543,13 @@ fn figures_exist_decode_and_show_the_variants() {
     assert!(final_svg.contains("above 20% after full training"));
 
     let curves = decode(&dir.join("curves.png"));
-    assert_eq!(curves.dimensions(), (1100, 700));
-    // Five variants: 1100 × 700 = 770000 px; the first variant's colour (#1f77b4) is drawn.
-    assert!(count_near(&curves, 64..700, [31, 119, 180], 10) > 500);
+    let (width, height) = curves.dimensions();
+    assert!((1300..=1580).contains(&width) && height == 700, "{width} × {height}");
+    // Five variants; the first variant's colour (#1f77b4) is drawn in the chart, and in the
+    // legend column only as its short mark.
+    assert!(count_near_in(&curves, 0..1080, 64..700, [31, 119, 180], 10) > 500);
+    let in_legend = count_near_in(&curves, 1100..width, 64..700, [31, 119, 180], 10);
+    assert!((20..200).contains(&in_legend), "{in_legend} blue pixels in the legend");
     // The title band holds dark text pixels (the embedded font rendered).
     assert!(count_near(&curves, 0..64, [0, 0, 0], 60) > 500);
 

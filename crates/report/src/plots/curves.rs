@@ -11,7 +11,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use super::{
-    colour, draw_legend, plot_err, plural, title_width, titled, Caption, Figure, FONT, GREY,
+    colour, draw_legend, plot_err, plural, text_width, title_width, titled, Caption, Figure, FONT,
+    GREY,
 };
 use crate::results::{ProfileResults, VariantRuns};
 
@@ -288,12 +289,14 @@ impl CurvesFigure {
         ((last * 1.5 / 10.0).ceil() * 10.0).clamp(20.0, 100.0)
     }
 
-    /// One panel's axes, curves and legend.
+    /// One panel's axes and curves, and its legend inside the axes at `legend` (`None`: the
+    /// caller draws it).
     fn draw_panel<DB: DrawingBackend>(
         &self,
         panel: &CurvePanel,
         area: &DrawingArea<DB, Shift>,
         (x_max, y_max): (f64, f64),
+        legend: Option<SeriesLabelPosition>,
     ) -> Result<()> {
         let mut builder = ChartBuilder::on(area);
         if let Some(title) = &panel.title {
@@ -392,95 +395,144 @@ impl CurvesFigure {
                     .draw_series(LineSeries::new(piece, c.stroke_width(1)))
                     .map_err(plot_err)?;
             }
-            let label = format!(
-                "{} ({} seed{})",
-                series.name,
-                series.seeds,
-                plural(series.seeds)
-            );
-            let mut labelled = false;
             for piece in clip_above(&series.test, y_max) {
                 chart
                     .draw_series(lone_point(&piece, 4, c))
                     .map_err(plot_err)?;
-                let drawn = chart
+                chart
                     .draw_series(LineSeries::new(piece, c.stroke_width(3)))
                     .map_err(plot_err)?;
-                if !labelled {
-                    drawn.label(label.clone()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                    });
-                    labelled = true;
-                }
-            }
-            if !labelled {
-                // No evaluated epoch yet (or all clipped): the legend entry still names it.
-                chart
-                    .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                    .map_err(plot_err)?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                    });
             }
         }
-        for (label, width) in [("training error", 1), ("test error", 3)] {
-            chart
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                .map_err(plot_err)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], GREY.stroke_width(width))
-                });
-        }
-        if panel.series.iter().any(|s| s.test_band.len() >= 2) {
-            chart
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                .map_err(plot_err)?
-                .label("test error, lowest to highest seed")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(GREY)));
-        }
-        for &(_, words) in &warmups {
-            let (dash, gap) = WARMUP_DASH;
-            chart
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                .map_err(plot_err)?
-                .label(words.clone())
-                .legend(move |(x, y)| {
-                    DashedPathElement::new(
-                        vec![(x + 12, y - 8), (x + 12, y + 8)],
-                        dash,
-                        gap,
-                        warmup_style(),
-                    )
-                });
-        }
-        if self.lr_drops.iter().any(|&d| (d as f64 / 1000.0) < x_max) {
-            chart
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                .map_err(plot_err)?
-                .label("learning rate divided")
-                .legend(move |(x, y)| {
-                    DashedPathElement::new(
-                        vec![(x + 12, y - 8), (x + 12, y + 8)],
-                        dash,
-                        gap,
-                        lr_drop_style(),
-                    )
-                });
-        }
-        // One panel of many variants (shortcuts, activations): their legend is tall, and in
-        // the upper right it would cover the ends of the worst curves. Error falls as training
-        // goes on, so the lower left (early and low) is where no curve goes. Plain nets beside
-        // ResNets list few entries, above curves that end low.
-        let corner = if self.is_plain_vs_residual() {
-            SeriesLabelPosition::UpperRight
-        } else {
-            SeriesLabelPosition::LowerLeft
+        let Some(corner) = legend else {
+            return Ok(());
         };
+        for (words, mark) in self.legend_entries(panel, x_max) {
+            let series = chart
+                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(plot_err)?
+                .label(words);
+            match mark {
+                Mark::Line(c, width) => series.legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width))
+                }),
+                Mark::Band(c) => series.legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(c))
+                }),
+                Mark::Dashes((dash, gap), style) => series.legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x + 12, y - 8), (x + 12, y + 8)], dash, gap, style)
+                }),
+            };
+        }
         draw_legend(&mut chart, corner)
     }
+
+    /// The legend's entries for `panel`, in order: each variant's test-error stroke, the
+    /// strokes of training and test error, the seeds' spread where drawn, the warm-ups' ends
+    /// and the lr drops that fall inside the axes (which end at `x_max`).
+    fn legend_entries(&self, panel: &CurvePanel, x_max: f64) -> Vec<(String, Mark)> {
+        let mut entries: Vec<(String, Mark)> = panel
+            .series
+            .iter()
+            .map(|s| {
+                let words = format!("{} ({} seed{})", s.name, s.seeds, plural(s.seeds));
+                (words, Mark::Line(colour(s.colour_index), 3))
+            })
+            .collect();
+        entries.push(("training error".into(), Mark::Line(GREY, 1)));
+        entries.push(("test error".into(), Mark::Line(GREY, 3)));
+        if panel.series.iter().any(|s| s.test_band.len() >= 2) {
+            entries.push((
+                "test error, lowest to highest seed".into(),
+                Mark::Band(GREY),
+            ));
+        }
+        for (at, words) in &self.warmup_ends {
+            let k = *at as f64 / 1000.0;
+            if k > 0.0 && k < x_max {
+                entries.push((words.clone(), Mark::Dashes(WARMUP_DASH, warmup_style())));
+            }
+        }
+        if self.lr_drops.iter().any(|&d| (d as f64 / 1000.0) < x_max) {
+            entries.push((
+                "learning rate divided".into(),
+                Mark::Dashes(LR_DROP_DASH, lr_drop_style()),
+            ));
+        }
+        entries
+    }
+
+    /// Width of the legend column of a one-panel figure: its longest entry and the mark.
+    fn legend_column_width(&self) -> u32 {
+        let x_max = self.x_max();
+        let longest = self
+            .panels
+            .iter()
+            .flat_map(|p| self.legend_entries(p, x_max))
+            .map(|(words, _)| text_width(&words, LEGEND_SIZE, FontStyle::Normal, 8))
+            .max()
+            .unwrap_or(0);
+        (longest + LEGEND_TEXT_X as u32 + 20).clamp(200, 480)
+    }
+
+    /// The legend of a one-panel figure, in a column right of the chart (a legend inside the
+    /// axes would cover curves: with many variants it is tall, and the curves fill the chart
+    /// from the top left, where they start high, to the bottom right).
+    fn draw_legend_column<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        entries: &[(String, Mark)],
+    ) -> Result<()> {
+        let text = (FONT, LEGEND_SIZE)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        // level with the top of the chart (its margin), a row per entry
+        let mut y = 20 + LEGEND_ROW / 2;
+        for (words, mark) in entries {
+            let x = 10;
+            match *mark {
+                Mark::Line(c, width) => area.draw(&PathElement::new(
+                    vec![(x, y), (x + 24, y)],
+                    c.stroke_width(width),
+                )),
+                Mark::Band(c) => area.draw(&Rectangle::new(
+                    [(x, y - 5), (x + 24, y + 5)],
+                    band_style(c),
+                )),
+                Mark::Dashes((dash, gap), style) => area.draw(&DashedPathElement::new(
+                    vec![(x + 12, y - 8), (x + 12, y + 8)],
+                    dash,
+                    gap,
+                    style,
+                )),
+            }
+            .map_err(plot_err)?;
+            area.draw_text(words, &text, (LEGEND_TEXT_X, y))
+                .map_err(plot_err)?;
+            y += LEGEND_ROW;
+        }
+        Ok(())
+    }
 }
+
+/// What a legend entry draws beside its words.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// A curve's stroke: colour and width.
+    Line(RGBColor, u32),
+    /// The spread over seeds, filled in a colour.
+    Band(RGBColor),
+    /// A vertical dashed line (dash, gap): a warm-up's end or an lr drop.
+    Dashes((u32, u32), ShapeStyle),
+}
+
+/// Font size of the legend column's words, pixels.
+const LEGEND_SIZE: u32 = 14;
+/// Height of a legend row, pixels.
+const LEGEND_ROW: i32 = 24;
+/// Where the legend column's words start, pixels from its left.
+const LEGEND_TEXT_X: i32 = 44;
 
 /// Dash and gap of the lines at the learning-rate drops, pixels (chart and legend).
 const LR_DROP_DASH: (u32, u32) = (4, 4);
@@ -533,7 +585,7 @@ impl Figure for CurvesFigure {
         let width = if self.is_plain_vs_residual() {
             CURVE_PANEL_WIDTH * self.panels.len() as u32
         } else {
-            1100
+            1100 + self.legend_column_width()
         };
         (width.max(title_width(&self.caption.title) + 40), 700)
     }
@@ -560,9 +612,20 @@ impl Figure for CurvesFigure {
             subtitle += &format!(" · errors above {:.0}% run off the top", axes.1);
         }
         let body = titled(root, &self.caption, &subtitle)?;
-        let areas = body.split_evenly((1, self.panels.len().max(1)));
-        for (panel, area) in self.panels.iter().zip(&areas) {
-            self.draw_panel(panel, area, axes)?;
+        if self.is_plain_vs_residual() {
+            // Few entries a panel, above curves that end low: inside, top right.
+            let areas = body.split_evenly((1, self.panels.len()));
+            for (panel, area) in self.panels.iter().zip(&areas) {
+                self.draw_panel(panel, area, axes, Some(SeriesLabelPosition::UpperRight))?;
+            }
+            return Ok(());
+        }
+        let (width, _) = body.dim_in_pixel();
+        let (plot, column) =
+            body.split_horizontally(width.saturating_sub(self.legend_column_width()));
+        for panel in &self.panels {
+            self.draw_panel(panel, &plot, axes, None)?;
+            self.draw_legend_column(&column, &self.legend_entries(panel, axes.0))?;
         }
         Ok(())
     }
