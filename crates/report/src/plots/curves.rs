@@ -188,6 +188,9 @@ pub struct CurvesFigure {
     pub warmup_ends: Vec<(i64, String)>,
 }
 
+/// Width of the chart of a one-panel figure, left of its legend column, pixels.
+pub const CHART_WIDTH: u32 = 1100;
+
 /// Width of one panel of the plain-vs-ResNet figure, pixels.
 const CURVE_PANEL_WIDTH: u32 = 700;
 
@@ -346,13 +349,7 @@ impl CurvesFigure {
                     .map_err(plot_err)?;
             }
         }
-        let warmups: Vec<(f64, &String)> = self
-            .warmup_ends
-            .iter()
-            .map(|(at, words)| (*at as f64 / 1000.0, words))
-            .filter(|&(k, _)| k > 0.0 && k < x_max)
-            .collect();
-        for &(k, _) in &warmups {
+        for (k, _) in self.warmups_inside(x_max) {
             let (dash, gap) = WARMUP_DASH;
             chart
                 .draw_series(DashedLineSeries::new(
@@ -447,11 +444,8 @@ impl CurvesFigure {
                 Mark::Band(GREY),
             ));
         }
-        for (at, words) in &self.warmup_ends {
-            let k = *at as f64 / 1000.0;
-            if k > 0.0 && k < x_max {
-                entries.push((words.clone(), Mark::Dashes(WARMUP_DASH, warmup_style())));
-            }
+        for (_, words) in self.warmups_inside(x_max) {
+            entries.push((words.to_string(), Mark::Dashes(WARMUP_DASH, warmup_style())));
         }
         if self.lr_drops.iter().any(|&d| (d as f64 / 1000.0) < x_max) {
             entries.push((
@@ -460,6 +454,15 @@ impl CurvesFigure {
             ));
         }
         entries
+    }
+
+    /// Where the warm-ups end inside the axes (which end at `x_max` thousand iterations), in
+    /// thousands, with the legend's words for each.
+    fn warmups_inside(&self, x_max: f64) -> impl Iterator<Item = (f64, &str)> {
+        self.warmup_ends
+            .iter()
+            .map(|(at, words)| (*at as f64 / 1000.0, words.as_str()))
+            .filter(move |&(k, _)| k > 0.0 && k < x_max)
     }
 
     /// Width of the legend column of a one-panel figure: its longest entry and the mark.
@@ -472,48 +475,51 @@ impl CurvesFigure {
             .map(|(words, _)| text_width(&words, LEGEND_SIZE, FontStyle::Normal, 8))
             .max()
             .unwrap_or(0);
-        (longest + LEGEND_TEXT_X as u32 + 20).clamp(200, 480)
+        (longest + LEGEND_TEXT_X as u32 + 20).max(200)
     }
+}
 
-    /// The legend of a one-panel figure, in a column right of the chart (a legend inside the
-    /// axes would cover curves: with many variants it is tall, and the curves fill the chart
-    /// from the top left, where they start high, to the bottom right).
-    fn draw_legend_column<DB: DrawingBackend>(
-        &self,
-        area: &DrawingArea<DB, Shift>,
-        entries: &[(String, Mark)],
-    ) -> Result<()> {
-        let text = (FONT, LEGEND_SIZE)
-            .into_font()
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Left, VPos::Center));
-        // level with the top of the chart (its margin), a row per entry
-        let mut y = 20 + LEGEND_ROW / 2;
-        for (words, mark) in entries {
-            let x = 10;
-            match *mark {
-                Mark::Line(c, width) => area.draw(&PathElement::new(
-                    vec![(x, y), (x + 24, y)],
-                    c.stroke_width(width),
-                )),
-                Mark::Band(c) => area.draw(&Rectangle::new(
-                    [(x, y - 5), (x + 24, y + 5)],
-                    band_style(c),
-                )),
-                Mark::Dashes((dash, gap), style) => area.draw(&DashedPathElement::new(
-                    vec![(x + 12, y - 8), (x + 12, y + 8)],
-                    dash,
-                    gap,
-                    style,
-                )),
-            }
-            .map_err(plot_err)?;
-            area.draw_text(words, &text, (LEGEND_TEXT_X, y))
-                .map_err(plot_err)?;
-            y += LEGEND_ROW;
+/// The legend of a one-panel figure, in a column right of the chart (a legend inside the
+/// axes would cover curves: with many variants it is tall, and the curves fill the chart
+/// from the top left, where they start high, to the bottom right).
+fn draw_legend_column<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, Mark)],
+) -> Result<()> {
+    let text = (FONT, LEGEND_SIZE)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    // level with the top of the chart (its margin), a row per entry, closer where more
+    // entries than fit at LEGEND_ROW would run off the bottom
+    let (_, height) = area.dim_in_pixel();
+    let room = height.saturating_sub(40) / (entries.len() as u32).max(1);
+    let row = LEGEND_ROW.min(i32::try_from(room).unwrap_or(LEGEND_ROW));
+    let mut y = 20 + row / 2;
+    for (words, mark) in entries {
+        let x = 10;
+        match *mark {
+            Mark::Line(c, width) => area.draw(&PathElement::new(
+                vec![(x, y), (x + 24, y)],
+                c.stroke_width(width),
+            )),
+            Mark::Band(c) => area.draw(&Rectangle::new(
+                [(x, y - 5), (x + 24, y + 5)],
+                band_style(c),
+            )),
+            Mark::Dashes((dash, gap), style) => area.draw(&DashedPathElement::new(
+                vec![(x + 12, y - 8), (x + 12, y + 8)],
+                dash,
+                gap,
+                style,
+            )),
         }
-        Ok(())
+        .map_err(plot_err)?;
+        area.draw_text(words, &text, (LEGEND_TEXT_X, y))
+            .map_err(plot_err)?;
+        y += row;
     }
+    Ok(())
 }
 
 /// What a legend entry draws beside its words.
@@ -585,7 +591,7 @@ impl Figure for CurvesFigure {
         let width = if self.is_plain_vs_residual() {
             CURVE_PANEL_WIDTH * self.panels.len() as u32
         } else {
-            1100 + self.legend_column_width()
+            CHART_WIDTH + self.legend_column_width()
         };
         (width.max(title_width(&self.caption.title) + 40), 700)
     }
@@ -623,11 +629,9 @@ impl Figure for CurvesFigure {
         let (width, _) = body.dim_in_pixel();
         let (plot, column) =
             body.split_horizontally(width.saturating_sub(self.legend_column_width()));
-        for panel in &self.panels {
-            self.draw_panel(panel, &plot, axes, None)?;
-            self.draw_legend_column(&column, &self.legend_entries(panel, axes.0))?;
-        }
-        Ok(())
+        let panel = &self.panels[0];
+        self.draw_panel(panel, &plot, axes, None)?;
+        draw_legend_column(&column, &self.legend_entries(panel, axes.0))
     }
 }
 
@@ -656,6 +660,72 @@ mod tests {
         // A curve of one point: kept inside the axes, gone above them.
         assert_eq!(clip_above(&[(1.0, 10.0)], 20.0), vec![vec![(1.0, 10.0)]]);
         assert!(clip_above(&[(1.0, 30.0)], 20.0).is_empty());
+    }
+
+    /// 30 variants (more than the 24-pixel rows leave room for) and a long warm-up label:
+    /// the legend column closes its rows to keep every entry inside the figure, and widens
+    /// to the longest entry.
+    #[test]
+    fn a_legend_column_of_many_entries_stays_inside_the_figure() {
+        let series = (0..30)
+            .map(|i| CurveSeries {
+                name: format!("variant-{i}"),
+                colour_index: i,
+                seeds: 1,
+                train: vec![(0.4, 60.0), (0.8, 40.0)],
+                test: vec![(0.4, 62.0), (0.8, 41.0)],
+                test_band: vec![],
+            })
+            .collect();
+        let long = "warm-up ends (a-long-variant, another-long-variant, a-third: lr 0.01 → 0.1)";
+        let figure = CurvesFigure {
+            caption: Caption {
+                title: "many variants".into(),
+                profile: "test".into(),
+                data: "CIFAR-10".into(),
+                trained: None,
+            },
+            panels: vec![CurvePanel {
+                title: None,
+                series,
+            }],
+            lr_drops: vec![600],
+            warmup_ends: vec![(200, long.to_string())],
+        };
+        super::super::register_fonts().unwrap();
+        let (width, height) = figure.size();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            figure.draw(&root).unwrap();
+            root.present().unwrap();
+        }
+        // 30 variants, training and test error, the warm-up and the lr drop
+        let ys: Vec<f64> = [
+            "variant-0 (1 seed)",
+            "variant-29 (1 seed)",
+            "training error",
+            long,
+            "learning rate divided",
+        ]
+        .iter()
+        .map(|words| {
+            let end = svg.find(&format!(">\n{words}\n<")).expect(words);
+            let tag = &svg[svg[..end].rfind("<text").unwrap()..end];
+            let at = tag.find(" y=\"").unwrap() + 4;
+            tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+        assert!(ys.windows(2).all(|p| p[0] < p[1]), "{ys:?}");
+        assert!(
+            *ys.last().unwrap() < f64::from(height) - 10.0,
+            "{ys:?} in {height} px"
+        );
+        let column = width - CHART_WIDTH;
+        assert!(
+            column >= text_width(long, LEGEND_SIZE, FontStyle::Normal, 8),
+            "a column of {column} px for the warm-up's words"
+        );
     }
 
     #[test]
