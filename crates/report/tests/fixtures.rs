@@ -498,7 +498,10 @@ fn figures_exist_decode_and_show_the_variants() {
     .map(|words| text_position(&curves_svg, words))
     .collect();
     for pair in entries.windows(2) {
-        assert!(pair[0].1 < pair[1].1, "legend entries out of order: {entries:?}");
+        assert!(
+            pair[0].1 < pair[1].1,
+            "legend entries out of order: {entries:?}"
+        );
     }
     assert!(
         entries.iter().all(|&(x, _)| x > 1100.0),
@@ -544,12 +547,18 @@ fn figures_exist_decode_and_show_the_variants() {
 
     let curves = decode(&dir.join("curves.png"));
     let (width, height) = curves.dimensions();
-    assert!((1300..=1580).contains(&width) && height == 700, "{width} × {height}");
+    assert!(
+        (1300..=1580).contains(&width) && height == 700,
+        "{width} × {height}"
+    );
     // Five variants; the first variant's colour (#1f77b4) is drawn in the chart, and in the
     // legend column only as its short mark.
     assert!(count_near_in(&curves, 0..1080, 64..700, [31, 119, 180], 10) > 500);
     let in_legend = count_near_in(&curves, 1100..width, 64..700, [31, 119, 180], 10);
-    assert!((20..200).contains(&in_legend), "{in_legend} blue pixels in the legend");
+    assert!(
+        (20..200).contains(&in_legend),
+        "{in_legend} blue pixels in the legend"
+    );
     // The title band holds dark text pixels (the embedded font rendered).
     assert!(count_near(&curves, 0..64, [0, 0, 0], 60) > 500);
 
