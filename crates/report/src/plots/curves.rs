@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use plotters::coord::Shift;
-use plotters::element::DashedPathElement;
+use plotters::element::{DashedPathElement, DynElement, IntoDynElement};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
+use plotters_backend::BackendCoord;
 
 use super::{
     colour, draw_legend, plot_err, plural, text_width, title_width, titled, Caption, Figure, FONT,
@@ -405,21 +406,11 @@ impl CurvesFigure {
             return Ok(());
         };
         for (words, mark) in self.legend_entries(panel, x_max) {
-            let series = chart
+            chart
                 .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
                 .map_err(plot_err)?
-                .label(words);
-            match mark {
-                Mark::Line(c, width) => series.legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width))
-                }),
-                Mark::Band(c) => series.legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(c))
-                }),
-                Mark::Dashes((dash, gap), style) => series.legend(move |(x, y)| {
-                    DashedPathElement::new(vec![(x + 12, y - 8), (x + 12, y + 8)], dash, gap, style)
-                }),
-            };
+                .label(words)
+                .legend(move |at| mark.element(at));
         }
         draw_legend(&mut chart, corner)
     }
@@ -465,18 +456,20 @@ impl CurvesFigure {
             .filter(move |&(k, _)| k > 0.0 && k < x_max)
     }
 
-    /// Width of the legend column of a one-panel figure: its longest entry and the mark.
-    fn legend_column_width(&self) -> u32 {
-        let x_max = self.x_max();
-        let longest = self
-            .panels
-            .iter()
-            .flat_map(|p| self.legend_entries(p, x_max))
-            .map(|(words, _)| text_width(&words, LEGEND_SIZE, FontStyle::Normal, 8))
-            .max()
-            .unwrap_or(0);
-        (longest + LEGEND_TEXT_X as u32 + 20).max(200)
+    /// The legend entries of a one-panel figure (its panel's, on its axes).
+    fn column_entries(&self) -> Vec<(String, Mark)> {
+        self.legend_entries(&self.panels[0], self.x_max())
     }
+}
+
+/// Width of a legend column of `entries`: the mark and the longest entry's words.
+fn legend_column_width(entries: &[(String, Mark)]) -> u32 {
+    let longest = entries
+        .iter()
+        .map(|(words, _)| text_width(words, LEGEND_SIZE, FontStyle::Normal, 8))
+        .max()
+        .unwrap_or(0);
+    (longest + LEGEND_TEXT_X as u32 + 20).max(200)
 }
 
 /// The legend of a one-panel figure, in a column right of the chart (a legend inside the
@@ -497,24 +490,7 @@ fn draw_legend_column<DB: DrawingBackend>(
     let row = LEGEND_ROW.min(i32::try_from(room).unwrap_or(LEGEND_ROW));
     let mut y = 20 + row / 2;
     for (words, mark) in entries {
-        let x = 10;
-        match *mark {
-            Mark::Line(c, width) => area.draw(&PathElement::new(
-                vec![(x, y), (x + 24, y)],
-                c.stroke_width(width),
-            )),
-            Mark::Band(c) => area.draw(&Rectangle::new(
-                [(x, y - 5), (x + 24, y + 5)],
-                band_style(c),
-            )),
-            Mark::Dashes((dash, gap), style) => area.draw(&DashedPathElement::new(
-                vec![(x + 12, y - 8), (x + 12, y + 8)],
-                dash,
-                gap,
-                style,
-            )),
-        }
-        .map_err(plot_err)?;
+        area.draw(&mark.element((10, y))).map_err(plot_err)?;
         area.draw_text(words, &text, (LEGEND_TEXT_X, y))
             .map_err(plot_err)?;
         y += row;
@@ -531,6 +507,28 @@ enum Mark {
     Band(RGBColor),
     /// A vertical dashed line (dash, gap): a warm-up's end or an lr drop.
     Dashes((u32, u32), ShapeStyle),
+}
+
+impl Mark {
+    /// The mark, 24 pixels wide, its left end at `(x, y)` (its middle row at `y`), as both
+    /// legends draw it.
+    fn element<DB: DrawingBackend>(
+        self,
+        (x, y): BackendCoord,
+    ) -> DynElement<'static, DB, BackendCoord> {
+        match self {
+            Mark::Line(c, width) => {
+                PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width)).into_dyn()
+            }
+            Mark::Band(c) => {
+                Rectangle::new([(x, y - 5), (x + 24, y + 5)], band_style(c)).into_dyn()
+            }
+            Mark::Dashes((dash, gap), style) => {
+                DashedPathElement::new(vec![(x + 12, y - 8), (x + 12, y + 8)], dash, gap, style)
+                    .into_dyn()
+            }
+        }
+    }
 }
 
 /// Font size of the legend column's words, pixels.
@@ -591,7 +589,7 @@ impl Figure for CurvesFigure {
         let width = if self.is_plain_vs_residual() {
             CURVE_PANEL_WIDTH * self.panels.len() as u32
         } else {
-            CHART_WIDTH + self.legend_column_width()
+            CHART_WIDTH + legend_column_width(&self.column_entries())
         };
         (width.max(title_width(&self.caption.title) + 40), 700)
     }
@@ -626,12 +624,12 @@ impl Figure for CurvesFigure {
             }
             return Ok(());
         }
+        let entries = self.column_entries();
         let (width, _) = body.dim_in_pixel();
         let (plot, column) =
-            body.split_horizontally(width.saturating_sub(self.legend_column_width()));
-        let panel = &self.panels[0];
-        self.draw_panel(panel, &plot, axes, None)?;
-        draw_legend_column(&column, &self.legend_entries(panel, axes.0))
+            body.split_horizontally(width.saturating_sub(legend_column_width(&entries)));
+        self.draw_panel(&self.panels[0], &plot, axes, None)?;
+        draw_legend_column(&column, &entries)
     }
 }
 
