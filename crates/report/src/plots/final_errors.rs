@@ -74,23 +74,50 @@ impl FinalFigure {
         }
     }
 
+    /// Whether `entry` failed by our threshold: its median final error above it.
+    fn failed(&self, entry: &FinalEntry) -> bool {
+        entry.summary.is_some_and(|s| s.median > self.fail_above)
+    }
+
+    /// The highest of `entry`'s own marks: its seeds and the top of its mean's interval.
+    fn highest_mark(entry: &FinalEntry) -> Option<f64> {
+        let interval = entry.summary.and_then(|s| s.mean_interval(MEAN_LEVEL));
+        entry
+            .errors
+            .iter()
+            .copied()
+            .chain(interval.map(|(_, high)| high))
+            .reduce(f64::max)
+    }
+
+    /// The top of the error axis. It holds the marks of every variant that did not fail and
+    /// the papers' numbers, with room above for the marks along the top edge (the paper's
+    /// "fail", diverged seeds, failed variants). A variant that failed (90% for a net that
+    /// never learned) does not stretch the axis: where it does not fit, it is one labelled
+    /// mark at the top ([`Self::off_chart`]), and our threshold line is left out where it is
+    /// above the top, so that the variants that trained are read at a useful scale.
     fn y_max(&self) -> f64 {
-        let top = self
+        let within = self
             .entries
             .iter()
             .flat_map(|e| {
-                let paper = e.paper.map(paper_top);
-                let interval = e.summary.and_then(|s| s.mean_interval(MEAN_LEVEL));
-                e.errors
-                    .iter()
-                    .copied()
-                    .chain(paper.flatten())
-                    .chain(interval.map(|(_, high)| high))
+                let own = (!self.failed(e)).then(|| Self::highest_mark(e)).flatten();
+                own.into_iter().chain(e.paper.and_then(paper_top))
             })
-            .fold(self.fail_above, f64::max);
-        // room above the highest point for the marks along the top edge (the paper's "fail",
-        // diverged seeds and their iterations)
-        top * 1.35
+            .fold(0.0, f64::max);
+        if within > 0.0 {
+            within * 1.35
+        } else {
+            // nothing but failures: all of them on the axis, with our threshold
+            let highest = self.entries.iter().filter_map(Self::highest_mark);
+            highest.fold(self.fail_above, f64::max) * 1.35
+        }
+    }
+
+    /// Whether `entry` is drawn as one mark at the top edge (`y_max`: the axis' top): it
+    /// failed and some mark of it lies above the axis.
+    fn off_chart(&self, entry: &FinalEntry, y_max: f64) -> bool {
+        self.failed(entry) && Self::highest_mark(entry).is_some_and(|h| h > y_max)
     }
 
     fn label_room(&self) -> u32 {
@@ -170,21 +197,48 @@ impl Figure for FinalFigure {
             .map_err(plot_err)?;
 
         let (dash, gap) = THRESHOLD_DASH;
-        chart
-            .draw_series(DashedLineSeries::new(
-                [
-                    (SegmentValue::Exact(0), self.fail_above),
-                    (SegmentValue::Last, self.fail_above),
-                ],
-                dash,
-                gap,
-                threshold_style(),
-            ))
-            .map_err(plot_err)?;
+        if self.fail_above < y_max {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [
+                        (SegmentValue::Exact(0), self.fail_above),
+                        (SegmentValue::Last, self.fail_above),
+                    ],
+                    dash,
+                    gap,
+                    threshold_style(),
+                ))
+                .map_err(plot_err)?;
+        }
 
         for (i, entry) in self.entries.iter().enumerate() {
             let c = colour(entry.colour_index);
             let x = SegmentValue::CenterOf(i);
+            // the top edge of the chart in this column
+            let (cx, top) = chart.backend_coord(&(x.clone(), y_max));
+            if let Some(paper) = entry.paper {
+                // beside ours, so that neither hides the other
+                let at = |error: f64| {
+                    let (px, py) = chart.backend_coord(&(x.clone(), error));
+                    (px + PAPER_OFFSET, py)
+                };
+                draw_paper(root, paper, y_max, at)?;
+            }
+            if !entry.diverged_at.is_empty() {
+                draw_diverged(root, (cx, top), c, &entry.diverged_at)?;
+            }
+            if self.off_chart(entry, y_max) {
+                let summary = entry.summary.expect("a failed variant has finished seeds");
+                let label = if summary.n == 1 {
+                    format!("fail: {:.2}%", summary.median)
+                } else {
+                    format!("fail: median {:.2}% of {}", summary.median, summary.n)
+                };
+                // left of a diverged seeds' mark, which takes the column's centre
+                let shift = if entry.diverged_at.is_empty() { 0 } else { 16 };
+                draw_off_chart(root, (cx - shift, top), c, &label)?;
+                continue;
+            }
             let seed_style = seed_marker(means, c);
             let interval = entry
                 .summary
@@ -206,19 +260,6 @@ impl Figure for FinalFigure {
                 let (sx, sy) = px(e);
                 root.draw(&Circle::new((sx - shift, sy), seed_style.0, seed_style.1))
                     .map_err(plot_err)?;
-            }
-            // the top edge of the chart in this column
-            let (cx, top) = chart.backend_coord(&(x.clone(), y_max));
-            if let Some(paper) = entry.paper {
-                // beside ours, so that neither hides the other
-                let at = |error: f64| {
-                    let (px, py) = chart.backend_coord(&(x.clone(), error));
-                    (px + PAPER_OFFSET, py)
-                };
-                draw_paper(root, paper, y_max, at)?;
-            }
-            if !entry.diverged_at.is_empty() {
-                draw_diverged(root, (cx, top), c, &entry.diverged_at)?;
             }
         }
 
@@ -283,7 +324,9 @@ impl FinalFigure {
         }
         let (dash, gap) = THRESHOLD_DASH;
         let threshold = format!("ours: fail above {}%", self.fail_above);
-        entry(&threshold, None, &|(x, y)| {
+        let y_max = self.y_max();
+        let off = (self.fail_above >= y_max).then_some("its line above the top of the chart");
+        entry(&threshold, off, &|(x, y)| {
             area.draw(&DashedPathElement::new(
                 vec![(x - 16, y), (x + 16, y)],
                 dash,
@@ -292,6 +335,13 @@ impl FinalFigure {
             ))
             .map_err(plot_err)
         })?;
+        if self.entries.iter().any(|e| self.off_chart(e, y_max)) {
+            entry(
+                "a variant that failed",
+                Some("above the chart: at the top, with its error"),
+                &|(x, y)| draw_off_chart_mark(area, (x, y - 10), GREY),
+            )?;
+        }
         if self.entries.iter().any(|e| !e.diverged_at.is_empty()) {
             entry(
                 "a seed that diverged",
@@ -418,6 +468,38 @@ fn draw_diverged<DB: DrawingBackend>(
         .color(&BLACK)
         .pos(Pos::new(HPos::Left, VPos::Center));
     root.draw_text(&text, &style, (x, top + 22))
+        .map_err(plot_err)
+}
+
+/// The mark of a variant that failed above the chart (see [`FinalFigure::y_max`]), along
+/// the top edge (`top`: that point in its column): an upward chevron over a filled circle in
+/// its colour.
+fn draw_off_chart_mark<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, top): (i32, i32),
+    colour: RGBColor,
+) -> Result<()> {
+    let chevron = vec![(x - 6, top + 14), (x, top + 7), (x + 6, top + 14)];
+    root.draw(&PathElement::new(chevron, colour.stroke_width(3)))
+        .map_err(plot_err)?;
+    root.draw(&Circle::new((x, top + 22), 5, colour.filled()))
+        .map_err(plot_err)
+}
+
+/// [`draw_off_chart_mark`] and, reading downward under it, `label` (its error).
+fn draw_off_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, top): (i32, i32),
+    colour: RGBColor,
+    label: &str,
+) -> Result<()> {
+    draw_off_chart_mark(root, (x, top), colour)?;
+    let style = (FONT, 12)
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    root.draw_text(label, &style, (x, top + 34))
         .map_err(plot_err)
 }
 
@@ -637,6 +719,92 @@ mod tests {
         }
         assert_eq!(arrowheads, 1, "{svg}");
         assert_eq!(lowest, bottom, "the bar ends at the axis");
+    }
+
+    /// The shortcuts `cpu-long` case: one variant never learned (90%, our "fail"), the
+    /// others ended at 17–28% and the paper's numbers are below 13%. The failed variant is
+    /// one labelled mark at the top edge instead of stretching the axis to 120%, so the
+    /// others fill the chart; our 50% line, above the top, is left out and the legend says so.
+    #[test]
+    fn a_failed_variant_does_not_stretch_the_axis() {
+        register_fonts().unwrap();
+        let entry = |name: &str, colour_index, error: f64, paper| FinalEntry {
+            name: name.into(),
+            colour_index,
+            errors: vec![error],
+            summary: Summary::of(&[error]),
+            paper: Some(PaperNumber::Error(paper)),
+            diverged_at: Vec::new(),
+        };
+        let figure = FinalFigure {
+            caption: Caption {
+                title: "t".into(),
+                profile: "cpu-long".into(),
+                data: "CIFAR-10".into(),
+                trained: None,
+            },
+            entries: vec![
+                entry("original", 0, 17.36, 6.61),
+                entry("exclusive-gating-7", 1, 27.68, 9.81),
+                entry("dropout-0.5", 2, 90.0, 12.0),
+            ],
+            fail_above: 50.0,
+        };
+        let mut svg = String::new();
+        {
+            let size = figure.size();
+            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            figure.draw(&root).unwrap();
+        }
+        // the y axis: the longest vertical black line, from the top (y_max) to 0%
+        let (top, bottom) = svg
+            .split("<polyline")
+            .skip(1)
+            .map(|p| &p[..p.find("/>").unwrap()])
+            .filter(|p| p.contains("stroke=\"#000000\""))
+            .map(number_list)
+            .filter(|points| points.len() == 2 && points[0].0 == points[1].0)
+            .map(|points| (points[0].1.min(points[1].1), points[0].1.max(points[1].1)))
+            .fold((0.0, 0.0), |a, b| if b.1 - b.0 > a.1 - a.0 { b } else { a });
+        let circle_y = |colour_index: usize| {
+            let c = colour(colour_index);
+            let fill = format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+            let circle = svg
+                .split("<circle")
+                .skip(1)
+                .find(|e| e[..e.find("/>").unwrap()].contains(&fill))
+                .unwrap_or_else(|| panic!("no circle {fill} in {svg}"));
+            let at = circle.find(" cy=\"").unwrap() + 5;
+            circle[at..at + circle[at..].find('"').unwrap()]
+                .parse::<f64>()
+                .unwrap()
+        };
+        // 27.68% is the highest of the variants that trained: with the axis to 1.35 times
+        // it, the point is 74% of the way up (at 120%, it was 23%)
+        let height_of = |y: f64| (bottom - y) / (bottom - top);
+        let up = height_of(circle_y(1));
+        assert!(
+            (0.70..0.78).contains(&up),
+            "27.68% drawn {up:.2} of the way up"
+        );
+        assert!(height_of(circle_y(0)) > 0.4);
+        // dropout-0.5: at the top edge, labelled with its error
+        assert!(svg.contains(">\nfail: 90.00%\n<"), "{svg}");
+        assert!(
+            circle_y(2) < top + 30.0,
+            "{} under the top {top}",
+            circle_y(2)
+        );
+        // no red dash left of the legend column: the 50% line is above the chart
+        let legend_x = f64::from(figure.size().0 - FINAL_LEGEND_WIDTH);
+        let in_chart = svg
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#FF0000\""))
+            .filter(|l| number_list(l).iter().all(|p| p.0 < legend_x))
+            .count();
+        assert_eq!(in_chart, 0, "a threshold line in the chart");
+        assert!(svg.contains("its line above the top of the chart"));
+        assert!(svg.contains("a variant that failed"));
     }
 
     /// The (x, y) pairs of an SVG element's `points` attribute.
