@@ -34,6 +34,7 @@
 //! residual unit.
 
 pub mod config;
+mod dropout;
 pub mod error;
 pub mod fused;
 pub mod layers;

@@ -442,7 +442,9 @@ impl Net {
     /// Like [`Net::forward_stacked`], with one seed per replica for the random draws of a
     /// training pass (the dropout shortcut's masks): replica k's draws depend on `seeds[k]`
     /// and the unit alone, so K replicas stacked draw exactly what each would draw alone with
-    /// its seed. Uses (and leaves reseeded) libtorch's global generator. Without seeds, the
+    /// its seed. On the CPU the masks come from a counter-based generator of their own
+    /// (`dropout.rs`); elsewhere from libtorch's global generator, which this leaves
+    /// reseeded. Without seeds, the
     /// draws come from the global generator in unit order, and a stacked replica's masks
     /// differ from a lone run's.
     pub fn forward_stacked_seeded(

@@ -487,13 +487,18 @@ impl ModuleT for ResidualUnit {
 
 /// The dropout shortcut's multiplier for `hx` `[B, K·C, H, W]` while training: replica k's
 /// part `[B, C, H, W]` drawn (keep with probability 1 − ratio, scaled by 1 / (1 − ratio), as
-/// libtorch's dropout) from libtorch's generator seeded with `seeds[k]`, in NCHW order
-/// whatever `hx`'s layout, so that it does not depend on K or on the memory format.
+/// libtorch's dropout) from `seeds[k]`, in NCHW order whatever `hx`'s layout, so that it does
+/// not depend on K or on the memory format. On the CPU from a counter-based generator filled
+/// in parallel ([`crate::dropout`]; libtorch's one-element-at-a-time `bernoulli_` took more
+/// time than the rest of the step), elsewhere from libtorch's generator seeded with `seeds[k]`.
 fn dropout_mask(hx: &Tensor, ratio: f64, seeds: &[i64]) -> Tensor {
+    let keep = 1.0 - ratio;
+    if hx.device() == tch::Device::Cpu {
+        return crate::dropout::cpu_mask(hx, keep, seeds, is_channels_last(hx));
+    }
     let size = hx.size();
     let k = seeds.len() as i64;
     let (b, c, h, w) = (size[0], size[1] / k, size[2], size[3]);
-    let keep = 1.0 - ratio;
     let parts: Vec<Tensor> = seeds
         .iter()
         .map(|&seed| {
