@@ -97,21 +97,25 @@ impl FinalFigure {
     /// mark at the top ([`Self::off_chart`]), and our threshold line is left out where it is
     /// above the top, so that the variants that trained are read at a useful scale.
     fn y_max(&self) -> f64 {
-        let within = self
+        let papers = self
             .entries
             .iter()
-            .flat_map(|e| {
-                let own = (!self.failed(e)).then(|| Self::highest_mark(e)).flatten();
-                own.into_iter().chain(e.paper.and_then(paper_top))
-            })
-            .fold(0.0, f64::max);
-        if within > 0.0 {
-            within * 1.35
+            .filter_map(|e| e.paper.and_then(paper_top));
+        let trained: Vec<f64> = self
+            .entries
+            .iter()
+            .filter(|e| !self.failed(e))
+            .filter_map(Self::highest_mark)
+            .collect();
+        let top = if trained.is_empty() {
+            // nothing but failures (a smoke run's few steps): all of them on the axis, with
+            // our threshold
+            let ours = self.entries.iter().filter_map(Self::highest_mark);
+            ours.chain(papers).fold(self.fail_above, f64::max)
         } else {
-            // nothing but failures: all of them on the axis, with our threshold
-            let highest = self.entries.iter().filter_map(Self::highest_mark);
-            highest.fold(self.fail_above, f64::max) * 1.35
-        }
+            trained.into_iter().chain(papers).fold(0.0, f64::max)
+        };
+        top * 1.35
     }
 
     /// Whether `entry` is drawn as one mark at the top edge (`y_max`: the axis' top): it
@@ -338,7 +342,7 @@ impl FinalFigure {
         if self.entries.iter().any(|e| self.off_chart(e, y_max)) {
             entry(
                 "a variant that failed",
-                Some("above the chart: at the top, with its error"),
+                Some("reaching above the chart: at the top, with its error"),
                 &|(x, y)| draw_off_chart_mark(area, (x, y - 10), GREY),
             )?;
         }
@@ -805,6 +809,47 @@ mod tests {
         assert_eq!(in_chart, 0, "a threshold line in the chart");
         assert!(svg.contains("its line above the top of the chart"));
         assert!(svg.contains("a variant that failed"));
+    }
+
+    /// A smoke run: every variant above our threshold, the paper's numbers far below. With
+    /// nothing that trained to scale the axis by, all of ours stay on it, with our line.
+    #[test]
+    fn when_every_variant_failed_all_stay_on_the_axis() {
+        register_fonts().unwrap();
+        let entry = |name: &str, colour_index, error: f64| FinalEntry {
+            name: name.into(),
+            colour_index,
+            errors: vec![error],
+            summary: Summary::of(&[error]),
+            paper: Some(PaperNumber::Error(6.61)),
+            diverged_at: Vec::new(),
+        };
+        let figure = FinalFigure {
+            caption: Caption {
+                title: "t".into(),
+                profile: "smoke".into(),
+                data: "CIFAR-10".into(),
+                trained: None,
+            },
+            entries: vec![entry("original", 0, 69.0), entry("conv1x1", 1, 82.0)],
+            fail_above: 20.0,
+        };
+        assert!(
+            (figure.y_max() - 82.0 * 1.35).abs() < 1e-9,
+            "{}",
+            figure.y_max()
+        );
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, figure.size()).into_drawing_area();
+            figure.draw(&root).unwrap();
+        }
+        assert!(
+            !svg.contains("fail: "),
+            "a variant moved off the axis: {svg}"
+        );
+        assert!(!svg.contains("its line above the top"));
+        assert!(svg.contains("stroke=\"#FF0000\""), "no threshold line");
     }
 
     /// The (x, y) pairs of an SVG element's `points` attribute.
