@@ -51,6 +51,7 @@ fn fill(out: &mut [f32], seeds: &[u64], keep: f32, layout: Layout, threads: usiz
     if per_image == 0 {
         return;
     }
+    debug_assert_eq!(out.len() % per_image, 0, "whole images only");
     let images = out.len() / per_image;
     let scale = 1.0 / keep;
     let below = threshold(keep);
@@ -96,6 +97,15 @@ pub(crate) fn cpu_mask(hx: &Tensor, keep: f64, seeds: &[i64], channels_last: boo
     let size = hx.size();
     let k = seeds.len() as i64;
     let (b, kc, h, w) = (size[0], size[1], size[2], size[3]);
+    assert!(
+        k > 0 && kc % k == 0,
+        "dropout mask: {kc} channels do not split into {k} replicas"
+    );
+    let numel = (b * kc * h * w) as usize;
+    if numel == 0 {
+        // an empty tensor's data pointer may be null: nothing to draw
+        return Tensor::zeros(size.as_slice(), (hx.kind(), Device::Cpu));
+    }
     let layout = Layout {
         c: (kc / k) as usize,
         hw: (h * w) as usize,
@@ -107,7 +117,6 @@ pub(crate) fn cpu_mask(hx: &Tensor, keep: f64, seeds: &[i64], channels_last: boo
         [b, kc, h, w]
     };
     let mut mask = Tensor::empty(shape, (Kind::Float, Device::Cpu));
-    let numel = (b * kc * h * w) as usize;
     // SAFETY: `mask` is a new contiguous fp32 tensor of `numel` elements that nothing else
     // refers to while `out` lives.
     let out = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, numel) };
@@ -129,8 +138,18 @@ mod tests {
     use super::*;
 
     fn mask(seeds: &[u64], layout: Layout, images: usize, threads: usize) -> Vec<f32> {
+        mask_keeping(0.5, seeds, layout, images, threads)
+    }
+
+    fn mask_keeping(
+        keep: f32,
+        seeds: &[u64],
+        layout: Layout,
+        images: usize,
+        threads: usize,
+    ) -> Vec<f32> {
         let mut out = vec![f32::NAN; images * seeds.len() * layout.c * layout.hw];
-        fill(&mut out, seeds, 0.5, layout, threads);
+        fill(&mut out, seeds, keep, layout, threads);
         out
     }
 
@@ -192,6 +211,40 @@ mod tests {
         assert!((equal - 0.5).abs() < 0.0025, "{equal}");
     }
 
+    /// Other keep probabilities: the fraction kept and the scale follow `keep` (not the
+    /// ratio dropped), and keep = 1 keeps everything unscaled.
+    #[test]
+    fn the_keep_probability_sets_the_fraction_and_the_scale() {
+        let layout = Layout {
+            c: 8,
+            hw: 1024,
+            channels_last: true,
+        };
+        let values = mask_keeping(0.9, &[5], layout, 64, 2);
+        let scale = 1.0 / 0.9f32;
+        assert!(values.iter().all(|&v| v == 0.0 || v == scale));
+        let kept = values.iter().filter(|&&v| v == scale).count() as f64 / values.len() as f64;
+        // 5 standard deviations of 524,288 draws at 0.9: 0.0021
+        assert!((kept - 0.9).abs() < 0.0021, "{kept}");
+        assert!(mask_keeping(1.0, &[5], layout, 4, 2)
+            .iter()
+            .all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn empty_and_uneven_activations() {
+        let empty = Tensor::zeros([0, 4, 3, 3], (Kind::Float, Device::Cpu));
+        assert_eq!(
+            cpu_mask(&empty, 0.5, &[1, 2], true).size(),
+            vec![0, 4, 3, 3]
+        );
+        let uneven = Tensor::zeros([2, 5, 3, 3], (Kind::Float, Device::Cpu));
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cpu_mask(&uneven, 0.5, &[1, 2], false)
+        }));
+        assert!(refused.is_err(), "5 channels split into 2 replicas");
+    }
+
     #[test]
     fn the_tensor_follows_the_activation_kind_and_format() {
         let hx = Tensor::zeros([2, 6, 4, 5], (Kind::BFloat16, Device::Cpu));
@@ -200,5 +253,11 @@ mod tests {
         let cl = cpu_mask(&hx, 0.5, &[1, 2], true);
         assert!(crate::layers::is_channels_last(&cl));
         assert!(cl.equal(&m), "the same values in either memory format");
+        // a multiplier of mean 1 whatever the probability kept: here 90% of 1/0.9
+        let big = Tensor::zeros([8, 32, 16, 16], (Kind::Float, Device::Cpu));
+        let mean = cpu_mask(&big, 0.9, &[3, 4], true)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!((mean - 1.0).abs() < 0.02, "{mean}");
     }
 }
