@@ -562,13 +562,24 @@ impl ResidualUnit {
             }
             // Fig. 2f: dropout on h(x) while training
             (ShortcutKind::Dropout { ratio }, Some(hx), _) => {
-                let fx = fx();
-                match seeds {
+                let dropped = |hx: Tensor| match seeds {
                     Some(seeds) if train && ratio > 0.0 => {
                         let mask = dropout_mask(&hx, ratio, seeds);
-                        hx * mask + fx
+                        hx * mask
                     }
-                    _ => hx.dropout(ratio, train) + fx,
+                    _ => hx.dropout(ratio, train),
+                };
+                match (c.placement, self.norms.last()) {
+                    // (a): as the identity's, the last BN, the addition and the ReLU as one
+                    // operation, on the dropped-out shortcut
+                    (ActivationPlacement::Original, Some(bn)) => {
+                        let y = self.residual(&xs, activated, train, true);
+                        return bn.forward_relu(&y, Some(&dropped(hx)), train);
+                    }
+                    _ => {
+                        let fx = fx();
+                        dropped(hx) + fx
+                    }
                 }
             }
             (
