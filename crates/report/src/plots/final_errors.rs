@@ -115,6 +115,8 @@ impl FinalFigure {
         } else {
             trained.into_iter().chain(papers).fold(0.0, f64::max)
         };
+        // every mark at 0% (a net that learned everything, no paper number): up to our line
+        let top = if top > 0.0 { top } else { self.fail_above };
         top * 1.35
     }
 
@@ -849,7 +851,30 @@ mod tests {
             "a variant moved off the axis: {svg}"
         );
         assert!(!svg.contains("its line above the top"));
-        assert!(svg.contains("stroke=\"#FF0000\""), "no threshold line");
+        // red dashes left of the legend column (whose own sample dash is red too)
+        let legend_x = f64::from(figure.size().0 - FINAL_LEGEND_WIDTH);
+        let in_chart = svg
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#FF0000\""))
+            .filter(|l| number_list(l).iter().all(|p| p.0 < legend_x))
+            .count();
+        assert!(
+            in_chart > 10,
+            "no threshold line in the chart: {in_chart} dashes"
+        );
+        // nothing but zeros and no paper: the axis still runs up to our line
+        let zeros = FinalFigure {
+            entries: vec![FinalEntry {
+                paper: None,
+                ..entry("original", 0, 0.0)
+            }],
+            ..figure
+        };
+        assert!(
+            (zeros.y_max() - 20.0 * 1.35).abs() < 1e-9,
+            "{}",
+            zeros.y_max()
+        );
     }
 
     /// The (x, y) pairs of an SVG element's `points` attribute.
