@@ -280,7 +280,7 @@ impl Figure for FinalFigure {
             root.draw_text(&entry.name, &name_style, (px, py + 10))
                 .map_err(plot_err)?;
         }
-        self.draw_legend(&legend, means)
+        self.draw_legend(&legend, means, y_max)
     }
 }
 
@@ -291,6 +291,7 @@ impl FinalFigure {
         &self,
         area: &DrawingArea<DB, Shift>,
         means: bool,
+        y_max: f64,
     ) -> Result<()> {
         let text = (FONT, 14).into_font().color(&BLACK);
         let note = (FONT, 12).into_font().color(&GREY);
@@ -330,7 +331,6 @@ impl FinalFigure {
         }
         let (dash, gap) = THRESHOLD_DASH;
         let threshold = format!("ours: fail above {}%", self.fail_above);
-        let y_max = self.y_max();
         let off = (self.fail_above >= y_max).then_some("its line above the top of the chart");
         entry(&threshold, off, &|(x, y)| {
             area.draw(&DashedPathElement::new(
@@ -640,16 +640,64 @@ mod tests {
     use super::*;
     use crate::plots::register_fonts;
 
+    fn caption(title: &str, profile: &str) -> Caption {
+        Caption {
+            title: title.into(),
+            profile: profile.into(),
+            data: "CIFAR-10".into(),
+            trained: None,
+        }
+    }
+
+    /// A variant of one seed ended at `error`, with the paper's number.
+    fn one_seed(name: &str, colour_index: usize, error: f64, paper: Option<f64>) -> FinalEntry {
+        FinalEntry {
+            name: name.into(),
+            colour_index,
+            errors: vec![error],
+            summary: Summary::of(&[error]),
+            paper: paper.map(PaperNumber::Error),
+            diverged_at: Vec::new(),
+        }
+    }
+
+    /// `figure` as an SVG document.
+    fn render(figure: &FinalFigure) -> String {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, figure.size()).into_drawing_area();
+            figure.draw(&root).unwrap();
+        }
+        svg
+    }
+
+    /// The y axis, the longest vertical black line: (its top, at y_max; its bottom, at 0%).
+    fn y_axis(svg: &str) -> (f64, f64) {
+        svg.split("<polyline")
+            .skip(1)
+            .map(|p| &p[..p.find("/>").unwrap()])
+            .filter(|p| p.contains("stroke=\"#000000\""))
+            .map(number_list)
+            .filter(|points| points.len() == 2 && points[0].0 == points[1].0)
+            .map(|points| (points[0].1.min(points[1].1), points[0].1.max(points[1].1)))
+            .fold((0.0, 0.0), |a, b| if b.1 - b.0 > a.1 - a.0 { b } else { a })
+    }
+
+    /// The red dashes of our threshold left of the legend column (whose own sample dash is
+    /// red too).
+    fn threshold_dashes_in_chart(figure: &FinalFigure, svg: &str) -> usize {
+        let legend_x = f64::from(figure.size().0 - FINAL_LEGEND_WIDTH);
+        svg.lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#FF0000\""))
+            .filter(|l| number_list(l).iter().all(|p| p.0 < legend_x))
+            .count()
+    }
+
     #[test]
     fn a_final_figure_is_wide_enough_for_its_title() {
         register_fonts().unwrap();
         let figure = |title: &str| FinalFigure {
-            caption: Caption {
-                title: title.into(),
-                profile: "cpu".into(),
-                data: "CIFAR-10".into(),
-                trained: None,
-            },
+            caption: caption(title, "cpu"),
             entries: Vec::new(),
             fail_above: 50.0,
         };
@@ -671,12 +719,7 @@ mod tests {
         let summary = Summary::of(&errors).unwrap();
         assert!(summary.mean_interval(MEAN_LEVEL).unwrap().0 < -3.0);
         let figure = FinalFigure {
-            caption: Caption {
-                title: "t".into(),
-                profile: "cpu-long".into(),
-                data: "CIFAR-10".into(),
-                trained: None,
-            },
+            caption: caption("t", "cpu-long"),
             entries: vec![FinalEntry {
                 name: "resnet-56".into(),
                 colour_index: 3,
@@ -687,30 +730,14 @@ mod tests {
             }],
             fail_above: 50.0,
         };
-        let mut svg = String::new();
-        {
-            let size = figure.size();
-            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-            figure.draw(&root).unwrap();
-        }
+        let svg = render(&figure);
         let polylines: Vec<&str> = svg
             .split("<polyline")
             .skip(1)
             .map(|p| &p[..p.find("/>").unwrap()])
             .collect();
-        // the bottom of the chart: the low end of the y axis, the longest vertical black line
-        let (_, bottom) = polylines
-            .iter()
-            .filter(|p| p.contains("stroke=\"#000000\""))
-            .map(|p| number_list(p))
-            .filter(|points| points.len() == 2 && points[0].0 == points[1].0)
-            .map(|points| {
-                (
-                    (points[0].1 - points[1].1).abs(),
-                    points[0].1.max(points[1].1),
-                )
-            })
-            .fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a });
+        // the bottom of the chart: the low end of the y axis
+        let (_, bottom) = y_axis(&svg);
         assert!(bottom > 0.0, "no y axis in {svg}");
         let c = colour(3);
         let stroke = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
@@ -734,44 +761,17 @@ mod tests {
     #[test]
     fn a_failed_variant_does_not_stretch_the_axis() {
         register_fonts().unwrap();
-        let entry = |name: &str, colour_index, error: f64, paper| FinalEntry {
-            name: name.into(),
-            colour_index,
-            errors: vec![error],
-            summary: Summary::of(&[error]),
-            paper: Some(PaperNumber::Error(paper)),
-            diverged_at: Vec::new(),
-        };
         let figure = FinalFigure {
-            caption: Caption {
-                title: "t".into(),
-                profile: "cpu-long".into(),
-                data: "CIFAR-10".into(),
-                trained: None,
-            },
+            caption: caption("t", "cpu-long"),
             entries: vec![
-                entry("original", 0, 17.36, 6.61),
-                entry("exclusive-gating-7", 1, 27.68, 9.81),
-                entry("dropout-0.5", 2, 90.0, 12.0),
+                one_seed("original", 0, 17.36, Some(6.61)),
+                one_seed("exclusive-gating-7", 1, 27.68, Some(9.81)),
+                one_seed("dropout-0.5", 2, 90.0, Some(12.0)),
             ],
             fail_above: 50.0,
         };
-        let mut svg = String::new();
-        {
-            let size = figure.size();
-            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-            figure.draw(&root).unwrap();
-        }
-        // the y axis: the longest vertical black line, from the top (y_max) to 0%
-        let (top, bottom) = svg
-            .split("<polyline")
-            .skip(1)
-            .map(|p| &p[..p.find("/>").unwrap()])
-            .filter(|p| p.contains("stroke=\"#000000\""))
-            .map(number_list)
-            .filter(|points| points.len() == 2 && points[0].0 == points[1].0)
-            .map(|points| (points[0].1.min(points[1].1), points[0].1.max(points[1].1)))
-            .fold((0.0, 0.0), |a, b| if b.1 - b.0 > a.1 - a.0 { b } else { a });
+        let svg = render(&figure);
+        let (top, bottom) = y_axis(&svg);
         let circle_y = |colour_index: usize| {
             let c = colour(colour_index);
             let fill = format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
@@ -801,14 +801,12 @@ mod tests {
             "{} under the top {top}",
             circle_y(2)
         );
-        // no red dash left of the legend column: the 50% line is above the chart
-        let legend_x = f64::from(figure.size().0 - FINAL_LEGEND_WIDTH);
-        let in_chart = svg
-            .lines()
-            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#FF0000\""))
-            .filter(|l| number_list(l).iter().all(|p| p.0 < legend_x))
-            .count();
-        assert_eq!(in_chart, 0, "a threshold line in the chart");
+        // no red dash in the chart: the 50% line is above it
+        assert_eq!(
+            threshold_dashes_in_chart(&figure, &svg),
+            0,
+            "a threshold line in the chart"
+        );
         assert!(svg.contains("its line above the top of the chart"));
         assert!(svg.contains("a variant that failed"));
     }
@@ -818,22 +816,12 @@ mod tests {
     #[test]
     fn when_every_variant_failed_all_stay_on_the_axis() {
         register_fonts().unwrap();
-        let entry = |name: &str, colour_index, error: f64| FinalEntry {
-            name: name.into(),
-            colour_index,
-            errors: vec![error],
-            summary: Summary::of(&[error]),
-            paper: Some(PaperNumber::Error(6.61)),
-            diverged_at: Vec::new(),
-        };
         let figure = FinalFigure {
-            caption: Caption {
-                title: "t".into(),
-                profile: "smoke".into(),
-                data: "CIFAR-10".into(),
-                trained: None,
-            },
-            entries: vec![entry("original", 0, 69.0), entry("conv1x1", 1, 82.0)],
+            caption: caption("t", "smoke"),
+            entries: vec![
+                one_seed("original", 0, 69.0, Some(6.61)),
+                one_seed("conv1x1", 1, 82.0, Some(6.61)),
+            ],
             fail_above: 20.0,
         };
         assert!(
@@ -841,33 +829,20 @@ mod tests {
             "{}",
             figure.y_max()
         );
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, figure.size()).into_drawing_area();
-            figure.draw(&root).unwrap();
-        }
+        let svg = render(&figure);
         assert!(
             !svg.contains("fail: "),
             "a variant moved off the axis: {svg}"
         );
         assert!(!svg.contains("its line above the top"));
-        // red dashes left of the legend column (whose own sample dash is red too)
-        let legend_x = f64::from(figure.size().0 - FINAL_LEGEND_WIDTH);
-        let in_chart = svg
-            .lines()
-            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#FF0000\""))
-            .filter(|l| number_list(l).iter().all(|p| p.0 < legend_x))
-            .count();
+        let in_chart = threshold_dashes_in_chart(&figure, &svg);
         assert!(
             in_chart > 10,
             "no threshold line in the chart: {in_chart} dashes"
         );
         // nothing but zeros and no paper: the axis still runs up to our line
         let zeros = FinalFigure {
-            entries: vec![FinalEntry {
-                paper: None,
-                ..entry("original", 0, 0.0)
-            }],
+            entries: vec![one_seed("original", 0, 0.0, None)],
             ..figure
         };
         assert!(
